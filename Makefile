@@ -1,0 +1,95 @@
+# agentcast build. `make` builds the daemon and the library; `make run` and `make test`
+# first install whatever is missing (scripts/deps.sh).
+#
+# Variants: BUILD=build (default, -O2 -g); `make asan` builds build/asan with
+# AddressSanitizer + UndefinedBehaviorSanitizer; `make debug` builds build/debug with -O0.
+
+CC       ?= cc
+BUILD    ?= build
+OPT      ?= -O2 -g
+SAN      ?=
+PKGS     := libuv jansson openssl
+
+CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+              -fno-strict-aliasing -Iinclude -Isrc $(OPT) $(SAN) \
+              $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS)
+LDLIBS_ALL := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -lpthread
+LDFLAGS_ALL := $(SAN) $(LDFLAGS)
+
+LIB_SRC  := $(wildcard src/core/*.c src/net/*.c src/broker/*.c src/api/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+SRV_SRC  := $(wildcard src/server/*.c)
+SRV_OBJ  := $(SRV_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all deps run test unit integration asan asan-test debug bench bench-quick clean format
+
+all: $(BUILD)/agentcastd $(BUILD)/libagentcast.a $(BENCH_BIN)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(BUILD)/libagentcast.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/agentcastd: $(SRV_OBJ) $(BUILD)/libagentcast.a
+	$(CC) $(LDFLAGS_ALL) -o $@ $(SRV_OBJ) $(BUILD)/libagentcast.a $(LDLIBS_ALL)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libagentcast.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/libagentcast.a $(LDLIBS_ALL) -lcmocka
+
+$(BUILD)/bench/%: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(LDLIBS_ALL)
+
+deps:
+	@scripts/deps.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run.sh
+
+# Every test: unit and integration on the -O2 build, then both again under ASan+UBSan.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit integration
+	@$(MAKE) --no-print-directory asan-test
+
+unit: $(UNIT_BIN)
+	@scripts/unit.sh $(UNIT_BIN)
+
+integration: $(BUILD)/agentcastd $(BENCH_BIN)
+	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) AGENTCAST_BENCH=$(abspath $(BUILD)/bench) \
+		scripts/integration.sh
+
+asan:
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" all $(UNIT_BIN:$(BUILD)/%=build/asan/%)
+
+asan-test: asan
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" unit integration
+
+debug:
+	@$(MAKE) --no-print-directory BUILD=build/debug OPT="-O0 -g" all
+
+bench: deps all
+	@scripts/bench.sh
+
+bench-quick: deps all
+	@BENCH_QUICK=1 scripts/bench.sh
+
+format:
+	clang-format -i $(LIB_SRC) $(SRV_SRC) $(UNIT_SRC) $(BENCH_SRC) include/*.h src/*/*.h
+
+clean:
+	rm -rf build
+
+-include $(LIB_OBJ:.o=.d) $(SRV_OBJ:.o=.d)

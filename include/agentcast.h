@@ -1,0 +1,163 @@
+/* agentcast: a WebSocket gateway that streams AI agents' progress events to the people
+ * chatting with them. This is the one public header: the server (create it on your own
+ * uv_loop_t, or let the daemon do it), publishing events, stats, logging and errors.
+ * Every function here runs on the loop thread that owns the server unless it says
+ * otherwise. */
+#ifndef AGENTCAST_H
+#define AGENTCAST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <errno.h>
+#include <uv.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AC_VERSION "0.1.0"
+
+/* Errors: 0 is success; failures are negative. Where an errno fits it is used. */
+enum {
+    AC_EINVAL = -EINVAL,    /* an argument or a field is invalid */
+    AC_ENOMEM = -ENOMEM,    /* out of memory */
+    AC_ENOENT = -ENOENT,    /* no such user, connection or run */
+    AC_E2BIG = -E2BIG,      /* over a size limit */
+    AC_EBUSY = -EBUSY,      /* over a count limit */
+    AC_ESTATE = -4001,      /* the request breaks a lifecycle rule (HTTP 409) */
+    AC_EUNAVAIL = -4002,    /* the broker cannot take events now (HTTP 503) */
+    AC_ECLOSED = -4003      /* the server is shutting down */
+};
+
+/* A static, human-readable text for an AC_E* code or a negative errno. */
+const char *ac_strerror(int err);
+
+/* ---- logging ---------------------------------------------------------------------- */
+
+typedef enum { AC_LOG_ERROR = 0, AC_LOG_WARN, AC_LOG_INFO, AC_LOG_DEBUG } ac_log_level_t;
+
+/* Receives one formatted line (no trailing newline) of key=value fields. */
+typedef void (*ac_log_cb)(ac_log_level_t level, const char *line, void *arg);
+
+/* Replaces the log sink (default: a timestamped line on stderr) and the level. Call
+ * before starting a server; not thread-safe. A NULL cb restores the default sink. */
+void ac_log_set_sink(ac_log_cb cb, void *arg);
+void ac_log_set_level(ac_log_level_t level);
+/* Parses "error", "warn", "info" or "debug"; returns AC_EINVAL for anything else. */
+int ac_log_level_parse(const char *name, ac_log_level_t *out);
+
+/* ---- the server ------------------------------------------------------------------- */
+
+typedef enum { AC_AUTH_JWT = 0, AC_AUTH_NONE = 1 } ac_auth_mode_t;
+
+/* Options, filled with the daemon's defaults by ac_server_opts_init(). Strings are
+ * borrowed: they must outlive the server. Durations are seconds (fractions allowed). */
+typedef struct ac_server_opts_s {
+    const char *listen;          /* "HOST:PORT"; port 0 picks a free one. 127.0.0.1:8080 */
+    ac_auth_mode_t auth;         /* AC_AUTH_JWT */
+    const char *jwt_secret;      /* HS256 secret; required with AC_AUTH_JWT */
+    const char *api_key;         /* Bearer key for the HTTP API; NULL: no key asked */
+    unsigned max_conns;          /* user connections on /ws, all users: 100000 */
+    unsigned max_conns_per_user; /* beyond it the oldest is closed with 4001: 3 */
+    double ping_interval;        /* app ping + RFC 6455 ping: 30 */
+    double stale_timeout;        /* nothing received for this long: close 4002: 120 */
+    double cleanup_interval;     /* period of the staleness / expiry sweep: 30 */
+    double handshake_timeout;    /* an unfinished or idle HTTP request: 10 */
+    double shutdown_timeout;     /* longest graceful shutdown: 10 */
+    double history_ttl;          /* how long an idle user's seq stream is kept: 600 */
+    size_t max_publish_size;     /* publish body: 1 MiB */
+    size_t max_message_size;     /* inbound WebSocket message: 64 KiB */
+    size_t max_queue_bytes;      /* a connection's unsent backlog: 1 MiB */
+} ac_server_opts_t;
+
+void ac_server_opts_init(ac_server_opts_t *opts);
+
+typedef struct ac_server_s ac_server_t;
+
+/* Creates a server on `loop` (borrowed; must outlive the server). Validates the options
+ * (jwt mode needs a secret; every limit > 0) and binds nothing yet. Returns NULL and sets
+ * *err (when err is not NULL) on failure. Caller frees with ac_server_free(). */
+ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *err);
+
+/* Binds and listens. Returns 0 or a negative error (-EADDRINUSE, AC_EINVAL for a bad
+ * listen address...). */
+int ac_server_start(ac_server_t *server);
+
+/* The port actually bound (useful with port 0), or -1 before ac_server_start(). */
+int ac_server_port(const ac_server_t *server);
+
+/* Called once a graceful shutdown has finished: every connection closed (or the
+ * shutdown timeout passed) and every handle of the server closed. */
+typedef void (*ac_server_shutdown_cb)(ac_server_t *server, void *arg);
+
+/* Starts a graceful shutdown: stops accepting, sends `closing` and close 1001 to every
+ * user connection, flushes what is queued and closes everything within
+ * opts.shutdown_timeout; then calls cb. Calling it again does nothing and returns
+ * AC_ECLOSED. After cb the loop holds no handle of the server. */
+int ac_server_shutdown(ac_server_t *server, ac_server_shutdown_cb cb, void *arg);
+
+/* Frees a server that was never started, or whose shutdown callback has run. */
+void ac_server_free(ac_server_t *server);
+
+/* ---- events ----------------------------------------------------------------------- */
+
+/* One event to publish. Strings are borrowed for the duration of the call; `data_json`
+ * is a JSON object text (NULL or "" for {}). */
+typedef struct ac_event_s {
+    const char *user_id;
+    const char *type;          /* agent_started, ..., or a custom [a-z][a-z0-9_.-]{0,63} */
+    const char *data_json;
+    const char *run_id;        /* optional */
+    const char *thread_id;     /* optional */
+    const char *connection_id; /* optional: a direct message to that one connection */
+} ac_event_t;
+
+/* Result of a publish. */
+typedef struct ac_publish_result_s {
+    uint64_t seq;       /* the event's seq; 0 for a direct message */
+    unsigned delivered; /* connections it was handed to */
+} ac_publish_result_t;
+
+/* Validates and publishes one event from the loop thread. On a validation failure
+ * returns AC_EINVAL (or AC_ENOENT for a direct message to a connection that is not open)
+ * and, when `reason` is not NULL, points it at a static text naming the field. */
+int ac_emit(ac_server_t *server, const ac_event_t *event, ac_publish_result_t *result,
+            const char **reason);
+
+/* ---- stats ------------------------------------------------------------------------ */
+
+enum {
+    AC_STAT_AGENT_STARTED = 0,
+    AC_STAT_AGENT_THINKING,
+    AC_STAT_TOOL_EXECUTING,
+    AC_STAT_TOOL_COMPLETED,
+    AC_STAT_AGENT_COMPLETED,
+    AC_STAT_AGENT_ERROR,
+    AC_STAT_CUSTOM,
+    AC_STAT_NTYPES
+};
+
+typedef struct ac_stats_s {
+    uint64_t total_users;       /* users with at least one open connection */
+    uint64_t total_connections; /* open user connections on /ws */
+    uint64_t active_emitters;   /* users whose seq stream is kept (connected or recent) */
+    uint64_t events_by_type[AC_STAT_NTYPES];
+    uint64_t events_total;      /* accepted events with a seq */
+    uint64_t direct_total;      /* accepted direct messages */
+    uint64_t deliveries_total;  /* frames handed to connections (events and direct) */
+    uint64_t evictions_total;   /* closes with 4001 */
+    uint64_t stale_total;       /* closes with 4002 */
+    uint64_t slow_total;        /* closes with 4008 */
+    uint64_t http_requests_total;
+    uint64_t http_errors_total; /* responses with status >= 400 */
+    uint64_t queued_bytes;      /* unsent bytes over all connections */
+    double uptime_s;
+} ac_stats_t;
+
+/* Fills *out. Loop thread only. */
+void ac_server_stats(const ac_server_t *server, ac_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

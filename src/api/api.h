@@ -1,0 +1,33 @@
+/* The HTTP API and the application side of user WebSockets: routing, authentication,
+ * publish validation, stats, health, metrics. net/ calls in with complete requests and
+ * messages; this layer decides and calls back into net/ to answer. */
+#ifndef AC_API_API_H
+#define AC_API_API_H
+
+#include <stddef.h>
+
+#include "agentcast.h"
+#include "net/conn.h"
+#include "net/http.h"
+
+/* Handles one complete HTTP request on `c` (answers it, or upgrades the connection). */
+void ac__api_http_request(ac__conn_t *c, const ac__http_req_t *req);
+
+/* Handles one complete message from a user's WebSocket (text is valid UTF-8). */
+void ac__api_ws_message(ac__conn_t *c, const char *p, size_t len, int binary);
+
+/* POST /v1/publish (publish.c). */
+void ac__api_publish(ac__conn_t *c, const ac__http_req_t *req);
+
+/* GET /ws: the handshake of a user connection (ws.c). */
+void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req);
+
+/* Checks the Bearer API key when one is configured; answers 401 and returns -1 when it
+ * is missing or wrong (router.c). */
+int ac__api_check_key(ac__conn_t *c, const ac__http_req_t *req);
+
+/* 1 when p[0..n) has no control characters (so it is safe in a log line) and n is in
+ * 1..max. */
+int ac__api_label_ok(const char *p, size_t n, size_t max);
+
+#endif

@@ -1,0 +1,334 @@
+/* Publishing: POST /v1/publish and ac_emit(). One path validates an event object (every
+ * field, all of an array before any of it is published: all or nothing), then hands each
+ * event to the emitter (seq, envelope) and the broker (fan-out). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "core/log.h"
+
+typedef struct item_s {
+    ac__event_t ev;
+    ac__str_t user;
+    int direct;
+    uint64_t conn_id;
+} item_t;
+
+/* Reasons that name a value are formatted here; loop thread only. */
+static char reason_buf[160];
+
+static const char *const known_fields[] = {"user_id", "type", "data", "run_id", "thread_id",
+                                           "connection_id", "idempotency_key"};
+
+/* An optional string field that, when present, is a label (1..256 bytes, no controls). */
+static int opt_label(json_t *obj, const char *key, ac__str_t *out, const char **reason)
+{
+    json_t *v = json_object_get(obj, key);
+
+    *out = (ac__str_t){0};
+    if (v == NULL || json_is_null(v))
+        return 0;
+    if (!json_is_string(v)) {
+        snprintf(reason_buf, sizeof(reason_buf), "%s: must be a string", key);
+        *reason = reason_buf;
+        return -1;
+    }
+    out->p = json_string_value(v);
+    out->len = json_string_length(v);
+    if (!ac__api_label_ok(out->p, out->len, AC__USER_ID_MAX)) {
+        snprintf(reason_buf, sizeof(reason_buf),
+                 "%s: 1 to 256 bytes without control characters", key);
+        *reason = reason_buf;
+        return -1;
+    }
+    return 0;
+}
+
+/* Validates one event object. Returns 0, or the HTTP status (400, 404) with *reason. */
+static int validate(ac_server_t *s, json_t *obj, item_t *it, const char **reason)
+{
+    const char *key;
+    json_t *v, *data;
+    int t;
+
+    memset(it, 0, sizeof(*it));
+    if (!json_is_object(obj)) {
+        *reason = "event: must be a JSON object";
+        return 400;
+    }
+    json_object_foreach(obj, key, v)
+    {
+        size_t i;
+        for (i = 0; i < sizeof(known_fields) / sizeof(known_fields[0]); i++) {
+            if (strcmp(key, known_fields[i]) == 0)
+                break;
+        }
+        if (i == sizeof(known_fields) / sizeof(known_fields[0])) {
+            snprintf(reason_buf, sizeof(reason_buf), "%.64s: unknown field", key);
+            *reason = reason_buf;
+            return 400;
+        }
+    }
+    if (json_object_get(obj, "user_id") == NULL) {
+        *reason = "user_id: required";
+        return 400;
+    }
+    if (opt_label(obj, "user_id", &it->user, reason) != 0)
+        return 400;
+    if (it->user.p == NULL) {
+        *reason = "user_id: required";
+        return 400;
+    }
+    v = json_object_get(obj, "type");
+    if (v == NULL || json_is_null(v)) {
+        *reason = "type: required";
+        return 400;
+    }
+    if (!json_is_string(v)) {
+        *reason = "type: must be a string";
+        return 400;
+    }
+    t = ac__ev_type_parse(json_string_value(v), json_string_length(v), reason);
+    if (t < 0)
+        return 400;
+    it->ev.type = (ac__ev_type_t)t;
+    it->ev.type_name = (ac__str_t){json_string_value(v), json_string_length(v)};
+
+    data = json_object_get(obj, "data");
+    if (data == NULL || json_is_null(data)) {
+        data = json_object();
+        if (data == NULL || json_object_set_new(obj, "data", data) != 0) {
+            *reason = "out of memory";
+            return 503;
+        }
+    }
+    if (!json_is_object(data)) {
+        *reason = "data: must be an object";
+        return 400;
+    }
+    {
+        const char *field;
+        if (ac__ev_check_data(it->ev.type, data, &field) != 0) {
+            snprintf(reason_buf, sizeof(reason_buf), "data.%s: required for %s", field,
+                     ac__ev_type_name(it->ev.type));
+            *reason = reason_buf;
+            return 400;
+        }
+    }
+    it->ev.data = data;
+    if (opt_label(obj, "run_id", &it->ev.run_id, reason) != 0 ||
+        opt_label(obj, "thread_id", &it->ev.thread_id, reason) != 0)
+        return 400;
+    if (json_object_get(obj, "idempotency_key") != NULL) {
+        *reason = "idempotency_key: not supported by this version";
+        return 400;
+    }
+
+    v = json_object_get(obj, "connection_id");
+    if (v != NULL && !json_is_null(v)) {
+        const ac__user_t *u;
+        if (!json_is_string(v)) {
+            *reason = "connection_id: must be a string";
+            return 400;
+        }
+        it->direct = 1;
+        u = ac__manager_find_user(&s->manager, it->user.p, it->user.len);
+        if (ac__conn_id_parse(json_string_value(v), json_string_length(v), &it->conn_id) != 0 ||
+            u == NULL || ac__manager_find_conn(u, it->conn_id) == NULL) {
+            *reason = "connection_id: not open for this user";
+            return 404;
+        }
+    }
+    return 0;
+}
+
+/* Publishes a validated item. Returns 0 or a negative AC_E* code. */
+static int execute(ac_server_t *s, const item_t *it, int64_t ts, ac_publish_result_t *res)
+{
+    ac__user_t *u;
+    ac__buf_t *frame;
+    int r;
+
+    res->seq = 0;
+    res->delivered = 0;
+    if (it->direct) {
+        ac__mconn_t *m;
+        u = ac__manager_find_user(&s->manager, it->user.p, it->user.len);
+        m = u ? ac__manager_find_conn(u, it->conn_id) : NULL;
+        if (m == NULL)
+            return AC_ENOENT; /* closed by an earlier event of the same batch */
+        frame = ac__emitter_direct(&s->emitter, u, &it->ev, ts);
+        if (frame == NULL)
+            return AC_ENOMEM;
+        res->delivered = (unsigned)ac__conn_send(AC__CONN_OF(m), frame);
+        s->deliveries_total += res->delivered;
+        ac__buf_unref(frame);
+        return 0;
+    }
+    u = ac__manager_user(&s->manager, it->user.p, it->user.len, ac__server_now(s));
+    if (u == NULL)
+        return AC_ENOMEM;
+    frame = ac__emitter_event(&s->emitter, u, &it->ev, ts);
+    if (frame == NULL)
+        return AC_ENOMEM;
+    u->last_active = ac__server_now(s);
+    r = s->broker->vt->publish(s->broker, u, frame, &res->delivered);
+    res->seq = frame->seq;
+    if (ac__log_enabled(AC_LOG_DEBUG))
+        ac__log(AC_LOG_DEBUG, "event=publish user=%s type=%.*s seq=%llu delivered=%u bytes=%u",
+                u->id, (int)it->ev.type_name.len, it->ev.type_name.p,
+                (unsigned long long)res->seq, res->delivered, frame->len);
+    ac__buf_unref(frame);
+    return r;
+}
+
+static json_t *result_json(const item_t *it, const ac_publish_result_t *res)
+{
+    if (it->direct)
+        return json_pack("{s:I}", "delivered", (json_int_t)res->delivered);
+    return json_pack("{s:I,s:I}", "seq", (json_int_t)res->seq, "delivered",
+                     (json_int_t)res->delivered);
+}
+
+static void respond_error_at(ac__conn_t *c, unsigned status, const char *reason, long index)
+{
+    json_t *o = json_pack("{s:s}", "error", reason);
+    char *body;
+
+    if (index >= 0)
+        json_object_set_new(o, "index", json_integer(index));
+    body = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (body == NULL) {
+        ac__conn_destroy(c);
+        return;
+    }
+    ac_server_t *s = ac__conn_server(c);
+    s->http_errors_total++;
+    ac__conn_respond(c, status, NULL, body, strlen(body), NULL,
+                     c->http != NULL && http_should_keep_alive(&c->http->parser));
+    free(body);
+}
+
+void ac__api_publish(ac__conn_t *c, const ac__http_req_t *req)
+{
+    ac_server_t *s = ac__conn_server(c);
+    json_error_t jerr;
+    json_t *root, *out = NULL;
+    item_t one, *items = &one;
+    size_t n = 1;
+    int is_array;
+    int64_t ts = ac__now_ms();
+
+    root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        snprintf(reason_buf, sizeof(reason_buf), "invalid JSON: %.100s (line %d, column %d)",
+                 jerr.text, jerr.line, jerr.column);
+        respond_error_at(c, 400, reason_buf, -1);
+        return;
+    }
+    is_array = json_is_array(root);
+    if (is_array) {
+        n = json_array_size(root);
+        if (n == 0) {
+            respond_error_at(c, 400, "body: empty array", -1);
+            goto done;
+        }
+        items = calloc(n, sizeof(*items));
+        if (items == NULL) {
+            respond_error_at(c, 503, "out of memory", -1);
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *reason = NULL;
+        int st = validate(s, is_array ? json_array_get(root, i) : root, &items[i], &reason);
+        if (st != 0) {
+            respond_error_at(c, (unsigned)st, reason, is_array ? (long)i : -1);
+            goto done;
+        }
+    }
+    out = is_array ? json_array() : NULL;
+    for (size_t i = 0; i < n; i++) {
+        ac_publish_result_t res;
+        int r = execute(s, &items[i], ts, &res);
+        if (r != 0 && !(r == AC_ENOENT && items[i].direct)) {
+            /* Only memory can fail here; what was published stays published. */
+            respond_error_at(c, r == AC_EUNAVAIL ? 503 : 500, ac_strerror(r),
+                             is_array ? (long)i : -1);
+            goto done;
+        }
+        if (is_array)
+            json_array_append_new(out, result_json(&items[i], &res));
+        else
+            out = result_json(&items[i], &res);
+    }
+    {
+        char *body = json_dumps(out, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (body == NULL) {
+            ac__conn_destroy(c);
+            goto done;
+        }
+        ac__conn_respond(c, 200, NULL, body, strlen(body), NULL, req->keep_alive);
+        free(body);
+    }
+done:
+    json_decref(out);
+    if (items != &one)
+        free(items);
+    json_decref(root);
+}
+
+int ac_emit(ac_server_t *s, const ac_event_t *event, ac_publish_result_t *result,
+            const char **reason)
+{
+    json_t *obj, *data = NULL;
+    json_error_t jerr;
+    item_t it;
+    ac_publish_result_t res;
+    const char *why = NULL;
+    int st, r;
+
+    if (s->shutting_down)
+        return AC_ECLOSED;
+    if (event->data_json != NULL && event->data_json[0] != '\0') {
+        data = json_loads(event->data_json, JSON_REJECT_DUPLICATES, &jerr);
+        if (data == NULL) {
+            if (reason != NULL)
+                *reason = "data: invalid JSON";
+            return AC_EINVAL;
+        }
+    }
+    obj = json_object();
+    if (obj == NULL) {
+        json_decref(data);
+        return AC_ENOMEM;
+    }
+    if (event->user_id != NULL)
+        json_object_set_new(obj, "user_id", json_string(event->user_id));
+    if (event->type != NULL)
+        json_object_set_new(obj, "type", json_string(event->type));
+    if (data != NULL)
+        json_object_set_new(obj, "data", data);
+    if (event->run_id != NULL)
+        json_object_set_new(obj, "run_id", json_string(event->run_id));
+    if (event->thread_id != NULL)
+        json_object_set_new(obj, "thread_id", json_string(event->thread_id));
+    if (event->connection_id != NULL)
+        json_object_set_new(obj, "connection_id", json_string(event->connection_id));
+
+    st = validate(s, obj, &it, &why);
+    if (st != 0) {
+        r = st == 404 ? AC_ENOENT : st == 503 ? AC_ENOMEM : AC_EINVAL;
+        goto done;
+    }
+    r = execute(s, &it, ac__now_ms(), result != NULL ? result : &res);
+    if (r == AC_ENOENT)
+        why = "connection_id: not open for this user";
+done:
+    if (reason != NULL)
+        *reason = why;
+    json_decref(obj);
+    return r;
+}

@@ -1,0 +1,286 @@
+/* The user side of the gateway: the GET /ws handshake (identity, limits, resume point)
+ * and the messages a user's client sends. Identity comes only from a verified token, or
+ * in --auth=none development mode from user_id=. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/auth.h"
+#include "core/log.h"
+#include "net/ws.h"
+
+#define QUERY_VALUE_MAX 8192
+
+typedef struct handshake_s {
+    char user[QUERY_VALUE_MAX];
+    size_t user_len;
+    char thread[AC__USER_ID_MAX + 1];
+    long thread_len; /* -1: none */
+    int has_last_seq;
+    uint64_t last_seq;
+    char epoch[17];
+    long epoch_len; /* -1: none */
+} handshake_t;
+
+static int header_is(const ac__http_req_t *req, int h, const char *value)
+{
+    size_t n = strlen(value);
+    return req->headers[h] != NULL && req->header_lens[h] == n &&
+           strncasecmp(req->headers[h], value, n) == 0;
+}
+
+static int parse_u64(const char *p, size_t n, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (n == 0 || n > 19)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        v = v * 10 + (uint64_t)(p[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+/* Reads the identity and options of a handshake; answers and returns -1 on a refusal. */
+static int read_identity(ac__conn_t *c, const ac__http_req_t *req, handshake_t *hs)
+{
+    const ac_server_t *s = ac__conn_server(c);
+    char tmp[32];
+    long n;
+
+    if (s->opts.auth == AC_AUTH_NONE) {
+        n = ac__http_query_get(req->query, req->query_len, "user_id", hs->user,
+                               sizeof(hs->user));
+        if (n == -1 || n == 0) {
+            ac__conn_respond_error(c, 400, "user_id required", NULL);
+            return -1;
+        }
+        if (n < 0 || !ac__api_label_ok(hs->user, (size_t)n, AC__USER_ID_MAX)) {
+            ac__conn_respond_error(
+                c, 400, "user_id: 1 to 256 bytes without control characters", NULL);
+            return -1;
+        }
+        hs->user_len = (size_t)n;
+    } else {
+        char *token = hs->user; /* reuse the buffer: the token is read first */
+        const char *reason = "token required";
+        char *sub = NULL;
+        n = ac__http_query_get(req->query, req->query_len, "token", token, sizeof(hs->user));
+        if (n < 0 && req->headers[AC__H_AUTHORIZATION] != NULL &&
+            req->header_lens[AC__H_AUTHORIZATION] > 7 &&
+            req->header_lens[AC__H_AUTHORIZATION] - 7 < sizeof(hs->user) &&
+            strncasecmp(req->headers[AC__H_AUTHORIZATION], "Bearer ", 7) == 0) {
+            n = (long)req->header_lens[AC__H_AUTHORIZATION] - 7;
+            memcpy(token, req->headers[AC__H_AUTHORIZATION] + 7, (size_t)n);
+        }
+        if (n <= 0 ||
+            ac__jwt_verify(token, (size_t)n, (const uint8_t *)s->opts.jwt_secret,
+                           strlen(s->opts.jwt_secret), ac__now_ms() / 1000, &sub,
+                           &reason) != 0) {
+            ac__log(AC_LOG_INFO, "event=auth_refused reason=\"%s\"", reason);
+            ac__conn_respond_error(c, 401, reason, NULL);
+            return -1;
+        }
+        hs->user_len = strlen(sub);
+        memcpy(hs->user, sub, hs->user_len + 1);
+        free(sub);
+    }
+
+    hs->thread_len = ac__http_query_get(req->query, req->query_len, "thread_id", hs->thread,
+                                        sizeof(hs->thread));
+    if (hs->thread_len == -2 || hs->thread_len == 0 ||
+        (hs->thread_len > 0 &&
+         !ac__api_label_ok(hs->thread, (size_t)hs->thread_len, AC__USER_ID_MAX))) {
+        ac__conn_respond_error(c, 400, "thread_id: 1 to 256 bytes without control characters",
+                               NULL);
+        return -1;
+    }
+    n = ac__http_query_get(req->query, req->query_len, "last_seq", tmp, sizeof(tmp));
+    if (n != -1) {
+        if (n < 0 || parse_u64(tmp, (size_t)n, &hs->last_seq) != 0) {
+            ac__conn_respond_error(c, 400, "last_seq must be a non-negative integer", NULL);
+            return -1;
+        }
+        hs->has_last_seq = 1;
+    }
+    hs->epoch_len =
+        ac__http_query_get(req->query, req->query_len, "epoch", hs->epoch, sizeof(hs->epoch));
+    if (hs->epoch_len == -2) {
+        ac__conn_respond_error(c, 400, "epoch: at most 16 characters", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* Sends `connected` and, when the asked-for resume point cannot be honoured, `resync`.
+ * Nothing is retained yet (history is a later layer), so a resume is whole only when
+ * nothing was missed. */
+static void send_greeting(ac__conn_t *c, ac__user_t *u, const handshake_t *hs)
+{
+    ac_server_t *s = ac__conn_server(c);
+    char id[18], epoch[9], data[160];
+    ac__str_t user = {u->id, u->id_len};
+    ac__str_t thread = {c->thread_id, c->thread_id ? strlen(c->thread_id) : 0};
+    int64_t now = ac__now_ms();
+    int same_epoch;
+    int recovered = 0;
+    ac__buf_t *b;
+
+    ac__conn_id_str(c->m.id, id);
+    ac__user_epoch_str(u, epoch);
+    same_epoch = hs->epoch_len < 0 || strcmp(hs->epoch, epoch) == 0;
+    if (hs->has_last_seq && same_epoch && hs->last_seq == u->seq)
+        recovered = 1;
+    snprintf(data, sizeof(data),
+             "{\"connection_id\":\"%s\",\"last_seq\":%llu,\"epoch\":\"%s\",\"recovered\":%s}",
+             id, (unsigned long long)u->seq, epoch, recovered ? "true" : "false");
+    b = ac__emitter_server_msg(&s->emitter, "connected", user, thread, data, now);
+    if (b == NULL) {
+        ac__conn_destroy(c);
+        return;
+    }
+    ac__conn_send(c, b);
+    ac__buf_unref(b);
+    if (!hs->has_last_seq || recovered)
+        return;
+    snprintf(data, sizeof(data), "{\"from_seq\":%llu}", (unsigned long long)u->seq + 1);
+    b = ac__emitter_server_msg(&s->emitter, "resync", user, thread, data, now);
+    if (b == NULL) {
+        ac__conn_destroy(c);
+        return;
+    }
+    ac__conn_send(c, b);
+    ac__buf_unref(b);
+}
+
+void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
+{
+    ac_server_t *s = ac__conn_server(c);
+    static const char upgrade_hdr[] = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+    char accept[29];
+    handshake_t *hs;
+    ac__user_t *u;
+    ac__mconn_t *evicted;
+
+    if (!req->upgrade || req->headers[AC__H_UPGRADE] == NULL ||
+        !ac__http_has_token(req->headers[AC__H_UPGRADE], req->header_lens[AC__H_UPGRADE],
+                            "websocket") ||
+        !ac__http_has_token(req->headers[AC__H_CONNECTION], req->header_lens[AC__H_CONNECTION],
+                            "upgrade")) {
+        ac__conn_respond_error(c, 426, "websocket upgrade required", upgrade_hdr);
+        return;
+    }
+    if (!header_is(req, AC__H_WS_VERSION, "13")) {
+        ac__conn_respond_error(c, 426, "Sec-WebSocket-Version: must be 13",
+                               "Sec-WebSocket-Version: 13\r\n");
+        return;
+    }
+    if (req->headers[AC__H_WS_KEY] == NULL ||
+        ac__ws_accept_key(req->headers[AC__H_WS_KEY], req->header_lens[AC__H_WS_KEY], accept) !=
+            0) {
+        ac__conn_respond_error(c, 400, "Sec-WebSocket-Key: must be base64 of 16 bytes", NULL);
+        return;
+    }
+    if (s->shutting_down) {
+        ac__conn_respond_error(c, 503, "server shutting down", NULL);
+        return;
+    }
+    hs = malloc(sizeof(*hs));
+    if (hs == NULL) {
+        ac__conn_respond_error(c, 503, "out of memory", NULL);
+        return;
+    }
+    if (read_identity(c, req, hs) != 0)
+        goto done;
+    if (s->manager.nconns >= s->opts.max_conns) {
+        ac__log(AC_LOG_WARN, "event=max_conns_reached max=%u", s->opts.max_conns);
+        ac__conn_respond_error(c, 503, "max-conns reached", NULL);
+        goto done;
+    }
+    u = ac__manager_user(&s->manager, hs->user, hs->user_len, ac__server_now(s));
+    if (u == NULL) {
+        ac__conn_respond_error(c, 503, "out of memory", NULL);
+        goto done;
+    }
+    if (hs->thread_len > 0) {
+        c->thread_id = strdup(hs->thread);
+        if (c->thread_id == NULL) {
+            ac__conn_respond_error(c, 503, "out of memory", NULL);
+            goto done;
+        }
+    }
+    if (ac__conn_upgrade(c, accept) != 0) {
+        ac__conn_destroy(c);
+        goto done;
+    }
+    evicted = ac__manager_attach(&s->manager, u, &c->m);
+    {
+        char id[18];
+        ac__conn_id_str(c->m.id, id);
+        ac__log(AC_LOG_INFO, "event=ws_open conn=%s user=%s conns=%u", id, u->id, u->nconns);
+    }
+    send_greeting(c, u, hs);
+    if (evicted != NULL) {
+        char reason[80];
+        snprintf(reason, sizeof(reason), "evicted: over max-conns-per-user (%u)",
+                 s->opts.max_conns_per_user);
+        s->evictions_total++;
+        ac__conn_close_ws(AC__CONN_OF(evicted), AC_WS_CLOSE_EVICTED, reason, 1);
+    }
+done:
+    free(hs);
+}
+
+static void send_error(ac__conn_t *c, const char *msg)
+{
+    ac_server_t *s = ac__conn_server(c);
+    ac__sbuf_t data = {0};
+    ac__buf_t *b = NULL;
+
+    if (ac__sbuf_append(&data, "{\"error\":", 9) == 0 &&
+        ac__sbuf_json_str(&data, msg, strlen(msg)) == 0 && ac__sbuf_append(&data, "}", 2) == 0)
+        b = ac__emitter_server_msg(&s->emitter, "error", (ac__str_t){0}, (ac__str_t){0}, data.p,
+                                   ac__now_ms());
+    ac__sbuf_dispose(&data);
+    if (b == NULL) {
+        ac__conn_destroy(c);
+        return;
+    }
+    ac__conn_send(c, b);
+    ac__buf_unref(b);
+}
+
+void ac__api_ws_message(ac__conn_t *c, const char *p, size_t len, int binary)
+{
+    json_t *msg, *type;
+    json_error_t jerr;
+
+    if (binary) {
+        send_error(c, "binary messages are not supported");
+        return;
+    }
+    msg = json_loadb(p, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (msg == NULL || !json_is_object(msg)) {
+        send_error(c, "invalid JSON: expected an object");
+        goto done;
+    }
+    type = json_object_get(msg, "type");
+    if (!json_is_string(type)) {
+        send_error(c, "type: required");
+        goto done;
+    }
+    if (strcmp(json_string_value(type), "pong") == 0)
+        goto done; /* liveness was noted when the bytes arrived */
+    {
+        char err[120];
+        snprintf(err, sizeof(err), "type: unknown message type \"%.64s\"",
+                 json_string_value(type));
+        send_error(c, err);
+    }
+done:
+    json_decref(msg);
+}

@@ -1,0 +1,93 @@
+/* Event type table and validation rules (DESIGN.md: the five critical events, agent_error,
+ * custom types, reserved names). The type name is resolved once, at the edge; everything
+ * after uses the enum. */
+#include <string.h>
+#include <time.h>
+
+#include "core/event.h"
+
+static const char *const type_names[AC__EV_NTYPES] = {
+    "agent_started", "agent_thinking",  "tool_executing", "tool_completed",
+    "agent_completed", "agent_error", "custom"};
+
+/* Required data fields per type; NULL-terminated. */
+static const char *const required_fields[AC__EV_NTYPES][4] = {
+    {"agent", NULL},
+    {"thought", NULL},
+    {"tool", "tool_call_id", NULL},
+    {"tool", "tool_call_id", "result", NULL},
+    {"result", NULL},
+    {"error", NULL},
+    {NULL},
+};
+
+static const char *const reserved[] = {"connected", "ping", "pong", "resync", "error", "closing"};
+
+int ac__ev_type_parse(const char *name, size_t len, const char **reason)
+{
+    if (len == 0 || len > 64 || name[0] < 'a' || name[0] > 'z')
+        goto malformed;
+    for (size_t i = 1; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
+              c == '-'))
+            goto malformed;
+    }
+    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
+        if (strlen(reserved[i]) == len && memcmp(reserved[i], name, len) == 0) {
+            *reason = "type: reserved for server messages";
+            return -1;
+        }
+    }
+    for (int t = 0; t < AC__EV_CUSTOM; t++) {
+        if (strlen(type_names[t]) == len && memcmp(type_names[t], name, len) == 0)
+            return t;
+    }
+    return AC__EV_CUSTOM;
+
+malformed:
+    *reason = "type: malformed (must match [a-z][a-z0-9_.-]{0,63})";
+    return -1;
+}
+
+const char *ac__ev_type_name(ac__ev_type_t t)
+{
+    return (unsigned)t < AC__EV_NTYPES ? type_names[t] : "custom";
+}
+
+int ac__ev_check_data(ac__ev_type_t t, const json_t *data, const char **field)
+{
+    if ((unsigned)t >= AC__EV_NTYPES)
+        return 0;
+    for (const char *const *f = required_fields[t]; *f != NULL; f++) {
+        json_t *v = json_object_get(data, *f);
+        if (v == NULL || json_is_null(v)) {
+            *field = *f;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void ac__iso8601_ms(int64_t ms, char out[25])
+{
+    time_t secs = (time_t)(ms / 1000);
+    struct tm tm;
+
+    gmtime_r(&secs, &tm);
+    strftime(out, 25, "%Y-%m-%dT%H:%M:%S", &tm);
+    out[19] = '.';
+    out[20] = (char)('0' + (ms / 100) % 10);
+    out[21] = (char)('0' + (ms / 10) % 10);
+    out[22] = (char)('0' + ms % 10);
+    out[23] = 'Z';
+    out[24] = '\0';
+}
+
+int64_t ac__now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

@@ -1,0 +1,40 @@
+/* Event types and their rules: the five critical events, agent_error, custom types and
+ * the reserved server-only names; which data fields each requires; envelope timestamps.
+ * Pure logic over strings and jansson values; no I/O. */
+#ifndef AC_CORE_EVENT_H
+#define AC_CORE_EVENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+typedef enum {
+    AC__EV_AGENT_STARTED = 0, /* same order as AC_STAT_* */
+    AC__EV_AGENT_THINKING,
+    AC__EV_TOOL_EXECUTING,
+    AC__EV_TOOL_COMPLETED,
+    AC__EV_AGENT_COMPLETED,
+    AC__EV_AGENT_ERROR,
+    AC__EV_CUSTOM,
+    AC__EV_NTYPES
+} ac__ev_type_t;
+
+/* Classifies a publisher-given type name. Returns the type, or -1 with *reason set to
+ * "type: reserved" (connected, ping, pong, resync, error, closing) or "type: malformed"
+ * (not [a-z][a-z0-9_.-]{0,63}). */
+int ac__ev_type_parse(const char *name, size_t len, const char **reason);
+
+/* The canonical name of a non-custom type ("custom" for AC__EV_CUSTOM). */
+const char *ac__ev_type_name(ac__ev_type_t t);
+
+/* Checks that `data` (a JSON object) holds every field `t` requires. Returns 0, or -1
+ * with *field pointing at the first missing field's name. */
+int ac__ev_check_data(ac__ev_type_t t, const json_t *data, const char **field);
+
+/* Writes "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 chars + NUL) for `ms` since the epoch. */
+void ac__iso8601_ms(int64_t ms, char out[25]);
+
+/* Milliseconds since the Unix epoch, from the realtime clock. */
+int64_t ac__now_ms(void);
+
+#endif

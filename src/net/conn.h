@@ -1,0 +1,135 @@
+/* One TCP connection: HTTP requests until it upgrades, then a WebSocket. Owns the
+ * socket, the output queue (references to shared frames, flushed once per loop turn with
+ * one write in flight) and the partial input. The only code that reads or writes a
+ * socket. Loop thread only. */
+#ifndef AC_NET_CONN_H
+#define AC_NET_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/buf.h"
+#include "core/manager.h"
+#include "net/http.h"
+#include "net/server.h"
+
+typedef enum {
+    AC__CONN_HTTP = 0, /* reading HTTP requests */
+    AC__CONN_WS,       /* an open WebSocket */
+    AC__CONN_CLOSING,  /* output draining; input read only for a close frame */
+    AC__CONN_CLOSED    /* uv_close() called; freed in its callback */
+} ac__conn_state_t;
+
+enum {
+    AC__CF_DIRTY = 1 << 0,          /* on the server's flush list */
+    AC__CF_SHUTDOWN_AFTER = 1 << 1, /* half-close once the queue drains */
+    AC__CF_CLOSE_AFTER = 1 << 2,    /* close once the queue drains */
+    AC__CF_IN_DL = 1 << 3,          /* on the deadline list */
+    AC__CF_CLOSE_SENT = 1 << 4      /* our close frame is queued */
+};
+
+typedef struct ac__outitem_s {
+    ac__buf_t *buf;
+    uint32_t off; /* bytes of buf already written */
+} ac__outitem_t;
+
+/* Exists only while output is pending. */
+typedef struct ac__outq_s {
+    uv_write_t req;
+    ac__outitem_t *items; /* ring */
+    uint32_t cap;
+    uint32_t head;
+    uint32_t count;
+    uint32_t inflight; /* items from head handed to uv_write */
+    uint64_t bytes;    /* unwritten bytes of every queued item */
+} ac__outq_t;
+
+/* Bytes received and not yet consumed; exists only while some are. */
+typedef struct ac__bytes_s {
+    uint32_t len;
+    uint32_t cap;
+    char p[];
+} ac__bytes_t;
+
+/* Per-connection memory, on x86_64 with libuv 1.44 (sizes in bytes):
+ *   tcp        248  the libuv handle (tcp.data points at the server)
+ *   m           32  manager link: user list prev/next, user, connection id
+ *   out          8  pending output, NULL when none
+ *   in           8  partial input (request or frame), NULL when none
+ *   msg          8  a fragmented message being assembled, NULL when none
+ *   http         8  request parser state, NULL once a WebSocket
+ *   thread_id    8  the thread_id= label, NULL when none
+ *   dirty_next   8  flush list link
+ *   dl_prev/next 16 deadline list links (HTTP phase and closing only)
+ *   deadline     4  server ms when the connection is closed if still on the list
+ *   last_rx      4  server ms (wrapping) of the last byte received
+ *   state, flags, msg_opcode, kind  4
+ * about 364 in all, 368 with alignment; nothing else per connection while idle. */
+struct ac__conn_s {
+    uv_tcp_t tcp;
+    ac__mconn_t m;
+    ac__outq_t *out;
+    ac__bytes_t *in;
+    ac__bytes_t *msg;
+    ac__http_t *http;
+    char *thread_id;
+    struct ac__conn_s *dirty_next;
+    struct ac__conn_s *dl_prev;
+    struct ac__conn_s *dl_next;
+    uint32_t deadline;
+    uint32_t last_rx;
+    uint8_t state;
+    uint8_t flags;
+    uint8_t msg_opcode;
+    uint8_t kind;
+};
+
+#define AC__CONN_OF(mconn) ((ac__conn_t *)((char *)(mconn)-offsetof(ac__conn_t, m)))
+
+static inline ac_server_t *ac__conn_server(const ac__conn_t *c)
+{
+    return c->tcp.data;
+}
+
+/* Accepts one pending connection from the listener. */
+void ac__conn_accept(ac_server_t *s);
+
+/* Queues a data frame (takes its own reference). When the connection's backlog passes
+ * --max-queue-bytes the connection is closed with 4008 instead and 0 is returned; 1 when
+ * queued. */
+int ac__conn_send(ac__conn_t *c, ac__buf_t *frame);
+
+/* Queues a control frame or response (takes its own reference); never refused. */
+void ac__conn_send_control(ac__conn_t *c, ac__buf_t *frame);
+
+/* Sends an HTTP response (content_type NULL: application/json) and keeps the connection
+ * or closes it once written; _error sends {"error": msg}. */
+void ac__conn_respond(ac__conn_t *c, unsigned status, const char *content_type,
+                      const char *body, size_t len, const char *extra_headers, int keep_alive);
+void ac__conn_respond_error(ac__conn_t *c, unsigned status, const char *msg,
+                            const char *extra_headers);
+
+/* Completes a WebSocket handshake: 101 with the accept key; the connection is a
+ * WebSocket from here on. */
+int ac__conn_upgrade(ac__conn_t *c, const char accept_key[29]);
+
+/* Starts the closing handshake with `code`; with `announce`, a `closing` envelope goes
+ * first. Detaches from the manager at once. No-op unless the WebSocket is open. */
+void ac__conn_close_ws(ac__conn_t *c, unsigned code, const char *reason, int announce);
+
+/* Closes the socket now. */
+void ac__conn_destroy(ac__conn_t *c);
+
+/* Flushes every connection on the server's dirty list (the uv_check callback). */
+void ac__conn_flush_dirty(ac_server_t *s);
+
+/* Closes connections whose deadline has passed. */
+void ac__conn_expire(ac_server_t *s);
+
+/* "c" + 16 hex digits + NUL. */
+void ac__conn_id_str(uint64_t id, char out[18]);
+/* Parses the form above; returns 0 or -1. */
+int ac__conn_id_parse(const char *s, size_t len, uint64_t *id);
+
+#endif

@@ -1,0 +1,424 @@
+/* The server's lifecycle on a libuv loop: options, listening, the loop-wide timers (one
+ * sweep for all connections, never a timer per connection), the per-turn flush, the
+ * fan-out entry point, graceful shutdown, and stats. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "net/conn.h"
+#include "net/server.h"
+#include "net/ws.h"
+
+void ac_server_opts_init(ac_server_opts_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->listen = "127.0.0.1:8080";
+    o->auth = AC_AUTH_JWT;
+    o->max_conns = 100000;
+    o->max_conns_per_user = 3;
+    o->ping_interval = 30;
+    o->stale_timeout = 120;
+    o->cleanup_interval = 30;
+    o->handshake_timeout = 10;
+    o->shutdown_timeout = 10;
+    o->history_ttl = 600;
+    o->max_publish_size = 1024 * 1024;
+    o->max_message_size = 64 * 1024;
+    o->max_queue_bytes = 1024 * 1024;
+}
+
+const char *ac_strerror(int err)
+{
+    switch (err) {
+    case 0: return "ok";
+    case AC_ESTATE: return "breaks the run lifecycle";
+    case AC_EUNAVAIL: return "broker unavailable";
+    case AC_ECLOSED: return "server shutting down";
+    default: return err < 0 ? strerror(-err) : "unknown error";
+    }
+}
+
+/* Splits "HOST:PORT" ("[v6]:PORT" too). */
+static int parse_listen(const char *listen, char **host, int *port)
+{
+    const char *colon = strrchr(listen, ':');
+    const char *h = listen;
+    size_t hlen;
+    char *end;
+    long p;
+
+    if (colon == NULL)
+        return AC_EINVAL;
+    hlen = (size_t)(colon - listen);
+    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    p = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || colon[1] == '\0' || p < 0 || p > 65535 || hlen == 0)
+        return AC_EINVAL;
+    *host = strndup(h, hlen);
+    if (*host == NULL)
+        return AC_ENOMEM;
+    *port = (int)p;
+    return 0;
+}
+
+static int check_opts(const ac_server_opts_t *o)
+{
+    if (o->auth == AC_AUTH_JWT && (o->jwt_secret == NULL || o->jwt_secret[0] == '\0'))
+        return AC_EINVAL;
+    if (o->max_conns == 0 || o->max_conns_per_user == 0 || o->ping_interval <= 0 ||
+        o->stale_timeout <= 0 || o->cleanup_interval <= 0 || o->handshake_timeout <= 0 ||
+        o->shutdown_timeout < 0 || o->history_ttl < 0 || o->max_publish_size == 0 ||
+        o->max_message_size == 0 || o->max_queue_bytes == 0)
+        return AC_EINVAL;
+    return 0;
+}
+
+ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *err)
+{
+    ac_server_t *s;
+    int r;
+
+    r = check_opts(opts);
+    if (r != 0)
+        goto fail;
+    r = AC_ENOMEM;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        goto fail;
+    s->loop = loop;
+    s->opts = *opts;
+    s->bound_port = -1;
+    r = parse_listen(opts->listen, &s->listen_host, &s->listen_port);
+    if (r != 0)
+        goto fail_listen;
+    r = AC_ENOMEM;
+    s->rbuf = malloc(AC__READ_BUF_SIZE);
+    if (s->rbuf == NULL)
+        goto fail_rbuf;
+    if (ac__manager_init(&s->manager, opts->max_conns_per_user) != 0)
+        goto fail_manager;
+    ac__emitter_init(&s->emitter);
+    s->broker = ac__broker_memory_new(ac__server_deliver, s);
+    if (s->broker == NULL)
+        goto fail_broker;
+    s->start_ms = uv_now(loop);
+    return s;
+
+fail_broker:
+    ac__emitter_dispose(&s->emitter);
+    ac__manager_dispose(&s->manager);
+fail_manager:
+    free(s->rbuf);
+fail_rbuf:
+    free(s->listen_host);
+fail_listen:
+    free(s);
+fail:
+    if (err != NULL)
+        *err = r;
+    return NULL;
+}
+
+void ac_server_free(ac_server_t *s)
+{
+    if (s == NULL)
+        return;
+    s->broker->vt->free(s->broker);
+    ac__emitter_dispose(&s->emitter);
+    ac__manager_dispose(&s->manager);
+    free(s->rbuf);
+    free(s->listen_host);
+    free(s);
+}
+
+int ac_server_port(const ac_server_t *s)
+{
+    return s->bound_port;
+}
+
+/* ---- loop callbacks --------------------------------------------------------------- */
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    ac_server_t *s = listener->data;
+
+    if (status < 0) {
+        ac__log(AC_LOG_WARN, "event=accept_error error=%s", uv_strerror(status));
+        return;
+    }
+    if (s->shutting_down)
+        return;
+    ac__conn_accept(s);
+}
+
+static void on_flush_check(uv_check_t *h)
+{
+    ac__conn_flush_dirty(h->data);
+}
+
+static void on_flush_prepare(uv_prepare_t *h)
+{
+    ac__conn_flush_dirty(h->data);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    ac__conn_expire(t->data);
+}
+
+typedef struct ping_ctx_s {
+    ac__buf_t *app; /* {"type":"ping"} envelope, shared by every connection */
+    ac__buf_t *ctl; /* RFC 6455 ping frame, shared too */
+} ping_ctx_t;
+
+static void ping_one(ac__mconn_t *m, void *arg)
+{
+    ping_ctx_t *p = arg;
+    ac__conn_t *c = AC__CONN_OF(m);
+
+    ac__conn_send_control(c, p->app);
+    ac__conn_send_control(c, p->ctl);
+}
+
+static void on_ping(uv_timer_t *t)
+{
+    ac_server_t *s = t->data;
+    ping_ctx_t p;
+
+    p.app = ac__emitter_server_msg(&s->emitter, "ping", (ac__str_t){0}, (ac__str_t){0}, NULL,
+                                   ac__now_ms());
+    p.ctl = ac__frame_raw(AC_WS_PING, "ac", 2);
+    if (p.app != NULL && p.ctl != NULL)
+        ac__manager_foreach(&s->manager, ping_one, &p);
+    if (p.app != NULL)
+        ac__buf_unref(p.app);
+    if (p.ctl != NULL)
+        ac__buf_unref(p.ctl);
+}
+
+static void sweep_one(ac__mconn_t *m, void *arg)
+{
+    ac_server_t *s = arg;
+    ac__conn_t *c = AC__CONN_OF(m);
+    uint32_t now = (uint32_t)ac__server_now(s);
+    uint32_t limit = (uint32_t)(s->opts.stale_timeout * 1000);
+
+    if (now - c->last_rx >= limit) {
+        char reason[64];
+        snprintf(reason, sizeof(reason), "stale: nothing received for %g s",
+                 s->opts.stale_timeout);
+        s->stale_total++;
+        ac__conn_close_ws(c, AC_WS_CLOSE_STALE, reason, 1);
+    }
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    ac_server_t *s = t->data;
+    size_t expired;
+
+    ac__manager_foreach(&s->manager, sweep_one, s);
+    expired = ac__manager_expire(&s->manager, ac__server_now(s),
+                                 (uint64_t)(s->opts.history_ttl * 1000));
+    if (expired > 0)
+        ac__log(AC_LOG_DEBUG, "event=users_expired count=%zu", expired);
+}
+
+static uint64_t ms(double seconds)
+{
+    uint64_t v = (uint64_t)(seconds * 1000 + 0.5);
+    return v ? v : 1;
+}
+
+int ac_server_start(ac_server_t *s)
+{
+    struct sockaddr_storage addr;
+    int r;
+
+    if (s->started)
+        return AC_EINVAL;
+    if (uv_ip4_addr(s->listen_host, s->listen_port, (struct sockaddr_in *)&addr) != 0 &&
+        uv_ip6_addr(s->listen_host, s->listen_port, (struct sockaddr_in6 *)&addr) != 0) {
+        ac__log(AC_LOG_ERROR, "event=listen_error addr=%s error=\"not an IP address\"",
+                s->opts.listen);
+        return AC_EINVAL;
+    }
+    uv_tcp_init(s->loop, &s->listener);
+    s->listener.data = s;
+    s->open_handles++;
+    s->started = 1;
+    r = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&s->listener, 4096, on_connection);
+    if (r != 0) {
+        ac__log(AC_LOG_ERROR, "event=listen_error addr=%s error=\"%s\"", s->opts.listen,
+                uv_strerror(r));
+        return r;
+    }
+    {
+        struct sockaddr_storage bound;
+        int len = sizeof(bound);
+        char ip[64] = "?";
+        uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
+        if (bound.ss_family == AF_INET6) {
+            uv_ip6_name((struct sockaddr_in6 *)&bound, ip, sizeof(ip));
+            s->bound_port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
+        } else {
+            uv_ip4_name((struct sockaddr_in *)&bound, ip, sizeof(ip));
+            s->bound_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
+        }
+        ac__log(AC_LOG_INFO, "event=listening addr=%s%s%s:%d auth=%s broker=%s",
+                bound.ss_family == AF_INET6 ? "[" : "", ip,
+                bound.ss_family == AF_INET6 ? "]" : "", s->bound_port,
+                s->opts.auth == AC_AUTH_JWT ? "jwt" : "none", s->broker->vt->name);
+    }
+    uv_check_init(s->loop, &s->flusher);
+    s->flusher.data = s;
+    uv_check_start(&s->flusher, on_flush_check);
+    uv_prepare_init(s->loop, &s->preflusher);
+    s->preflusher.data = s;
+    uv_prepare_start(&s->preflusher, on_flush_prepare);
+    uv_unref((uv_handle_t *)&s->preflusher);
+    uv_unref((uv_handle_t *)&s->flusher);
+
+    uint64_t tick = ms(s->opts.handshake_timeout) / 4;
+    tick = tick < 10 ? 10 : tick > 500 ? 500 : tick;
+    uv_timer_init(s->loop, &s->tick);
+    s->tick.data = s;
+    uv_timer_start(&s->tick, on_tick, tick, tick);
+    uv_timer_init(s->loop, &s->pinger);
+    s->pinger.data = s;
+    uv_timer_start(&s->pinger, on_ping, ms(s->opts.ping_interval), ms(s->opts.ping_interval));
+    uv_timer_init(s->loop, &s->sweeper);
+    s->sweeper.data = s;
+    uv_timer_start(&s->sweeper, on_sweep, ms(s->opts.cleanup_interval),
+                   ms(s->opts.cleanup_interval));
+    uv_timer_init(s->loop, &s->shutdown_timer);
+    s->shutdown_timer.data = s;
+    s->open_handles += 6;
+    return 0;
+}
+
+/* ---- fan-out ---------------------------------------------------------------------- */
+
+unsigned ac__server_deliver(void *arg, ac__user_t *u, ac__buf_t *frame)
+{
+    ac_server_t *s = arg;
+    unsigned n = 0;
+    ac__mconn_t *m = u->head;
+
+    while (m != NULL) {
+        ac__mconn_t *next = m->next; /* a slow connection detaches itself */
+        n += (unsigned)ac__conn_send(AC__CONN_OF(m), frame);
+        m = next;
+    }
+    s->deliveries_total += n;
+    return n;
+}
+
+/* ---- shutdown --------------------------------------------------------------------- */
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    ac_server_t *s = h->data;
+
+    if (--s->open_handles == 0 && s->shutdown_cb != NULL)
+        s->shutdown_cb(s, s->shutdown_arg);
+}
+
+static void close_handles(ac_server_t *s)
+{
+    uv_close((uv_handle_t *)&s->flusher, on_handle_closed);
+    uv_close((uv_handle_t *)&s->preflusher, on_handle_closed);
+    uv_close((uv_handle_t *)&s->tick, on_handle_closed);
+    uv_close((uv_handle_t *)&s->pinger, on_handle_closed);
+    uv_close((uv_handle_t *)&s->sweeper, on_handle_closed);
+    uv_close((uv_handle_t *)&s->shutdown_timer, on_handle_closed);
+}
+
+void ac__server_conn_freed(ac_server_t *s)
+{
+    s->nconns_all--;
+    if (s->shutting_down == 1 && s->nconns_all == 0) {
+        s->shutting_down = 2;
+        ac__log(AC_LOG_INFO, "event=shutdown_complete");
+        close_handles(s);
+    }
+}
+
+static void close_ws_going_away(ac__mconn_t *m, void *arg)
+{
+    ac__conn_close_ws(AC__CONN_OF(m), AC_WS_CLOSE_GOING_AWAY, "server shutting down", 1);
+}
+
+static void on_shutdown_timeout(uv_timer_t *t)
+{
+    ac_server_t *s = t->data;
+    ac__conn_t *c = s->dl_head;
+
+    ac__log(AC_LOG_WARN, "event=shutdown_timeout open=%zu", s->nconns_all);
+    while (c != NULL) {
+        ac__conn_t *next = c->dl_next;
+        ac__conn_destroy(c);
+        c = next;
+    }
+}
+
+int ac_server_shutdown(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
+{
+    if (s->shutting_down || !s->started)
+        return AC_ECLOSED;
+    s->shutting_down = 1;
+    s->shutdown_cb = cb;
+    s->shutdown_arg = arg;
+    ac__log(AC_LOG_INFO, "event=shutdown_begin connections=%zu", s->manager.nconns);
+    uv_close((uv_handle_t *)&s->listener, on_handle_closed);
+    uv_timer_stop(&s->pinger);
+    uv_timer_stop(&s->sweeper);
+    /* Every user connection gets 1001; HTTP connections finish their response. After
+     * this every open connection is on the deadline list. */
+    ac__manager_foreach(&s->manager, close_ws_going_away, NULL);
+    for (ac__conn_t *c = s->dl_head; c != NULL;) {
+        ac__conn_t *next = c->dl_next;
+        if (c->state == AC__CONN_HTTP) {
+            if (c->out == NULL)
+                ac__conn_destroy(c);
+            else
+                c->flags |= AC__CF_CLOSE_AFTER;
+        }
+        c = next;
+    }
+    uv_timer_start(&s->shutdown_timer, on_shutdown_timeout, ms(s->opts.shutdown_timeout), 0);
+    uv_unref((uv_handle_t *)&s->shutdown_timer);
+    if (s->nconns_all == 0) {
+        s->shutting_down = 2;
+        close_handles(s);
+    }
+    return 0;
+}
+
+/* ---- stats ------------------------------------------------------------------------ */
+
+void ac_server_stats(const ac_server_t *s, ac_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->total_users = s->manager.users_connected;
+    out->total_connections = s->manager.nconns;
+    out->active_emitters = s->manager.nusers;
+    for (int i = 0; i < AC_STAT_NTYPES; i++)
+        out->events_by_type[i] = s->emitter.by_type[i];
+    out->events_total = s->emitter.events_total;
+    out->direct_total = s->emitter.direct_total;
+    out->deliveries_total = s->deliveries_total;
+    out->evictions_total = s->evictions_total;
+    out->stale_total = s->stale_total;
+    out->slow_total = s->slow_total;
+    out->http_requests_total = s->http_requests_total;
+    out->http_errors_total = s->http_errors_total;
+    out->queued_bytes = s->queued_bytes;
+    out->uptime_s = (double)(uv_now(s->loop) - s->start_ms) / 1000.0;
+}

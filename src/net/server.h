@@ -1,0 +1,74 @@
+/* The server object shared by net/ and api/: options, the loop's handles, the core
+ * objects (manager, emitter, broker) and counters. Private to the library. */
+#ifndef AC_NET_SERVER_H
+#define AC_NET_SERVER_H
+
+#include <uv.h>
+
+#include "agentcast.h"
+#include "broker/broker.h"
+#include "core/emitter.h"
+#include "core/manager.h"
+
+typedef struct ac__conn_s ac__conn_t;
+
+#define AC__READ_BUF_SIZE (64 * 1024)
+#define AC__CLOSE_TIMEOUT_MS 2000
+
+struct ac_server_s {
+    uv_loop_t *loop;
+    ac_server_opts_t opts;
+    char *listen_host; /* parsed from opts.listen */
+    int listen_port;
+    int bound_port;
+
+    uv_tcp_t listener;
+    uv_check_t flusher;   /* writes every dirty connection once per loop turn, after I/O */
+    uv_prepare_t preflusher; /* and before blocking, for what timers queued */
+    uv_timer_t tick;      /* deadlines: handshakes, idle keep-alive, closing */
+    uv_timer_t pinger;    /* --ping-interval */
+    uv_timer_t sweeper;   /* --cleanup-interval: stale connections, idle users */
+    uv_timer_t shutdown_timer;
+    unsigned open_handles; /* server handles not yet closed */
+
+    ac__manager_t manager;
+    ac__emitter_t emitter;
+    ac__broker_t *broker;
+
+    ac__conn_t *dirty;    /* connections with output to flush */
+    ac__conn_t *dl_head;  /* connections with a deadline (HTTP phase, closing) */
+    size_t nconns_all;    /* every accepted TCP connection not yet freed */
+    uint64_t start_ms;    /* uv_now() at creation */
+
+    char *rbuf;           /* the one read buffer of the loop */
+    int rbuf_busy;
+
+    int started;
+    int shutting_down;
+    ac_server_shutdown_cb shutdown_cb;
+    void *shutdown_arg;
+
+    /* counters */
+    uint64_t deliveries_total;
+    uint64_t evictions_total;
+    uint64_t stale_total;
+    uint64_t slow_total;
+    uint64_t http_requests_total;
+    uint64_t http_errors_total;
+    uint64_t queued_bytes;
+    uint64_t accepted_total;
+};
+
+/* Milliseconds since the server was created, on the loop clock. */
+static inline uint64_t ac__server_now(const ac_server_t *s)
+{
+    return uv_now(s->loop) - s->start_ms;
+}
+
+/* Fan-out of one frame to a user's connections (the broker's deliver callback). */
+unsigned ac__server_deliver(void *arg, ac__user_t *u, ac__buf_t *frame);
+
+/* Called by conn.c when a connection is freed, so shutdown can finish. */
+void ac__server_conn_freed(ac_server_t *s);
+
+#endif

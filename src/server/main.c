@@ -1,0 +1,102 @@
+/* agentcastd: the daemon. One user of the library's public API: parse the configuration,
+ * create the server on the default loop, run until SIGTERM/SIGINT, shut down gracefully.
+ * Nothing here knows about sockets or events. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+
+#include "agentcast.h"
+#include "server/config.h"
+
+typedef struct daemon_s {
+    ac_server_t *server;
+    uv_signal_t sigterm;
+    uv_signal_t sigint;
+    int signals;
+} daemon_t;
+
+static void on_shutdown_done(ac_server_t *server, void *arg)
+{
+    daemon_t *d = arg;
+
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    daemon_t *d = h->data;
+
+    if (d->signals++ > 0) {
+        fprintf(stderr, "agentcastd: second signal, exiting now\n");
+        exit(1);
+    }
+    ac_server_shutdown(d->server, on_shutdown_done, d);
+}
+
+/* A gateway holds one descriptor per connection: take all the kernel allows. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    ac_config_t cfg;
+    daemon_t d = {0};
+    uv_loop_t *loop = uv_default_loop();
+    int err = 0;
+
+    if (ac_config_parse(&cfg, argc, argv) != 0)
+        return 2;
+    if (cfg.help) {
+        ac_config_usage(stdout);
+        return 0;
+    }
+    if (cfg.version) {
+        printf("agentcastd %s\n", AC_VERSION);
+        return 0;
+    }
+    ac_log_set_level(cfg.log_level);
+    if (cfg.server.auth == AC_AUTH_JWT &&
+        (cfg.server.jwt_secret == NULL || cfg.server.jwt_secret[0] == '\0')) {
+        fprintf(stderr, "agentcastd: --auth=jwt needs --jwt-secret or AGENTCAST_JWT_SECRET "
+                        "(or --auth=none for development)\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+
+    d.server = ac_server_new(loop, &cfg.server, &err);
+    if (d.server == NULL) {
+        fprintf(stderr, "agentcastd: invalid configuration: %s\n", ac_strerror(err));
+        return 2;
+    }
+    if (cfg.server.auth == AC_AUTH_NONE)
+        fprintf(stderr, "agentcastd: WARNING: --auth=none: any client may claim any user_id. "
+                        "For development only; never expose this to a network.\n");
+    err = ac_server_start(d.server);
+    if (err != 0) {
+        fprintf(stderr, "agentcastd: cannot listen on %s: %s\n", cfg.server.listen,
+                ac_strerror(err));
+        return 1;
+    }
+    uv_signal_init(loop, &d.sigterm);
+    uv_signal_init(loop, &d.sigint);
+    d.sigterm.data = d.sigint.data = &d;
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+
+    uv_run(loop, UV_RUN_DEFAULT);
+
+    ac_server_free(d.server);
+    if (uv_loop_close(loop) != 0)
+        fprintf(stderr, "agentcastd: warning: handles left open at exit\n");
+    return 0;
+}
