@@ -54,7 +54,7 @@ deps:
 
 run: deps
 	@$(MAKE) --no-print-directory all
-	@scripts/run.sh
+	@ARGS="$(ARGS)" scripts/run.sh
 
 # Every test: unit and integration on the -O2 build, then both again under ASan+UBSan.
 test: deps

@@ -65,6 +65,9 @@ typedef struct ac_server_opts_s {
     double handshake_timeout;    /* an unfinished or idle HTTP request: 10 */
     double shutdown_timeout;     /* longest graceful shutdown: 10 */
     double history_ttl;          /* how long an idle user's seq stream is kept: 600 */
+    unsigned history_size;       /* events retained per user for resume: 1000 */
+    size_t history_max_bytes;    /* events retained in all: 256 MiB */
+    double idempotency_window;   /* how long an idempotency_key is remembered: 300 */
     size_t max_publish_size;     /* publish body: 1 MiB */
     size_t max_message_size;     /* inbound WebSocket message: 64 KiB */
     size_t max_queue_bytes;      /* a connection's unsent backlog: 1 MiB */
@@ -110,12 +113,14 @@ typedef struct ac_event_s {
     const char *run_id;        /* optional */
     const char *thread_id;     /* optional */
     const char *connection_id; /* optional: a direct message to that one connection */
+    const char *idempotency_key; /* optional: a repeat within the window is not published */
 } ac_event_t;
 
 /* Result of a publish. */
 typedef struct ac_publish_result_s {
     uint64_t seq;       /* the event's seq; 0 for a direct message */
     unsigned delivered; /* connections it was handed to */
+    int duplicate;      /* 1: an idempotency_key seen before; seq is the first publish's */
 } ac_publish_result_t;
 
 /* Validates and publishes one event from the loop thread. On a validation failure
@@ -151,6 +156,9 @@ typedef struct ac_stats_s {
     uint64_t http_requests_total;
     uint64_t http_errors_total; /* responses with status >= 400 */
     uint64_t queued_bytes;      /* unsent bytes over all connections */
+    uint64_t history_bytes;     /* bytes of retained events */
+    uint64_t history_events;    /* retained events */
+    uint64_t duplicates_total;  /* publishes answered from an idempotency key */
     double uptime_s;
 } ac_stats_t;
 

@@ -11,6 +11,7 @@
 typedef struct item_s {
     ac__event_t ev;
     ac__str_t user;
+    ac__str_t idem_key; /* p NULL: none */
     int direct;
     uint64_t conn_id;
 } item_t;
@@ -120,10 +121,8 @@ static int validate(ac_server_t *s, json_t *obj, item_t *it, const char **reason
     if (opt_label(obj, "run_id", &it->ev.run_id, reason) != 0 ||
         opt_label(obj, "thread_id", &it->ev.thread_id, reason) != 0)
         return 400;
-    if (json_object_get(obj, "idempotency_key") != NULL) {
-        *reason = "idempotency_key: not supported by this version";
+    if (opt_label(obj, "idempotency_key", &it->idem_key, reason) != 0)
         return 400;
-    }
 
     v = json_object_get(obj, "connection_id");
     if (v != NULL && !json_is_null(v)) {
@@ -152,6 +151,17 @@ static int execute(ac_server_t *s, const item_t *it, int64_t ts, ac_publish_resu
 
     res->seq = 0;
     res->delivered = 0;
+    res->duplicate = 0;
+    if (it->idem_key.p != NULL) {
+        uint64_t first = ac__idem_get(&s->idem, it->user.p, it->user.len, it->idem_key.p,
+                                      it->idem_key.len, ac__server_now(s));
+        if (first != 0) {
+            res->seq = first;
+            res->duplicate = 1;
+            s->duplicates_total++;
+            return 0;
+        }
+    }
     if (it->direct) {
         ac__mconn_t *m;
         u = ac__manager_find_user(&s->manager, it->user.p, it->user.len);
@@ -175,6 +185,10 @@ static int execute(ac_server_t *s, const item_t *it, int64_t ts, ac_publish_resu
     u->last_active = ac__server_now(s);
     r = s->broker->vt->publish(s->broker, u, frame, &res->delivered);
     res->seq = frame->seq;
+    if (r == 0 && it->idem_key.p != NULL &&
+        ac__idem_put(&s->idem, it->user.p, it->user.len, it->idem_key.p, it->idem_key.len,
+                     res->seq, ac__server_now(s)) != 0)
+        ac__log(AC_LOG_ERROR, "event=idempotency_oom user=%s", u->id);
     if (ac__log_enabled(AC_LOG_DEBUG))
         ac__log(AC_LOG_DEBUG, "event=publish user=%s type=%.*s seq=%llu delivered=%u bytes=%u",
                 u->id, (int)it->ev.type_name.len, it->ev.type_name.p,
@@ -185,6 +199,9 @@ static int execute(ac_server_t *s, const item_t *it, int64_t ts, ac_publish_resu
 
 static json_t *result_json(const item_t *it, const ac_publish_result_t *res)
 {
+    if (res->duplicate)
+        return json_pack("{s:I,s:i,s:b}", "seq", (json_int_t)res->seq, "delivered", 0,
+                         "duplicate", 1);
     if (it->direct)
         return json_pack("{s:I}", "delivered", (json_int_t)res->delivered);
     return json_pack("{s:I,s:I}", "seq", (json_int_t)res->seq, "delivered",
@@ -317,6 +334,8 @@ int ac_emit(ac_server_t *s, const ac_event_t *event, ac_publish_result_t *result
         json_object_set_new(obj, "thread_id", json_string(event->thread_id));
     if (event->connection_id != NULL)
         json_object_set_new(obj, "connection_id", json_string(event->connection_id));
+    if (event->idempotency_key != NULL)
+        json_object_set_new(obj, "idempotency_key", json_string(event->idempotency_key));
 
     st = validate(s, obj, &it, &why);
     if (st != 0) {

@@ -45,6 +45,43 @@ static int parse_u64(const char *p, size_t n, uint64_t *out)
     return 0;
 }
 
+/* In jwt mode a browser's handshake must come from a page of this very host (port
+ * included): a token leaked to another site must not open a socket from there. A request
+ * without Origin is a server-side client and passes. */
+static int origin_matches_host(const ac__http_req_t *req)
+{
+    const char *o = req->headers[AC__H_ORIGIN];
+    size_t olen = req->header_lens[AC__H_ORIGIN];
+    const char *h = req->headers[AC__H_HOST];
+    size_t hlen = req->header_lens[AC__H_HOST];
+    const char *sep;
+
+    if (o == NULL)
+        return 1;
+    if (h == NULL)
+        return 0;
+    sep = olen >= 3 ? memmem(o, olen, "://", 3) : NULL;
+    if (sep == NULL)
+        return 0;
+    sep += 3;
+    olen -= (size_t)(sep - o);
+    if (olen > 0 && sep[olen - 1] == '/')
+        olen--;
+    if (olen == hlen && strncasecmp(sep, h, hlen) == 0)
+        return 1;
+    /* Default ports may be implicit on one side only. */
+    int https = strncasecmp(o, "https://", 8) == 0;
+    const char *dflt = https ? ":443" : ":80";
+    size_t dlen = strlen(dflt);
+    if (hlen == olen + dlen && strncasecmp(sep, h, olen) == 0 &&
+        strncmp(h + olen, dflt, dlen) == 0)
+        return 1;
+    if (olen == hlen + dlen && strncasecmp(sep, h, hlen) == 0 &&
+        strncmp(sep + hlen, dflt, dlen) == 0)
+        return 1;
+    return 0;
+}
+
 /* Reads the identity and options of a handshake; answers and returns -1 on a refusal. */
 static int read_identity(ac__conn_t *c, const ac__http_req_t *req, handshake_t *hs)
 {
@@ -116,9 +153,14 @@ static int read_identity(ac__conn_t *c, const ac__http_req_t *req, handshake_t *
     return 0;
 }
 
-/* Sends `connected` and, when the asked-for resume point cannot be honoured, `resync`.
- * Nothing is retained yet (history is a later layer), so a resume is whole only when
- * nothing was missed. */
+static void replay_one(ac__buf_t *frame, void *arg)
+{
+    ac__conn_send_replay(arg, frame);
+}
+
+/* Sends `connected`; then, for a resume (last_seq=N), `resync` when the events after N
+ * cannot all be replayed, then the retained events, all before any live event can be
+ * queued (this runs on the loop thread, between two publishes). */
 static void send_greeting(ac__conn_t *c, ac__user_t *u, const handshake_t *hs)
 {
     ac_server_t *s = ac__conn_server(c);
@@ -126,15 +168,19 @@ static void send_greeting(ac__conn_t *c, ac__user_t *u, const handshake_t *hs)
     ac__str_t user = {u->id, u->id_len};
     ac__str_t thread = {c->thread_id, c->thread_id ? strlen(c->thread_id) : 0};
     int64_t now = ac__now_ms();
-    int same_epoch;
+    uint64_t oldest = s->broker->vt->oldest(s->broker, u);
+    uint64_t from = 0;
     int recovered = 0;
     ac__buf_t *b;
 
     ac__conn_id_str(c->m.id, id);
     ac__user_epoch_str(u, epoch);
-    same_epoch = hs->epoch_len < 0 || strcmp(hs->epoch, epoch) == 0;
-    if (hs->has_last_seq && same_epoch && hs->last_seq == u->seq)
-        recovered = 1;
+    if (hs->has_last_seq) {
+        int same_epoch = hs->epoch_len < 0 || strcmp(hs->epoch, epoch) == 0;
+        /* Whole when every event after N is still retained (or none came after N). */
+        recovered = same_epoch && hs->last_seq <= u->seq && hs->last_seq + 1 >= oldest;
+        from = recovered ? hs->last_seq : oldest - 1;
+    }
     snprintf(data, sizeof(data),
              "{\"connection_id\":\"%s\",\"last_seq\":%llu,\"epoch\":\"%s\",\"recovered\":%s}",
              id, (unsigned long long)u->seq, epoch, recovered ? "true" : "false");
@@ -145,16 +191,19 @@ static void send_greeting(ac__conn_t *c, ac__user_t *u, const handshake_t *hs)
     }
     ac__conn_send(c, b);
     ac__buf_unref(b);
-    if (!hs->has_last_seq || recovered)
+    if (!hs->has_last_seq)
         return;
-    snprintf(data, sizeof(data), "{\"from_seq\":%llu}", (unsigned long long)u->seq + 1);
-    b = ac__emitter_server_msg(&s->emitter, "resync", user, thread, data, now);
-    if (b == NULL) {
-        ac__conn_destroy(c);
-        return;
+    if (!recovered) {
+        snprintf(data, sizeof(data), "{\"from_seq\":%llu}", (unsigned long long)oldest);
+        b = ac__emitter_server_msg(&s->emitter, "resync", user, thread, data, now);
+        if (b == NULL) {
+            ac__conn_destroy(c);
+            return;
+        }
+        ac__conn_send(c, b);
+        ac__buf_unref(b);
     }
-    ac__conn_send(c, b);
-    ac__buf_unref(b);
+    s->broker->vt->replay(s->broker, u, from, replay_one, c);
 }
 
 void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
@@ -185,18 +234,22 @@ void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
         ac__conn_respond_error(c, 400, "Sec-WebSocket-Key: must be base64 of 16 bytes", NULL);
         return;
     }
+    if (s->opts.auth == AC_AUTH_JWT && !origin_matches_host(req)) {
+        ac__conn_respond_error(c, 403, "origin: must match the Host header", NULL);
+        return;
+    }
     if (s->shutting_down) {
         ac__conn_respond_error(c, 503, "server shutting down", NULL);
         return;
     }
-    hs = malloc(sizeof(*hs));
+    hs = calloc(1, sizeof(*hs));
     if (hs == NULL) {
         ac__conn_respond_error(c, 503, "out of memory", NULL);
         return;
     }
     if (read_identity(c, req, hs) != 0)
         goto done;
-    if (s->manager.nconns >= s->opts.max_conns) {
+    if (ac__manager_full(&s->manager)) {
         ac__log(AC_LOG_WARN, "event=max_conns_reached max=%u", s->opts.max_conns);
         ac__conn_respond_error(c, 503, "max-conns reached", NULL);
         goto done;

@@ -21,7 +21,7 @@ static const char *const required_fields[AC__EV_NTYPES][4] = {
     {NULL},
 };
 
-static const char *const reserved[] = {"connected", "ping", "pong", "resync", "error", "closing"};
+static const char *const reserved[] = {"connected", "ping", "resync", "error", "closing"};
 
 int ac__ev_type_parse(const char *name, size_t len, const char **reason)
 {
@@ -35,7 +35,7 @@ int ac__ev_type_parse(const char *name, size_t len, const char **reason)
     }
     for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
         if (strlen(reserved[i]) == len && memcmp(reserved[i], name, len) == 0) {
-            *reason = "type: reserved for server messages";
+            *reason = "type: reserved";
             return -1;
         }
     }
@@ -46,7 +46,7 @@ int ac__ev_type_parse(const char *name, size_t len, const char **reason)
     return AC__EV_CUSTOM;
 
 malformed:
-    *reason = "type: malformed (must match [a-z][a-z0-9_.-]{0,63})";
+    *reason = "type: malformed";
     return -1;
 }
 

@@ -20,7 +20,7 @@ typedef enum {
 } ac__ev_type_t;
 
 /* Classifies a publisher-given type name. Returns the type, or -1 with *reason set to
- * "type: reserved" (connected, ping, pong, resync, error, closing) or "type: malformed"
+ * "type: reserved" (connected, ping, resync, error, closing) or "type: malformed"
  * (not [a-z][a-z0-9_.-]{0,63}). */
 int ac__ev_type_parse(const char *name, size_t len, const char **reason);
 

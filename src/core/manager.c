@@ -30,7 +30,7 @@ static uint32_t hash_id(const ac__manager_t *m, const char *id, size_t len)
     return (uint32_t)splitmix64(&s);
 }
 
-int ac__manager_init(ac__manager_t *m, unsigned max_per_user)
+int ac__manager_init(ac__manager_t *m, unsigned max_per_user, unsigned max_total)
 {
     uint64_t seed[2];
 
@@ -46,6 +46,7 @@ int ac__manager_init(ac__manager_t *m, unsigned max_per_user)
     if (m->buckets == NULL)
         return AC_ENOMEM;
     m->max_per_user = max_per_user ? max_per_user : 1;
+    m->max_total = max_total;
     /* High bits random so connection ids do not repeat across restarts. */
     m->next_conn_id = (splitmix64(&m->rng) & 0xffffffff00000000ull) | 1;
     return 0;
@@ -59,6 +60,7 @@ void ac__manager_dispose(ac__manager_t *m)
             ac__user_t *next = u->hnext;
             for (ac__mconn_t *c = u->head; c != NULL; c = c->next)
                 c->user = NULL;
+            ac__history_drop(&m->history, u);
             free(u);
             u = next;
         }
@@ -193,6 +195,7 @@ size_t ac__manager_expire(ac__manager_t *m, uint64_t now, uint64_t ttl)
             ac__user_t *u = *pp;
             if (u->nconns == 0 && u->last_active + ttl <= now) {
                 *pp = u->hnext;
+                ac__history_drop(&m->history, u);
                 free(u);
                 m->nusers--;
                 removed++;

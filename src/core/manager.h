@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/history.h"
+
 typedef struct ac__user_s ac__user_t;
 
 typedef struct ac__mconn_s {
@@ -28,6 +30,9 @@ struct ac__user_s {
     uint32_t hash;
     uint32_t nconns;
     uint32_t epoch; /* names this seq stream; new when the stream is created anew */
+    ac__history_t *hist;  /* retained frames, NULL before the first event */
+    ac__user_t *lru_prev; /* history store's order, see history.h */
+    ac__user_t *lru_next;
     uint16_t id_len;
     char id[]; /* NUL-terminated */
 };
@@ -39,6 +44,8 @@ typedef struct ac__manager_s {
     size_t users_connected; /* users with at least one connection */
     size_t nconns;          /* attached connections */
     unsigned max_per_user;
+    unsigned max_total;
+    ac__history_store_t history;
     uint64_t seed;
     uint64_t rng;
     uint64_t next_conn_id;
@@ -46,8 +53,15 @@ typedef struct ac__manager_s {
 
 #define AC__USER_ID_MAX 256
 
-/* Initialises an empty manager; returns 0 or AC_ENOMEM. */
-int ac__manager_init(ac__manager_t *m, unsigned max_per_user);
+/* Initialises an empty manager with the per-user cap and the global cap on attached
+ * connections; returns 0 or AC_ENOMEM. */
+int ac__manager_init(ac__manager_t *m, unsigned max_per_user, unsigned max_total);
+
+/* 1 when the global cap leaves no room for one more connection. */
+static inline int ac__manager_full(const ac__manager_t *m)
+{
+    return m->nconns >= m->max_total;
+}
 
 /* Frees every user record. Connections still attached are unlinked (their `user` becomes
  * NULL); the caller owns and frees them. */

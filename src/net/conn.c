@@ -342,7 +342,7 @@ int ac__conn_send(ac__conn_t *c, ac__buf_t *frame)
 
     if (c->state != AC__CONN_WS)
         return 0;
-    if (c->out != NULL && c->out->bytes + frame->len > s->opts.max_queue_bytes) {
+    if (c->out != NULL && c->out->bytes + frame->len > s->opts.max_queue_bytes + c->out->exempt) {
         s->slow_total++;
         ac__log(AC_LOG_WARN, "event=slow_consumer conn=%llx user=%s queued=%llu",
                 (unsigned long long)c->m.id, c->m.user ? c->m.user->id : "-",
@@ -355,6 +355,18 @@ int ac__conn_send(ac__conn_t *c, ac__buf_t *frame)
         ac__conn_destroy(c);
         return 0;
     }
+    return 1;
+}
+
+int ac__conn_send_replay(ac__conn_t *c, ac__buf_t *frame)
+{
+    if (c->state != AC__CONN_WS)
+        return 0;
+    if (outq_push(c, frame) != 0) {
+        ac__conn_destroy(c);
+        return 0;
+    }
+    c->out->exempt += frame->len;
     return 1;
 }
 
@@ -501,7 +513,8 @@ void ac__conn_respond_error(ac__conn_t *c, unsigned status, const char *msg,
     /* Errors in the request line or headers leave the stream unusable: close. An error
      * about a well-formed request keeps the connection, as HTTP/1.1 allows. */
     int keep = status != 400 && status != 413 && status != 431 && status != 408 &&
-               c->http != NULL && http_should_keep_alive(&c->http->parser);
+               c->http != NULL && !c->http->parser.upgrade &&
+               http_should_keep_alive(&c->http->parser);
 
     if (ac__sbuf_append(&body, "{\"error\":", 9) != 0 ||
         ac__sbuf_json_str(&body, msg, strlen(msg)) != 0 || ac__sbuf_append(&body, "}", 1) != 0) {

@@ -43,6 +43,7 @@ typedef struct ac__outq_s {
     uint32_t count;
     uint32_t inflight; /* items from head handed to uv_write */
     uint64_t bytes;    /* unwritten bytes of every queued item */
+    uint64_t exempt;   /* bytes of replayed history: not counted against the cap */
 } ac__outq_t;
 
 /* Bytes received and not yet consumed; exists only while some are. */
@@ -99,6 +100,10 @@ void ac__conn_accept(ac_server_t *s);
  * --max-queue-bytes the connection is closed with 4008 instead and 0 is returned; 1 when
  * queued. */
 int ac__conn_send(ac__conn_t *c, ac__buf_t *frame);
+
+/* Queues a frame replayed from history: allowed past the cap (it is already in memory,
+ * shared), so a resume is never refused for its own size. Returns 1, or 0 when closed. */
+int ac__conn_send_replay(ac__conn_t *c, ac__buf_t *frame);
 
 /* Queues a control frame or response (takes its own reference); never refused. */
 void ac__conn_send_control(ac__conn_t *c, ac__buf_t *frame);

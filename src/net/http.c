@@ -30,10 +30,23 @@ static ac__http_t *from_parser(http_parser *p)
     return p->data;
 }
 
+/* The request line and headers must end within AC__MAX_HEAD bytes of the request's start
+ * (offsets are from there). */
+static int head_over(ac__http_t *h, uint32_t off, size_t len)
+{
+    if ((size_t)off + len <= AC__MAX_HEAD)
+        return 0;
+    h->head_too_big = 1;
+    return 1;
+}
+
 static int on_url(http_parser *p, const char *at, size_t len)
 {
     ac__http_t *h = from_parser(p);
     uint32_t off = (uint32_t)(at - feed_base);
+
+    if (head_over(h, off, len))
+        return -1;
 
     if (h->url.len == 0)
         h->url.off = off;
@@ -45,6 +58,9 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     ac__http_t *h = from_parser(p);
     uint32_t off = (uint32_t)(at - feed_base);
+
+    if (head_over(h, off, len))
+        return -1;
 
     if (h->last_was_value || h->cur_header == -2) {
         h->field.off = off;
@@ -60,6 +76,9 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     ac__http_t *h = from_parser(p);
     uint32_t off = (uint32_t)(at - feed_base);
+
+    if (head_over(h, off, len))
+        return -1;
 
     if (!h->last_was_value) {
         h->cur_header = -1;
@@ -175,6 +194,8 @@ ac__http_status_t ac__http_feed(ac__http_t *h, const char *buf, size_t len, size
     }
     if (h->too_big)
         return AC__HTTP_BODY_TOO_BIG;
+    if (h->head_too_big)
+        return AC__HTTP_HEAD_TOO_BIG;
     if (HTTP_PARSER_ERRNO(&h->parser) == HPE_HEADER_OVERFLOW)
         return AC__HTTP_HEAD_TOO_BIG;
     if (HTTP_PARSER_ERRNO(&h->parser) != HPE_OK)

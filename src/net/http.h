@@ -41,6 +41,7 @@ typedef struct ac__http_s {
     int headers_done;
     int message_done;
     int too_big;           /* body over the limit */
+    int head_too_big;      /* request line and headers over AC__MAX_HEAD */
     size_t max_body;
     ac__sbuf_t body;
 } ac__http_t;

@@ -23,6 +23,9 @@ void ac_server_opts_init(ac_server_opts_t *o)
     o->handshake_timeout = 10;
     o->shutdown_timeout = 10;
     o->history_ttl = 600;
+    o->history_size = 1000;
+    o->history_max_bytes = 256 * 1024 * 1024;
+    o->idempotency_window = 300;
     o->max_publish_size = 1024 * 1024;
     o->max_message_size = 64 * 1024;
     o->max_queue_bytes = 1024 * 1024;
@@ -72,6 +75,7 @@ static int check_opts(const ac_server_opts_t *o)
     if (o->max_conns == 0 || o->max_conns_per_user == 0 || o->ping_interval <= 0 ||
         o->stale_timeout <= 0 || o->cleanup_interval <= 0 || o->handshake_timeout <= 0 ||
         o->shutdown_timeout < 0 || o->history_ttl < 0 || o->max_publish_size == 0 ||
+        o->history_size == 0 || o->history_max_bytes == 0 || o->idempotency_window <= 0 ||
         o->max_message_size == 0 || o->max_queue_bytes == 0)
         return AC_EINVAL;
     return 0;
@@ -99,10 +103,13 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
     s->rbuf = malloc(AC__READ_BUF_SIZE);
     if (s->rbuf == NULL)
         goto fail_rbuf;
-    if (ac__manager_init(&s->manager, opts->max_conns_per_user) != 0)
+    if (ac__manager_init(&s->manager, opts->max_conns_per_user, opts->max_conns) != 0)
         goto fail_manager;
+    ac__history_store_init(&s->manager.history, opts->history_size, opts->history_max_bytes);
+    if (ac__idem_init(&s->idem, (uint64_t)(opts->idempotency_window * 1000), 1000000) != 0)
+        goto fail_idem;
     ac__emitter_init(&s->emitter);
-    s->broker = ac__broker_memory_new(ac__server_deliver, s);
+    s->broker = ac__broker_memory_new(ac__server_deliver, s, &s->manager.history);
     if (s->broker == NULL)
         goto fail_broker;
     s->start_ms = uv_now(loop);
@@ -110,6 +117,8 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
 
 fail_broker:
     ac__emitter_dispose(&s->emitter);
+    ac__idem_dispose(&s->idem);
+fail_idem:
     ac__manager_dispose(&s->manager);
 fail_manager:
     free(s->rbuf);
@@ -129,6 +138,7 @@ void ac_server_free(ac_server_t *s)
         return;
     s->broker->vt->free(s->broker);
     ac__emitter_dispose(&s->emitter);
+    ac__idem_dispose(&s->idem);
     ac__manager_dispose(&s->manager);
     free(s->rbuf);
     free(s->listen_host);
@@ -226,6 +236,7 @@ static void on_sweep(uv_timer_t *t)
                                  (uint64_t)(s->opts.history_ttl * 1000));
     if (expired > 0)
         ac__log(AC_LOG_DEBUG, "event=users_expired count=%zu", expired);
+    ac__idem_expire(&s->idem, ac__server_now(s));
 }
 
 static uint64_t ms(double seconds)
@@ -420,5 +431,8 @@ void ac_server_stats(const ac_server_t *s, ac_stats_t *out)
     out->http_requests_total = s->http_requests_total;
     out->http_errors_total = s->http_errors_total;
     out->queued_bytes = s->queued_bytes;
+    out->history_bytes = s->manager.history.bytes;
+    out->history_events = s->manager.history.frames;
+    out->duplicates_total = s->duplicates_total;
     out->uptime_s = (double)(uv_now(s->loop) - s->start_ms) / 1000.0;
 }

@@ -8,6 +8,7 @@
 #include "agentcast.h"
 #include "broker/broker.h"
 #include "core/emitter.h"
+#include "core/idempotency.h"
 #include "core/manager.h"
 
 typedef struct ac__conn_s ac__conn_t;
@@ -33,6 +34,7 @@ struct ac_server_s {
 
     ac__manager_t manager;
     ac__emitter_t emitter;
+    ac__idem_t idem;
     ac__broker_t *broker;
 
     ac__conn_t *dirty;    /* connections with output to flush */
@@ -57,6 +59,7 @@ struct ac_server_s {
     uint64_t http_errors_total;
     uint64_t queued_bytes;
     uint64_t accepted_total;
+    uint64_t duplicates_total;
 };
 
 /* Milliseconds since the server was created, on the loop clock. */

@@ -81,17 +81,18 @@ int main(int argc, char **argv)
     if (cfg.server.auth == AC_AUTH_NONE)
         fprintf(stderr, "agentcastd: WARNING: --auth=none: any client may claim any user_id. "
                         "For development only; never expose this to a network.\n");
+    /* Signals first: a supervisor may stop us the moment we say we listen. */
+    uv_signal_init(loop, &d.sigterm);
+    uv_signal_init(loop, &d.sigint);
+    d.sigterm.data = d.sigint.data = &d;
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
     err = ac_server_start(d.server);
     if (err != 0) {
         fprintf(stderr, "agentcastd: cannot listen on %s: %s\n", cfg.server.listen,
                 ac_strerror(err));
         return 1;
     }
-    uv_signal_init(loop, &d.sigterm);
-    uv_signal_init(loop, &d.sigint);
-    d.sigterm.data = d.sigint.data = &d;
-    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
-    uv_signal_start(&d.sigint, on_signal, SIGINT);
 
     uv_run(loop, UV_RUN_DEFAULT);
 

@@ -1,0 +1,137 @@
+/* Per-user rings of retained frames plus one LRU list of users across the store, so the
+ * global byte cap takes history from the users least recently written to. */
+#include <stdlib.h>
+
+#include "agentcast.h"
+#include "core/history.h"
+#include "core/manager.h"
+
+void ac__history_store_init(ac__history_store_t *st, unsigned per_user, uint64_t max_bytes)
+{
+    st->per_user = per_user ? per_user : 1;
+    st->max_bytes = max_bytes;
+    st->bytes = 0;
+    st->frames = 0;
+    st->lru_head = st->lru_tail = NULL;
+}
+
+static void lru_unlink(ac__history_store_t *st, ac__user_t *u)
+{
+    if (u->lru_prev != NULL)
+        u->lru_prev->lru_next = u->lru_next;
+    else if (st->lru_head == u)
+        st->lru_head = u->lru_next;
+    if (u->lru_next != NULL)
+        u->lru_next->lru_prev = u->lru_prev;
+    else if (st->lru_tail == u)
+        st->lru_tail = u->lru_prev;
+    u->lru_prev = u->lru_next = NULL;
+}
+
+static void lru_push_tail(ac__history_store_t *st, ac__user_t *u)
+{
+    u->lru_prev = st->lru_tail;
+    u->lru_next = NULL;
+    if (st->lru_tail != NULL)
+        st->lru_tail->lru_next = u;
+    else
+        st->lru_head = u;
+    st->lru_tail = u;
+}
+
+static void drop_oldest(ac__history_store_t *st, ac__history_t *h)
+{
+    ac__buf_t *b = h->ring[h->head];
+
+    h->head = (h->head + 1) % h->cap;
+    h->count--;
+    h->bytes -= b->len;
+    st->bytes -= b->len;
+    st->frames--;
+    ac__buf_unref(b);
+}
+
+void ac__history_drop(ac__history_store_t *st, ac__user_t *u)
+{
+    ac__history_t *h = u->hist;
+
+    if (h == NULL)
+        return;
+    while (h->count > 0)
+        drop_oldest(st, h);
+    lru_unlink(st, u);
+    free(h->ring);
+    free(h);
+    u->hist = NULL;
+}
+
+int ac__history_append(ac__history_store_t *st, ac__user_t *u, ac__buf_t *frame)
+{
+    ac__history_t *h = u->hist;
+
+    if (h == NULL) {
+        h = calloc(1, sizeof(*h));
+        if (h == NULL)
+            return AC_ENOMEM;
+        u->hist = h;
+        lru_push_tail(st, u);
+    } else if (st->lru_tail != u) {
+        lru_unlink(st, u);
+        lru_push_tail(st, u);
+    }
+    if (h->count == st->per_user)
+        drop_oldest(st, h);
+    if (h->count == h->cap) {
+        /* Grow geometrically up to per_user, so a user with few events costs little. */
+        uint32_t ncap = h->cap ? h->cap * 2 : 8;
+        if (ncap > st->per_user)
+            ncap = st->per_user;
+        ac__buf_t **ring = malloc(ncap * sizeof(*ring));
+        if (ring == NULL)
+            return AC_ENOMEM;
+        for (uint32_t i = 0; i < h->count; i++)
+            ring[i] = h->ring[(h->head + i) % h->cap];
+        free(h->ring);
+        h->ring = ring;
+        h->cap = ncap;
+        h->head = 0;
+    }
+    h->ring[(h->head + h->count) % h->cap] = ac__buf_ref(frame);
+    h->count++;
+    h->bytes += frame->len;
+    st->bytes += frame->len;
+    st->frames++;
+    /* Over the global cap: the least recently written users give up their history,
+     * oldest frames first; the user just written to is the last to lose any. */
+    while (st->bytes > st->max_bytes && st->lru_head != NULL) {
+        ac__user_t *victim = st->lru_head;
+        if (victim == u && u->hist->count <= 1)
+            break;
+        drop_oldest(st, victim->hist);
+        if (victim->hist->count == 0)
+            ac__history_drop(st, victim);
+    }
+    return 0;
+}
+
+uint64_t ac__history_oldest(const ac__user_t *u)
+{
+    const ac__history_t *h = u->hist;
+
+    if (h == NULL || h->count == 0)
+        return u->seq + 1;
+    return h->ring[h->head]->seq;
+}
+
+void ac__history_since(const ac__user_t *u, uint64_t after, ac__history_fn fn, void *arg)
+{
+    const ac__history_t *h = u->hist;
+
+    if (h == NULL)
+        return;
+    for (uint32_t i = 0; i < h->count; i++) {
+        ac__buf_t *b = h->ring[(h->head + i) % h->cap];
+        if (b->seq > after)
+            fn(b, arg);
+    }
+}
