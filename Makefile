@@ -68,6 +68,8 @@ unit: $(UNIT_BIN)
 integration: $(BUILD)/agentcastd $(BENCH_BIN)
 	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) AGENTCAST_BENCH=$(abspath $(BUILD)/bench) \
 		scripts/integration.sh
+	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) AGENTCAST_BENCH=$(abspath $(BUILD)/bench) \
+		scripts/bench.sh smoke
 
 asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \

@@ -238,7 +238,7 @@ void ac__api_publish(ac__conn_t *c, const ac__http_req_t *req)
     int is_array;
     int64_t ts = ac__now_ms();
 
-    root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES, &jerr);
+    root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (root == NULL) {
         snprintf(reason_buf, sizeof(reason_buf), "invalid JSON: %.100s (line %d, column %d)",
                  jerr.text, jerr.line, jerr.column);
@@ -310,7 +310,7 @@ int ac_emit(ac_server_t *s, const ac_event_t *event, ac_publish_result_t *result
     if (s->shutting_down)
         return AC_ECLOSED;
     if (event->data_json != NULL && event->data_json[0] != '\0') {
-        data = json_loads(event->data_json, JSON_REJECT_DUPLICATES, &jerr);
+        data = json_loads(event->data_json, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
         if (data == NULL) {
             if (reason != NULL)
                 *reason = "data: invalid JSON";

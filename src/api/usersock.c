@@ -316,7 +316,7 @@ void ac__api_ws_message(ac__conn_t *c, const char *p, size_t len, int binary)
         send_error(c, "binary messages are not supported");
         return;
     }
-    msg = json_loadb(p, len, JSON_REJECT_DUPLICATES, &jerr);
+    msg = json_loadb(p, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (msg == NULL || !json_is_object(msg)) {
         send_error(c, "invalid JSON: expected an object");
         goto done;
