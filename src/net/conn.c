@@ -526,66 +526,108 @@ void ac__conn_respond_error(ac__conn_t *c, unsigned status, const char *msg,
     ac__sbuf_dispose(&body);
 }
 
+/* Most requests arrive whole in one read: they are parsed straight from the loop's read
+ * buffer with the server's scratch parser, and a connection keeps bytes and parser state
+ * of its own only while a request is incomplete. */
 static void http_input(ac__conn_t *c, const char *p, size_t n)
 {
     ac_server_t *s = ac__conn_server(c);
+    const char *buf = p;
+    size_t len = n;
 
-    if (bytes_append(&c->in, p, n) != 0) {
-        ac__conn_destroy(c);
-        return;
-    }
-    while (c->state == AC__CONN_HTTP && c->in != NULL) {
-        size_t consumed = 0;
-        ac__http_status_t st = ac__http_feed(c->http, c->in->p, c->in->len, &consumed);
-        ac__http_req_t req;
-
-        switch (st) {
-        case AC__HTTP_MORE:
+    if (c->in != NULL) {
+        if (bytes_append(&c->in, p, n) != 0) {
+            ac__conn_destroy(c);
             return;
+        }
+        buf = c->in->p;
+        len = c->in->len;
+    }
+    while (c->state == AC__CONN_HTTP && len > 0) {
+        size_t consumed = 0;
+        ac__http_status_t st;
+        ac__http_req_t req;
+        int scratch = c->http == NULL;
+
+        if (scratch) {
+            c->http = s->scratch_http;
+            ac__http_reset(c->http);
+        }
+        st = ac__http_feed(c->http, buf, len, &consumed);
+        if (st == AC__HTTP_MORE) {
+            /* Keep the partial request: its parser state and its bytes. */
+            if (scratch && (c->http = ac__http_clone(s->scratch_http)) == NULL) {
+                ac__conn_destroy(c);
+                return;
+            }
+            if (c->in == NULL && bytes_append(&c->in, buf, len) != 0)
+                ac__conn_destroy(c);
+            return;
+        }
+        switch (st) {
         case AC__HTTP_BAD:
             ac__conn_respond_error(c, 400, "malformed HTTP request", NULL);
-            return;
+            break;
         case AC__HTTP_HEAD_TOO_BIG:
             ac__conn_respond_error(c, 431, "request headers over 16384 bytes", NULL);
-            return;
+            break;
         case AC__HTTP_BODY_TOO_BIG: {
             char msg[96];
             snprintf(msg, sizeof(msg), "body over max-publish-size (%zu bytes)",
                      s->opts.max_publish_size);
             ac__conn_respond_error(c, 413, msg, NULL);
-            return;
-        }
-        case AC__HTTP_DONE:
             break;
         }
-        if (c->http->parser.upgrade) {
-            /* http-parser stops at the end of the head; be exact about where it is. */
-            const char *end = memmem(c->in->p, c->in->len, "\r\n\r\n", 4);
-            consumed = end ? (size_t)(end - c->in->p) + 4 : c->in->len;
+        default:
+            if (c->http->parser.upgrade) {
+                /* http-parser stops at the end of the head; be exact about where. */
+                const char *end = memmem(buf, len, "\r\n\r\n", 4);
+                consumed = end ? (size_t)(end - buf) + 4 : len;
+            }
+            s->http_requests_total++;
+            ac__http_request(c->http, buf, &req);
+            ac__api_http_request(c, &req);
+            break;
         }
-        s->http_requests_total++;
-        ac__http_request(c->http, c->in->p, &req);
-        ac__api_http_request(c, &req);
-        if (is_gone(c) || c->in == NULL)
-            return;
-        bytes_consume(&c->in, consumed);
-        if (c->state == AC__CONN_HTTP) {
+        /* The request is done with: its parser state goes back (or away). */
+        if (c->http == s->scratch_http)
+            c->http = NULL;
+        else if (c->state != AC__CONN_HTTP || st != AC__HTTP_DONE) {
+            ac__http_free(c->http);
+            c->http = NULL;
+        } else {
             ac__http_reset(c->http);
+        }
+        if (is_gone(c) || st != AC__HTTP_DONE)
+            return;
+        if (c->in != NULL) {
+            bytes_consume(&c->in, consumed);
+            buf = c->in ? c->in->p : NULL;
+            len = c->in ? c->in->len : 0;
+        } else {
+            buf += consumed;
+            len -= consumed;
+        }
+        if (c->http != NULL && len == 0) {
+            ac__http_free(c->http); /* idle keep-alive: nothing per connection */
+            c->http = NULL;
+        }
+        if (c->state == AC__CONN_HTTP) {
             dl_set(c, (uint64_t)(s->opts.handshake_timeout * 1000));
             continue;
         }
-        if (c->state != AC__CONN_WS)
-            return;
-        /* Upgraded: the request state goes, the WebSocket begins. */
-        ac__http_free(c->http);
-        c->http = NULL;
-        if (c->in != NULL) {
+        if (c->state == AC__CONN_WS && len > 0) {
             /* Frames sent right behind the handshake. */
             ac__bytes_t *rest = c->in;
-            c->in = NULL;
-            ws_input(c, rest->p, rest->len);
-            free(rest);
+            if (rest != NULL) {
+                c->in = NULL;
+                ws_input(c, rest->p, rest->len);
+                free(rest);
+            } else {
+                ws_input(c, (char *)buf, len);
+            }
         }
+        return;
     }
 }
 
@@ -605,6 +647,7 @@ int ac__conn_upgrade(ac__conn_t *c, const char accept_key[29])
     ac__buf_unref(b);
     dl_remove(c);
     c->state = AC__CONN_WS;
+    c->flags |= AC__CF_WS;
     c->last_rx = now32(ac__conn_server(c));
     return 0;
 }
@@ -809,7 +852,7 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         break;
     case AC__CONN_CLOSING:
         /* An HTTP connection on its way out: discard. A WebSocket: watch for close. */
-        if (c->http == NULL)
+        if (c->flags & AC__CF_WS)
             ws_input(c, buf->base, (size_t)nread);
         break;
     default:
@@ -836,11 +879,6 @@ void ac__conn_accept(ac_server_t *s)
     }
     s->accepted_total++;
     uv_tcp_nodelay(&c->tcp, 1);
-    c->http = ac__http_new(s->opts.max_publish_size);
-    if (c->http == NULL) {
-        ac__conn_destroy(c);
-        return;
-    }
     c->state = AC__CONN_HTTP;
     c->last_rx = now32(s);
     dl_set(c, (uint64_t)(s->opts.handshake_timeout * 1000));

@@ -26,7 +26,8 @@ enum {
     AC__CF_SHUTDOWN_AFTER = 1 << 1, /* half-close once the queue drains */
     AC__CF_CLOSE_AFTER = 1 << 2,    /* close once the queue drains */
     AC__CF_IN_DL = 1 << 3,          /* on the deadline list */
-    AC__CF_CLOSE_SENT = 1 << 4      /* our close frame is queued */
+    AC__CF_CLOSE_SENT = 1 << 4,     /* our close frame is queued */
+    AC__CF_WS = 1 << 5              /* upgraded to a WebSocket */
 };
 
 typedef struct ac__outitem_s {
@@ -59,7 +60,7 @@ typedef struct ac__bytes_s {
  *   out          8  pending output, NULL when none
  *   in           8  partial input (request or frame), NULL when none
  *   msg          8  a fragmented message being assembled, NULL when none
- *   http         8  request parser state, NULL once a WebSocket
+ *   http         8  parser state of an incomplete request, else NULL
  *   thread_id    8  the thread_id= label, NULL when none
  *   dirty_next   8  flush list link
  *   dl_prev/next 16 deadline list links (HTTP phase and closing only)
@@ -73,7 +74,7 @@ struct ac__conn_s {
     ac__outq_t *out;
     ac__bytes_t *in;
     ac__bytes_t *msg;
-    ac__http_t *http;
+    ac__http_t *http; /* while a request is incomplete, or the server's scratch while one is handled */
     char *thread_id;
     struct ac__conn_s *dirty_next;
     struct ac__conn_s *dl_prev;

@@ -155,6 +155,18 @@ ac__http_t *ac__http_new(size_t max_body)
     return h;
 }
 
+ac__http_t *ac__http_clone(ac__http_t *h)
+{
+    ac__http_t *c = malloc(sizeof(*c));
+
+    if (c == NULL)
+        return NULL;
+    *c = *h;
+    c->parser.data = c;
+    memset(&h->body, 0, sizeof(h->body));
+    return c;
+}
+
 void ac__http_free(ac__http_t *h)
 {
     if (h == NULL)

@@ -64,6 +64,10 @@ typedef struct ac__http_req_s {
 
 ac__http_t *ac__http_new(size_t max_body);
 void ac__http_free(ac__http_t *h);
+/* A copy that owns the body so far (taken from `h`, which is left without one). NULL
+ * when out of memory. */
+ac__http_t *ac__http_clone(ac__http_t *h);
+
 /* Resets for the next request on a kept-alive connection. */
 void ac__http_reset(ac__http_t *h);
 

@@ -103,6 +103,9 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
     s->rbuf = malloc(AC__READ_BUF_SIZE);
     if (s->rbuf == NULL)
         goto fail_rbuf;
+    s->scratch_http = ac__http_new(opts->max_publish_size);
+    if (s->scratch_http == NULL)
+        goto fail_scratch;
     if (ac__manager_init(&s->manager, opts->max_conns_per_user, opts->max_conns) != 0)
         goto fail_manager;
     ac__history_store_init(&s->manager.history, opts->history_size, opts->history_max_bytes);
@@ -121,6 +124,8 @@ fail_broker:
 fail_idem:
     ac__manager_dispose(&s->manager);
 fail_manager:
+    ac__http_free(s->scratch_http);
+fail_scratch:
     free(s->rbuf);
 fail_rbuf:
     free(s->listen_host);
@@ -140,6 +145,7 @@ void ac_server_free(ac_server_t *s)
     ac__emitter_dispose(&s->emitter);
     ac__idem_dispose(&s->idem);
     ac__manager_dispose(&s->manager);
+    ac__http_free(s->scratch_http);
     free(s->rbuf);
     free(s->listen_host);
     free(s);

@@ -10,6 +10,7 @@
 #include "core/emitter.h"
 #include "core/idempotency.h"
 #include "core/manager.h"
+#include "net/http.h"
 
 typedef struct ac__conn_s ac__conn_t;
 
@@ -43,6 +44,7 @@ struct ac_server_s {
     uint64_t start_ms;    /* uv_now() at creation */
 
     char *rbuf;           /* the one read buffer of the loop */
+    ac__http_t *scratch_http; /* parser state for requests that arrive whole */
     int rbuf_busy;
 
     int started;
