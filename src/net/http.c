@@ -34,6 +34,8 @@ static ac__http_t *from_parser(http_parser *p)
  * (offsets are from there). */
 static int head_over(ac__http_t *h, uint32_t off, size_t len)
 {
+    if (off + len > h->head_end)
+        h->head_end = off + (uint32_t)len;
     if ((size_t)off + len <= AC__MAX_HEAD)
         return 0;
     h->head_too_big = 1;
@@ -86,11 +88,13 @@ static int on_header_value(http_parser *p, const char *at, size_t len)
             if (strlen(kept_headers[i].name) == h->field.len &&
                 strncasecmp(kept_headers[i].name, feed_base + h->field.off, h->field.len) == 0) {
                 h->cur_header = kept_headers[i].index;
-                /* A repeated header keeps its first value. */
-                if (h->headers[h->cur_header].len != 0)
+                /* A repeated header keeps its first value, even an empty one. */
+                if (h->seen & (1u << h->cur_header)) {
                     h->cur_header = -1;
-                else
+                } else {
+                    h->seen |= 1u << h->cur_header;
                     h->headers[h->cur_header].off = off;
+                }
                 break;
             }
         }
@@ -108,6 +112,11 @@ static int on_headers_complete(http_parser *p)
     ac__http_t *h = from_parser(p);
 
     h->headers_done = 1;
+    /* The head ends with the last header's CRLF and the empty line's: 4 bytes on. */
+    if ((size_t)h->head_end + 4 > AC__MAX_HEAD) {
+        h->head_too_big = 1;
+        return -1;
+    }
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > h->max_body) {
         h->too_big = 1;
         return -1;
@@ -233,7 +242,7 @@ void ac__http_request(const ac__http_t *h, const char *buf, ac__http_req_t *req)
         req->query_len = h->url.len - req->path_len - 1;
     }
     for (int i = 0; i < AC__H_COUNT; i++) {
-        if (h->headers[i].off != 0 || h->headers[i].len != 0) {
+        if (h->seen & (1u << i)) {
             req->headers[i] = buf + h->headers[i].off;
             req->header_lens[i] = h->headers[i].len;
         }

@@ -42,6 +42,8 @@ typedef struct ac__http_s {
     int message_done;
     int too_big;           /* body over the limit */
     int head_too_big;      /* request line and headers over AC__MAX_HEAD */
+    uint32_t head_end;     /* where the last URL/header byte seen so far ends */
+    uint32_t seen;         /* bit i: headers[i] was present */
     size_t max_body;
     ac__sbuf_t body;
 } ac__http_t;
