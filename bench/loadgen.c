@@ -943,7 +943,8 @@ static void conn_on_readable(struct lg *lg, struct conn *c)
     /* read into the shared buffer behind any partial frame kept from the last read */
     for (int round = 0; round < 4 && c->state != CS_CLOSED; round++) {
         size_t have = c->rest_len;
-        memcpy(lg->rbuf, c->rest, have);
+        if (have > 0)
+            memcpy(lg->rbuf, c->rest, have);
         size_t room = RBUF_SIZE - have;
         ssize_t r = recv(c->fd, lg->rbuf + have, room, 0);
         if (r == 0) {

@@ -134,15 +134,20 @@ static int outq_push(ac__conn_t *c, ac__buf_t *b)
     ac__outq_t *q = c->out;
 
     if (q == NULL) {
-        q = calloc(1, sizeof(*q));
-        if (q == NULL)
-            return AC_ENOMEM;
-        q->cap = 8;
-        q->items = malloc(q->cap * sizeof(*q->items));
-        if (q->items == NULL) {
-            free(q);
-            return AC_ENOMEM;
+        ac_server_t *s = ac__conn_server(c);
+        /* Most queues live for one loop turn: reuse them instead of malloc and free. */
+        if (s->outq_cache != NULL) {
+            q = s->outq_cache;
+            s->outq_cache = q->next_free;
+            s->outq_cached--;
+        } else {
+            q = malloc(sizeof(*q));
+            if (q == NULL)
+                return AC_ENOMEM;
         }
+        memset(q, 0, offsetof(ac__outq_t, inline_items));
+        q->items = q->inline_items;
+        q->cap = AC__OUTQ_INLINE;
         c->out = q;
     }
     if (q->count == q->cap) {
@@ -152,7 +157,8 @@ static int outq_push(ac__conn_t *c, ac__buf_t *b)
             return AC_ENOMEM;
         for (uint32_t i = 0; i < q->count; i++)
             items[i] = q->items[(q->head + i) % q->cap];
-        free(q->items);
+        if (q->items != q->inline_items)
+            free(q->items);
         q->items = items;
         q->cap = ncap;
         q->head = 0;
@@ -193,12 +199,22 @@ static void outq_free(ac__conn_t *c)
 
     if (q == NULL)
         return;
+
+    ac_server_t *s = ac__conn_server(c);
+
     for (uint32_t i = 0; i < q->count; i++)
         ac__buf_unref(q->items[(q->head + i) % q->cap].buf);
-    ac__conn_server(c)->queued_bytes -= q->bytes;
-    free(q->items);
-    free(q);
+    s->queued_bytes -= q->bytes;
+    if (q->items != q->inline_items)
+        free(q->items);
     c->out = NULL;
+    if (s->outq_cached < AC__OUTQ_CACHE) {
+        q->next_free = s->outq_cache;
+        s->outq_cache = q;
+        s->outq_cached++;
+    } else {
+        free(q);
+    }
 }
 
 static unsigned outq_iov(const ac__outq_t *q, uv_buf_t *bufs, unsigned max)

@@ -35,16 +35,21 @@ typedef struct ac__outitem_s {
     uint32_t off; /* bytes of buf already written */
 } ac__outitem_t;
 
-/* Exists only while output is pending. */
+#define AC__OUTQ_INLINE 4    /* frames a queue holds before it allocates */
+#define AC__OUTQ_CACHE 1024  /* idle queues the server keeps for reuse */
+
+/* Exists only while output is pending (then back to the server's cache). */
 typedef struct ac__outq_s {
     uv_write_t req;
-    ac__outitem_t *items; /* ring */
+    struct ac__outq_s *next_free; /* the server's cache */
+    ac__outitem_t *items; /* ring: inline_items, or allocated past AC__OUTQ_INLINE */
     uint32_t cap;
     uint32_t head;
     uint32_t count;
     uint32_t inflight; /* items from head handed to uv_write */
     uint64_t bytes;    /* unwritten bytes of every queued item */
     uint64_t exempt;   /* bytes of replayed history: not counted against the cap */
+    ac__outitem_t inline_items[AC__OUTQ_INLINE];
 } ac__outq_t;
 
 /* Bytes received and not yet consumed; exists only while some are. */

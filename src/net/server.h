@@ -45,6 +45,8 @@ struct ac_server_s {
 
     char *rbuf;           /* the one read buffer of the loop */
     ac__http_t *scratch_http; /* parser state for requests that arrive whole */
+    struct ac__outq_s *outq_cache; /* idle output queues for reuse */
+    size_t outq_cached;
     int rbuf_busy;
 
     int started;
