@@ -934,7 +934,8 @@ static void conn_keep_rest(struct lg *lg, struct conn *c, const uint8_t *p, size
         c->rest = r;
         c->rest_cap = (uint32_t)n;
     }
-    memcpy(c->rest, p, n);
+    if (n > 0)
+        memcpy(c->rest, p, n);
     c->rest_len = (uint32_t)n;
 }
 
