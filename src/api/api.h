@@ -19,8 +19,21 @@ void ac__api_ws_message(ac__conn_t *c, const char *p, size_t len, int binary);
 /* POST /v1/publish (publish.c). */
 void ac__api_publish(ac__conn_t *c, const ac__http_req_t *req);
 
-/* GET /ws: the handshake of a user connection (ws.c). */
+/* GET /ws: the handshake of a user connection (usersock.c). */
 void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req);
+
+/* GET /v1/agent: the handshake of a publisher socket (usersock.c). */
+void ac__api_agent_handshake(ac__conn_t *c, const ac__http_req_t *req);
+
+/* One message on a publisher socket: a publish body, answered with one frame (publish.c). */
+void ac__api_agent_message(ac__conn_t *c, const char *p, size_t len, int binary);
+
+/* Closes runs silent for --run-timeout (publishing their agent_error) and forgets closed
+ * runs after --history-ttl (publish.c). Called by the sweep. */
+void ac__api_expire_runs(ac_server_t *s);
+
+/* GET /v1/runs/{run_id} (publish.c). */
+void ac__api_run_get(ac__conn_t *c, const ac__http_req_t *req, const char *id, size_t len);
 
 /* Checks the Bearer API key when one is configured; answers 401 and returns -1 when it
  * is missing or wrong (router.c). */

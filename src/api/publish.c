@@ -7,9 +7,11 @@
 
 #include "api/api.h"
 #include "core/log.h"
+#include "net/ws.h"
 
 typedef struct item_s {
     ac__event_t ev;
+    ac__run_op_t op;
     ac__str_t user;
     ac__str_t idem_key; /* p NULL: none */
     int direct;
@@ -124,6 +126,19 @@ static int validate(ac_server_t *s, json_t *obj, item_t *it, const char **reason
     if (opt_label(obj, "idempotency_key", &it->idem_key, reason) != 0)
         return 400;
 
+    if (it->ev.type == AC__EV_TOOL_EXECUTING || it->ev.type == AC__EV_TOOL_COMPLETED) {
+        json_t *id = json_object_get(data, "tool_call_id");
+        if (!json_is_string(id) ||
+            !ac__api_label_ok(json_string_value(id), json_string_length(id), AC__USER_ID_MAX)) {
+            *reason = "data.tool_call_id: must be a string of 1 to 256 bytes";
+            return 400;
+        }
+        it->op.tool_call_id = (ac__str_t){json_string_value(id), json_string_length(id)};
+    }
+    it->op.type = it->ev.type;
+    it->op.user_id = it->user;
+    it->op.thread_id = it->ev.thread_id;
+
     v = json_object_get(obj, "connection_id");
     if (v != NULL && !json_is_null(v)) {
         const ac__user_t *u;
@@ -139,7 +154,45 @@ static int validate(ac_server_t *s, json_t *obj, item_t *it, const char **reason
             return 404;
         }
     }
+    if (!it->direct)
+        it->op.run_id = it->ev.run_id; /* direct messages are outside run lifecycles */
     return 0;
+}
+
+/* 1 when the item repeats an idempotency key seen within the window. */
+static int is_duplicate(ac_server_t *s, const item_t *it)
+{
+    return it->idem_key.p != NULL &&
+           ac__idem_get(&s->idem, it->user.p, it->user.len, it->idem_key.p, it->idem_key.len,
+                        ac__server_now(s)) != 0;
+}
+
+/* Lifecycle of runs over the whole batch, in order. A repeated idempotency key answers
+ * with the first result instead of breaking a rule the first one satisfied. Returns 0 or
+ * the HTTP status with *reason and *index. */
+static int check_runs(ac_server_t *s, const item_t *items, size_t n, size_t *index,
+                      const char **reason)
+{
+    ac__run_op_t one, *ops = &one;
+    int st = 0;
+
+    if (n > 1 && (ops = malloc(n * sizeof(*ops))) == NULL) {
+        *reason = "out of memory";
+        return 503;
+    }
+    for (size_t i = 0; i < n; i++) {
+        ops[i] = items[i].op;
+        if (is_duplicate(s, &items[i]))
+            ops[i].run_id = (ac__str_t){0};
+    }
+    int r = ac__bridge_check(&s->bridge, ops, n, index, reason);
+    if (r == -1)
+        st = 409;
+    else if (r != 0)
+        st = 503;
+    if (ops != &one)
+        free(ops);
+    return st;
 }
 
 /* Publishes a validated item. Returns 0 or a negative AC_E* code. */
@@ -185,6 +238,9 @@ static int execute(ac_server_t *s, const item_t *it, int64_t ts, ac_publish_resu
     u->last_active = ac__server_now(s);
     r = s->broker->vt->publish(s->broker, u, frame, &res->delivered);
     res->seq = frame->seq;
+    if (r == 0 && ac__bridge_apply(&s->bridge, &it->op, res->seq, ac__server_now(s), ts) != 0)
+        ac__log(AC_LOG_ERROR, "event=bridge_oom run=%.*s", (int)it->op.run_id.len,
+                it->op.run_id.p);
     if (r == 0 && it->idem_key.p != NULL &&
         ac__idem_put(&s->idem, it->user.p, it->user.len, it->idem_key.p, it->idem_key.len,
                      res->seq, ac__server_now(s)) != 0)
@@ -208,53 +264,48 @@ static json_t *result_json(const item_t *it, const ac_publish_result_t *res)
                      (json_int_t)res->delivered);
 }
 
-static void respond_error_at(ac__conn_t *c, unsigned status, const char *reason, long index)
+static json_t *error_json(const char *reason, long index)
 {
     json_t *o = json_pack("{s:s}", "error", reason);
-    char *body;
 
-    if (index >= 0)
+    if (o != NULL && index >= 0)
         json_object_set_new(o, "index", json_integer(index));
-    body = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (body == NULL) {
-        ac__conn_destroy(c);
-        return;
-    }
-    ac_server_t *s = ac__conn_server(c);
-    s->http_errors_total++;
-    ac__conn_respond(c, status, NULL, body, strlen(body), NULL,
-                     c->http != NULL && http_should_keep_alive(&c->http->parser));
-    free(body);
+    return o;
 }
 
-void ac__api_publish(ac__conn_t *c, const ac__http_req_t *req)
+/* Publishes one body (an event object or an array of them, all or nothing). Returns the
+ * HTTP status and sets *reply to the JSON answer (caller decrefs; NULL when out of
+ * memory). Shared by POST /v1/publish and the publisher socket. */
+static unsigned publish_body(ac_server_t *s, const char *body, size_t len, json_t **reply)
 {
-    ac_server_t *s = ac__conn_server(c);
     json_error_t jerr;
     json_t *root, *out = NULL;
     item_t one, *items = &one;
     size_t n = 1;
     int is_array;
+    unsigned status = 200;
     int64_t ts = ac__now_ms();
 
-    root = json_loadb(req->body ? req->body : "", req->body_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    *reply = NULL;
+    root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (root == NULL) {
         snprintf(reason_buf, sizeof(reason_buf), "invalid JSON: %.100s (line %d, column %d)",
                  jerr.text, jerr.line, jerr.column);
-        respond_error_at(c, 400, reason_buf, -1);
-        return;
+        *reply = error_json(reason_buf, -1);
+        return 400;
     }
     is_array = json_is_array(root);
     if (is_array) {
         n = json_array_size(root);
         if (n == 0) {
-            respond_error_at(c, 400, "body: empty array", -1);
+            *reply = error_json("body: empty array", -1);
+            status = 400;
             goto done;
         }
         items = calloc(n, sizeof(*items));
         if (items == NULL) {
-            respond_error_at(c, 503, "out of memory", -1);
+            *reply = error_json("out of memory", -1);
+            status = 503;
             goto done;
         }
     }
@@ -262,7 +313,18 @@ void ac__api_publish(ac__conn_t *c, const ac__http_req_t *req)
         const char *reason = NULL;
         int st = validate(s, is_array ? json_array_get(root, i) : root, &items[i], &reason);
         if (st != 0) {
-            respond_error_at(c, (unsigned)st, reason, is_array ? (long)i : -1);
+            *reply = error_json(reason, is_array ? (long)i : -1);
+            status = (unsigned)st;
+            goto done;
+        }
+    }
+    {
+        const char *reason = NULL;
+        size_t bad = 0;
+        int st = check_runs(s, items, n, &bad, &reason);
+        if (st != 0) {
+            *reply = error_json(reason, is_array ? (long)bad : -1);
+            status = (unsigned)st;
             goto done;
         }
     }
@@ -272,8 +334,8 @@ void ac__api_publish(ac__conn_t *c, const ac__http_req_t *req)
         int r = execute(s, &items[i], ts, &res);
         if (r != 0 && !(r == AC_ENOENT && items[i].direct)) {
             /* Only memory can fail here; what was published stays published. */
-            respond_error_at(c, r == AC_EUNAVAIL ? 503 : 500, ac_strerror(r),
-                             is_array ? (long)i : -1);
+            *reply = error_json(ac_strerror(r), is_array ? (long)i : -1);
+            status = r == AC_EUNAVAIL ? 503 : 500;
             goto done;
         }
         if (is_array)
@@ -281,20 +343,61 @@ void ac__api_publish(ac__conn_t *c, const ac__http_req_t *req)
         else
             out = result_json(&items[i], &res);
     }
-    {
-        char *body = json_dumps(out, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (body == NULL) {
-            ac__conn_destroy(c);
-            goto done;
-        }
-        ac__conn_respond(c, 200, NULL, body, strlen(body), NULL, req->keep_alive);
-        free(body);
-    }
+    *reply = out;
+    out = NULL;
 done:
     json_decref(out);
     if (items != &one)
         free(items);
     json_decref(root);
+    return status;
+}
+
+void ac__api_publish(ac__conn_t *c, const ac__http_req_t *req)
+{
+    json_t *reply;
+    unsigned status = publish_body(ac__conn_server(c), req->body, req->body_len, &reply);
+    char *body = reply ? json_dumps(reply, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+
+    json_decref(reply);
+    if (body == NULL) {
+        ac__conn_destroy(c);
+        return;
+    }
+    ac__conn_respond(c, status, NULL, body, strlen(body), NULL,
+                     status == 200 ? req->keep_alive
+                                   : c->http != NULL && http_should_keep_alive(&c->http->parser));
+    free(body);
+}
+
+void ac__api_agent_message(ac__conn_t *c, const char *p, size_t len, int binary)
+{
+    json_t *reply = NULL;
+    unsigned status;
+    char *text;
+
+    if (binary) {
+        status = 400;
+        reply = error_json("binary messages are not supported", -1);
+    } else {
+        status = publish_body(ac__conn_server(c), p, len, &reply);
+    }
+    if (reply != NULL && status != 200)
+        json_object_set_new(reply, "status", json_integer(status));
+    text = reply ? json_dumps(reply, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(reply);
+    if (text == NULL) {
+        ac__conn_destroy(c);
+        return;
+    }
+    ac__buf_t *b = ac__frame_raw(AC_WS_TEXT, text, strlen(text));
+    free(text);
+    if (b == NULL) {
+        ac__conn_destroy(c);
+        return;
+    }
+    ac__conn_send(c, b);
+    ac__buf_unref(b);
 }
 
 int ac_emit(ac_server_t *s, const ac_event_t *event, ac_publish_result_t *result,
@@ -338,8 +441,12 @@ int ac_emit(ac_server_t *s, const ac_event_t *event, ac_publish_result_t *result
         json_object_set_new(obj, "idempotency_key", json_string(event->idempotency_key));
 
     st = validate(s, obj, &it, &why);
+    if (st == 0) {
+        size_t bad;
+        st = check_runs(s, &it, 1, &bad, &why);
+    }
     if (st != 0) {
-        r = st == 404 ? AC_ENOENT : st == 503 ? AC_ENOMEM : AC_EINVAL;
+        r = st == 404 ? AC_ENOENT : st == 409 ? AC_ESTATE : st == 503 ? AC_ENOMEM : AC_EINVAL;
         goto done;
     }
     r = execute(s, &it, ac__now_ms(), result != NULL ? result : &res);
@@ -350,4 +457,76 @@ done:
         *reason = why;
     json_decref(obj);
     return r;
+}
+
+void ac__api_expire_runs(ac_server_t *s)
+{
+    uint64_t now = ac__server_now(s);
+    uint64_t timeout = (uint64_t)(s->opts.run_timeout * 1000);
+    ac__run_t *r;
+
+    while ((r = ac__bridge_next_timeout(&s->bridge, now, timeout)) != NULL) {
+        char data[96];
+        item_t it;
+        ac_publish_result_t res;
+        json_t *d;
+
+        snprintf(data, sizeof(data), "{\"error\":\"run timed out\",\"timeout_s\":%g}",
+                 s->opts.run_timeout);
+        d = json_loads(data, 0, NULL);
+        memset(&it, 0, sizeof(it));
+        it.ev.type = AC__EV_AGENT_ERROR;
+        it.ev.type_name = (ac__str_t){"agent_error", 11};
+        it.ev.run_id = (ac__str_t){r->id, r->id_len};
+        if (r->thread_id != NULL)
+            it.ev.thread_id = (ac__str_t){r->thread_id, strlen(r->thread_id)};
+        it.ev.data = d;
+        it.user = (ac__str_t){r->user_id, strlen(r->user_id)};
+        it.op.type = AC__EV_AGENT_ERROR;
+        it.op.run_id = it.ev.run_id;
+        it.op.user_id = it.user;
+        it.op.thread_id = it.ev.thread_id;
+        r->timing_out = 1;
+        ac__log(AC_LOG_WARN, "event=run_timeout run=%s user=%s", r->id, r->user_id);
+        if (d == NULL || execute(s, &it, ac__now_ms(), &res) != 0 || r->state == AC__RUN_OPEN)
+            ac__bridge_force_close(&s->bridge, r, now);
+        json_decref(d);
+    }
+    ac__bridge_expire(&s->bridge, now, (uint64_t)(s->opts.history_ttl * 1000));
+}
+
+void ac__api_run_get(ac__conn_t *c, const ac__http_req_t *req, const char *id, size_t len)
+{
+    ac_server_t *s = ac__conn_server(c);
+    const ac__run_t *r = ac__bridge_find(&s->bridge, id, len);
+    json_t *o, *tools;
+    char started[25], updated[25];
+    const char *closed_by;
+    char *body;
+
+    if (r == NULL) {
+        ac__conn_respond_error(c, 404, "run_id: unknown run", NULL);
+        return;
+    }
+    tools = json_array();
+    for (uint32_t i = 0; i < r->ntools; i++)
+        json_array_append_new(tools, json_string(r->tools[i]));
+    ac__iso8601_ms(r->started_ms, started);
+    ac__iso8601_ms(r->updated_ms, updated);
+    closed_by = ac__run_closed_by_name((ac__closed_by_t)r->closed_by);
+    o = json_pack("{s:s#,s:s,s:o,s:s,s:o,s:I,s:I,s:s,s:s,s:o}", "run_id", r->id, (int)r->id_len,
+                  "user_id", r->user_id, "thread_id",
+                  r->thread_id ? json_string(r->thread_id) : json_null(), "state",
+                  r->state == AC__RUN_OPEN ? "open" : "closed", "tools_executing", tools,
+                  "last_seq", (json_int_t)r->last_seq, "events", (json_int_t)r->events,
+                  "started_at", started, "updated_at", updated, "closed_by",
+                  closed_by ? json_string(closed_by) : json_null());
+    body = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (body == NULL) {
+        ac__conn_respond_error(c, 503, "out of memory", NULL);
+        return;
+    }
+    ac__conn_respond(c, 200, NULL, body, strlen(body), NULL, req->keep_alive);
+    free(body);
 }

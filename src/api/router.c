@@ -1,6 +1,7 @@
 /* HTTP routing and the small read-only endpoints: /v1/stats, /healthz, /metrics. The
  * publish API and the WebSocket handshake live in publish.c and ws.c. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
@@ -48,7 +49,7 @@ static int path_is(const ac__http_req_t *req, const char *path)
 
 static void respond_json(ac__conn_t *c, const ac__http_req_t *req, unsigned status, json_t *obj)
 {
-    char *body = json_dumps(obj, JSON_COMPACT);
+    char *body = json_dumps(obj, JSON_COMPACT | JSON_REAL_PRECISION(9));
 
     json_decref(obj);
     if (body == NULL) {
@@ -71,7 +72,8 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
                             json_integer((json_int_t)st.events_by_type[i]));
     respond_json(
         c, req, 200,
-        json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:{s:I,s:I,s:I},s:I,s:I,s:I,s:f,s:s,s:s}",
+        json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:{s:I,s:I,s:I},s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,"
+                  "s:s,s:s}",
                   "total_users", (json_int_t)st.total_users, "total_connections",
                   (json_int_t)st.total_connections, "active_emitters",
                   (json_int_t)st.active_emitters, "events_by_type", by_type, "events_total",
@@ -79,7 +81,10 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
                   "deliveries_total", (json_int_t)st.deliveries_total, "closes", "evicted_4001",
                   (json_int_t)st.evictions_total, "stale_4002", (json_int_t)st.stale_total,
                   "too_slow_4008", (json_int_t)st.slow_total, "queued_bytes",
-                  (json_int_t)st.queued_bytes, "http_requests_total",
+                  (json_int_t)st.queued_bytes, "history_bytes", (json_int_t)st.history_bytes,
+                  "history_events", (json_int_t)st.history_events, "duplicates_total",
+                  (json_int_t)st.duplicates_total, "open_runs", (json_int_t)st.open_runs,
+                  "http_requests_total",
                   (json_int_t)st.http_requests_total, "http_errors_total",
                   (json_int_t)st.http_errors_total, "uptime_s", st.uptime_s, "broker",
                   s->broker->vt->name, "version", AC_VERSION));
@@ -159,13 +164,64 @@ typedef struct route_s {
 static const route_t routes[] = {
     {"/ws", HTTP_GET, "Allow: GET\r\n", 0, ac__api_ws_handshake},
     {"/v1/publish", HTTP_POST, "Allow: POST\r\n", 1, ac__api_publish},
+    {"/v1/agent", HTTP_GET, "Allow: GET\r\n", 1, ac__api_agent_handshake},
     {"/v1/stats", HTTP_GET, "Allow: GET\r\n", 1, handle_stats},
     {"/healthz", HTTP_GET, "Allow: GET\r\n", 0, handle_health},
     {"/metrics", HTTP_GET, "Allow: GET\r\n", 1, handle_metrics},
 };
 
+/* Decodes %XX in a path segment into out; returns the length or -1. */
+static long path_decode(const char *p, size_t n, char *out, size_t outsz)
+{
+    size_t o = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        char ch = p[i];
+        if (ch == '%') {
+            char hex[3] = {0};
+            char *end;
+            if (i + 2 >= n)
+                return -1;
+            hex[0] = p[i + 1];
+            hex[1] = p[i + 2];
+            ch = (char)strtol(hex, &end, 16);
+            if (*end != '\0')
+                return -1;
+            i += 2;
+        }
+        if (o + 1 >= outsz)
+            return -1;
+        out[o++] = ch;
+    }
+    out[o] = '\0';
+    return (long)o;
+}
+
+static void handle_run(ac__conn_t *c, const ac__http_req_t *req)
+{
+    static const char prefix[] = "/v1/runs/";
+    char id[AC__USER_ID_MAX + 1];
+    long n = path_decode(req->path + sizeof(prefix) - 1, req->path_len - (sizeof(prefix) - 1),
+                         id, sizeof(id));
+
+    if (n <= 0 || !ac__api_label_ok(id, (size_t)n, AC__USER_ID_MAX)) {
+        ac__conn_respond_error(c, 404, "run_id: unknown run", NULL);
+        return;
+    }
+    ac__api_run_get(c, req, id, (size_t)n);
+}
+
 void ac__api_http_request(ac__conn_t *c, const ac__http_req_t *req)
 {
+    static const char runs[] = "/v1/runs/";
+
+    if (req->path_len > sizeof(runs) - 1 && memcmp(req->path, runs, sizeof(runs) - 1) == 0) {
+        if (req->method != HTTP_GET)
+            ac__conn_respond_error(c, 405, "method not allowed", "Allow: GET\r\n");
+        else if (ac__api_check_key(c, req) == 0)
+            handle_run(c, req);
+        return;
+    }
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         const route_t *r = &routes[i];
         if (!path_is(req, r->path))

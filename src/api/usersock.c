@@ -206,14 +206,11 @@ static void send_greeting(ac__conn_t *c, ac__user_t *u, const handshake_t *hs)
     s->broker->vt->replay(s->broker, u, from, replay_one, c);
 }
 
-void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
+/* The RFC 6455 part of a handshake, common to both sockets: answers and returns -1 when
+ * the request is not a valid upgrade; else writes the accept key. */
+static int check_upgrade(ac__conn_t *c, const ac__http_req_t *req, char accept[29])
 {
-    ac_server_t *s = ac__conn_server(c);
     static const char upgrade_hdr[] = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
-    char accept[29];
-    handshake_t *hs;
-    ac__user_t *u;
-    ac__mconn_t *evicted;
 
     if (!req->upgrade || req->headers[AC__H_UPGRADE] == NULL ||
         !ac__http_has_token(req->headers[AC__H_UPGRADE], req->header_lens[AC__H_UPGRADE],
@@ -221,25 +218,52 @@ void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
         !ac__http_has_token(req->headers[AC__H_CONNECTION], req->header_lens[AC__H_CONNECTION],
                             "upgrade")) {
         ac__conn_respond_error(c, 426, "websocket upgrade required", upgrade_hdr);
-        return;
+        return -1;
     }
     if (!header_is(req, AC__H_WS_VERSION, "13")) {
         ac__conn_respond_error(c, 426, "Sec-WebSocket-Version: must be 13",
                                "Sec-WebSocket-Version: 13\r\n");
-        return;
+        return -1;
     }
     if (req->headers[AC__H_WS_KEY] == NULL ||
         ac__ws_accept_key(req->headers[AC__H_WS_KEY], req->header_lens[AC__H_WS_KEY], accept) !=
             0) {
         ac__conn_respond_error(c, 400, "Sec-WebSocket-Key: must be base64 of 16 bytes", NULL);
+        return -1;
+    }
+    if (ac__conn_server(c)->shutting_down) {
+        ac__conn_respond_error(c, 503, "server shutting down", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+void ac__api_agent_handshake(ac__conn_t *c, const ac__http_req_t *req)
+{
+    char accept[29];
+
+    if (check_upgrade(c, req, accept) != 0)
+        return;
+    if (ac__conn_upgrade(c, accept) != 0) {
+        ac__conn_destroy(c);
         return;
     }
+    ac__server_agent_add(ac__conn_server(c), c);
+    ac__log(AC_LOG_INFO, "event=agent_open conn=%llx", (unsigned long long)c->m.id);
+}
+
+void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
+{
+    ac_server_t *s = ac__conn_server(c);
+    char accept[29];
+    handshake_t *hs;
+    ac__user_t *u;
+    ac__mconn_t *evicted;
+
+    if (check_upgrade(c, req, accept) != 0)
+        return;
     if (s->opts.auth == AC_AUTH_JWT && !origin_matches_host(req)) {
         ac__conn_respond_error(c, 403, "origin: must match the Host header", NULL);
-        return;
-    }
-    if (s->shutting_down) {
-        ac__conn_respond_error(c, 503, "server shutting down", NULL);
         return;
     }
     hs = calloc(1, sizeof(*hs));
@@ -312,6 +336,10 @@ void ac__api_ws_message(ac__conn_t *c, const char *p, size_t len, int binary)
     json_t *msg, *type;
     json_error_t jerr;
 
+    if (c->kind == AC__KIND_AGENT) {
+        ac__api_agent_message(c, p, len, binary);
+        return;
+    }
     if (binary) {
         send_error(c, "binary messages are not supported");
         return;

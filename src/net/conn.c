@@ -403,6 +403,7 @@ void ac__conn_destroy(ac__conn_t *c)
     if (is_gone(c))
         return;
     ac__manager_detach(&s->manager, &c->m, ac__server_now(s));
+    ac__server_agent_remove(s, c);
     dl_remove(c);
     c->state = AC__CONN_CLOSED;
     uv_close((uv_handle_t *)&c->tcp, on_close);
@@ -437,6 +438,7 @@ static void begin_closing(ac__conn_t *c, uint64_t timeout_ms)
     ac_server_t *s = ac__conn_server(c);
 
     ac__manager_detach(&s->manager, &c->m, ac__server_now(s));
+    ac__server_agent_remove(s, c);
     c->state = AC__CONN_CLOSING;
     c->flags |= AC__CF_SHUTDOWN_AFTER;
     dl_set(c, timeout_ms);
@@ -801,8 +803,10 @@ static void ws_input(ac__conn_t *c, char *data, size_t len)
             ws_fail(c, AC_WS_CLOSE_PROTOCOL, "malformed frame header");
             return;
         }
+        /* A publisher's message is a publish body: it may be as large as one. */
         int code = ac__ws_check_header(&h, c->msg != NULL, c->msg ? c->msg->len : 0,
-                                       s->opts.max_message_size);
+                                       c->kind == AC__KIND_AGENT ? s->opts.max_publish_size
+                                                                 : s->opts.max_message_size);
         if (code != 0) {
             ws_fail(c, (unsigned)code,
                     code == AC_WS_CLOSE_TOO_BIG ? "message over max-message-size"

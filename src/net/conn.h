@@ -27,7 +27,13 @@ enum {
     AC__CF_CLOSE_AFTER = 1 << 2,    /* close once the queue drains */
     AC__CF_IN_DL = 1 << 3,          /* on the deadline list */
     AC__CF_CLOSE_SENT = 1 << 4,     /* our close frame is queued */
-    AC__CF_WS = 1 << 5              /* upgraded to a WebSocket */
+    AC__CF_WS = 1 << 5,             /* upgraded to a WebSocket */
+    AC__CF_LISTED = 1 << 6          /* on the server's list of publisher sockets */
+};
+
+enum {
+    AC__KIND_USER = 0, /* GET /ws: a user's connection, attached to the manager */
+    AC__KIND_AGENT = 1 /* GET /v1/agent: a publisher socket, on the server's agent list */
 };
 
 typedef struct ac__outitem_s {

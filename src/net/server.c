@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api.h"
 #include "core/log.h"
 #include "net/conn.h"
 #include "net/server.h"
@@ -26,6 +27,7 @@ void ac_server_opts_init(ac_server_opts_t *o)
     o->history_size = 1000;
     o->history_max_bytes = 256 * 1024 * 1024;
     o->idempotency_window = 300;
+    o->run_timeout = 300;
     o->max_publish_size = 1024 * 1024;
     o->max_message_size = 64 * 1024;
     o->max_queue_bytes = 1024 * 1024;
@@ -76,6 +78,7 @@ static int check_opts(const ac_server_opts_t *o)
         o->stale_timeout <= 0 || o->cleanup_interval <= 0 || o->handshake_timeout <= 0 ||
         o->shutdown_timeout < 0 || o->history_ttl < 0 || o->max_publish_size == 0 ||
         o->history_size == 0 || o->history_max_bytes == 0 || o->idempotency_window <= 0 ||
+        o->run_timeout <= 0 ||
         o->max_message_size == 0 || o->max_queue_bytes == 0)
         return AC_EINVAL;
     return 0;
@@ -111,6 +114,8 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
     ac__history_store_init(&s->manager.history, opts->history_size, opts->history_max_bytes);
     if (ac__idem_init(&s->idem, (uint64_t)(opts->idempotency_window * 1000), 1000000) != 0)
         goto fail_idem;
+    if (ac__bridge_init(&s->bridge) != 0)
+        goto fail_bridge;
     ac__emitter_init(&s->emitter);
     s->broker = ac__broker_memory_new(ac__server_deliver, s, &s->manager.history);
     if (s->broker == NULL)
@@ -120,6 +125,8 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
 
 fail_broker:
     ac__emitter_dispose(&s->emitter);
+    ac__bridge_dispose(&s->bridge);
+fail_bridge:
     ac__idem_dispose(&s->idem);
 fail_idem:
     ac__manager_dispose(&s->manager);
@@ -143,6 +150,7 @@ void ac_server_free(ac_server_t *s)
         return;
     s->broker->vt->free(s->broker);
     ac__emitter_dispose(&s->emitter);
+    ac__bridge_dispose(&s->bridge);
     ac__idem_dispose(&s->idem);
     ac__manager_dispose(&s->manager);
     ac__http_free(s->scratch_http);
@@ -201,9 +209,12 @@ static void ping_one(ac__mconn_t *m, void *arg)
     ping_ctx_t *p = arg;
     ac__conn_t *c = AC__CONN_OF(m);
 
-    ac__conn_send_control(c, p->app);
+    if (c->kind == AC__KIND_USER)
+        ac__conn_send_control(c, p->app);
     ac__conn_send_control(c, p->ctl);
 }
+
+static void foreach_agent(ac_server_t *s, ac__mconn_fn fn, void *arg);
 
 static void on_ping(uv_timer_t *t)
 {
@@ -213,8 +224,10 @@ static void on_ping(uv_timer_t *t)
     p.app = ac__emitter_server_msg(&s->emitter, "ping", (ac__str_t){0}, (ac__str_t){0}, NULL,
                                    ac__now_ms());
     p.ctl = ac__frame_raw(AC_WS_PING, "ac", 2);
-    if (p.app != NULL && p.ctl != NULL)
+    if (p.app != NULL && p.ctl != NULL) {
         ac__manager_foreach(&s->manager, ping_one, &p);
+        foreach_agent(s, ping_one, &p);
+    }
     if (p.app != NULL)
         ac__buf_unref(p.app);
     if (p.ctl != NULL)
@@ -243,11 +256,13 @@ static void on_sweep(uv_timer_t *t)
     size_t expired;
 
     ac__manager_foreach(&s->manager, sweep_one, s);
+    foreach_agent(s, sweep_one, s);
     expired = ac__manager_expire(&s->manager, ac__server_now(s),
                                  (uint64_t)(s->opts.history_ttl * 1000));
     if (expired > 0)
         ac__log(AC_LOG_DEBUG, "event=users_expired count=%zu", expired);
     ac__idem_expire(&s->idem, ac__server_now(s));
+    ac__api_expire_runs(s);
 }
 
 static uint64_t ms(double seconds)
@@ -323,6 +338,48 @@ int ac_server_start(ac_server_t *s)
     s->shutdown_timer.data = s;
     s->open_handles += 6;
     return 0;
+}
+
+/* ---- publisher sockets ------------------------------------------------------------ */
+
+void ac__server_agent_add(ac_server_t *s, ac__conn_t *c)
+{
+    c->kind = AC__KIND_AGENT;
+    c->flags |= AC__CF_LISTED;
+    c->m.id = s->manager.next_conn_id++;
+    c->m.prev = NULL;
+    c->m.next = s->agents ? &s->agents->m : NULL;
+    if (s->agents != NULL)
+        s->agents->m.prev = &c->m;
+    s->agents = c;
+    s->nagents++;
+}
+
+void ac__server_agent_remove(ac_server_t *s, ac__conn_t *c)
+{
+    if (!(c->flags & AC__CF_LISTED))
+        return;
+    if (c->m.prev != NULL)
+        c->m.prev->next = c->m.next;
+    else
+        s->agents = c->m.next ? AC__CONN_OF(c->m.next) : NULL;
+    if (c->m.next != NULL)
+        c->m.next->prev = c->m.prev;
+    c->m.prev = c->m.next = NULL;
+    c->flags &= (uint8_t)~AC__CF_LISTED;
+    s->nagents--;
+}
+
+/* Calls fn for every publisher socket; fn may close the one it is given. */
+static void foreach_agent(ac_server_t *s, ac__mconn_fn fn, void *arg)
+{
+    ac__mconn_t *m = s->agents ? &s->agents->m : NULL;
+
+    while (m != NULL) {
+        ac__mconn_t *next = m->next;
+        fn(m, arg);
+        m = next;
+    }
 }
 
 /* ---- fan-out ---------------------------------------------------------------------- */
@@ -404,6 +461,7 @@ int ac_server_shutdown(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
     /* Every user connection gets 1001; HTTP connections finish their response. After
      * this every open connection is on the deadline list. */
     ac__manager_foreach(&s->manager, close_ws_going_away, NULL);
+    foreach_agent(s, close_ws_going_away, NULL);
     for (ac__conn_t *c = s->dl_head; c != NULL;) {
         ac__conn_t *next = c->dl_next;
         if (c->state == AC__CONN_HTTP) {
@@ -445,5 +503,6 @@ void ac_server_stats(const ac_server_t *s, ac_stats_t *out)
     out->history_bytes = s->manager.history.bytes;
     out->history_events = s->manager.history.frames;
     out->duplicates_total = s->duplicates_total;
+    out->open_runs = s->bridge.nopen;
     out->uptime_s = (double)(uv_now(s->loop) - s->start_ms) / 1000.0;
 }

@@ -7,6 +7,7 @@
 
 #include "agentcast.h"
 #include "broker/broker.h"
+#include "core/bridge.h"
 #include "core/emitter.h"
 #include "core/idempotency.h"
 #include "core/manager.h"
@@ -36,10 +37,13 @@ struct ac_server_s {
     ac__manager_t manager;
     ac__emitter_t emitter;
     ac__idem_t idem;
+    ac__bridge_t bridge;
     ac__broker_t *broker;
 
     ac__conn_t *dirty;    /* connections with output to flush */
     ac__conn_t *dl_head;  /* connections with a deadline (HTTP phase, closing) */
+    ac__conn_t *agents;   /* open publisher sockets */
+    size_t nagents;
     size_t nconns_all;    /* every accepted TCP connection not yet freed */
     uint64_t start_ms;    /* uv_now() at creation */
 
@@ -74,6 +78,11 @@ static inline uint64_t ac__server_now(const ac_server_t *s)
 
 /* Fan-out of one frame to a user's connections (the broker's deliver callback). */
 unsigned ac__server_deliver(void *arg, ac__user_t *u, ac__buf_t *frame);
+
+/* Publisher sockets: listed for pings, the stale sweep and shutdown. They reuse the
+ * connection's manager links (m.prev/m.next), never attached to a user. */
+void ac__server_agent_add(ac_server_t *s, ac__conn_t *c);
+void ac__server_agent_remove(ac_server_t *s, ac__conn_t *c);
 
 /* Called by conn.c when a connection is freed, so shutdown can finish. */
 void ac__server_conn_freed(ac_server_t *s);

@@ -45,6 +45,8 @@ static const flag_t flags[] = {
      "bytes of events retained in all; past it the least recently active users lose theirs"},
     {"idempotency-window", K_SECS, OPT(idempotency_window),
      "seconds an idempotency_key is remembered per user"},
+    {"run-timeout", K_SECS, OPT(run_timeout),
+     "seconds an open run may go without an event before the gateway closes it"},
     {"max-publish-size", K_BYTES, OPT(max_publish_size), "bytes of a publish body; beyond: 413"},
     {"max-message-size", K_BYTES, OPT(max_message_size),
      "bytes of a client WebSocket message; beyond: close 1009"},
