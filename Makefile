@@ -24,10 +24,12 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+EXAMPLE_SRC := $(wildcard examples/*.c)
+EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all deps run test unit integration asan asan-test debug bench bench-quick clean format
+.PHONY: all deps run test unit integration examples asan asan-test tsan debug bench bench-quick clean format
 
-all: $(BUILD)/agentcastd $(BUILD)/libagentcast.a $(BENCH_BIN)
+all: $(BUILD)/agentcastd $(BUILD)/libagentcast.a $(BENCH_BIN) $(EXAMPLE_BIN)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -45,6 +47,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libagentcast.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/libagentcast.a $(LDLIBS_ALL) -lcmocka
 
+$(BUILD)/examples/%: examples/%.c $(BUILD)/libagentcast.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/libagentcast.a $(LDLIBS_ALL)
+
 $(BUILD)/bench/%: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(LDFLAGS_ALL) -o $@ $< $(LDLIBS_ALL)
@@ -61,11 +67,16 @@ test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit integration
 	@$(MAKE) --no-print-directory asan-test
+	@$(MAKE) --no-print-directory tsan
 
 unit: $(UNIT_BIN)
 	@scripts/unit.sh $(UNIT_BIN)
 
-integration: $(BUILD)/agentcastd $(BENCH_BIN)
+# The embedding example streams runs from 4 threads through the public C API.
+examples: $(EXAMPLE_BIN)
+	@for e in $(EXAMPLE_BIN); do echo "== $$e"; $$e || exit 1; done
+
+integration: $(BUILD)/agentcastd $(BENCH_BIN) examples
 	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) AGENTCAST_BENCH=$(abspath $(BUILD)/bench) \
 		scripts/integration.sh
 	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) AGENTCAST_BENCH=$(abspath $(BUILD)/bench) \
@@ -79,6 +90,10 @@ asan-test: asan
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" unit integration
 
+# ThreadSanitizer over the one place threads meet: ac_emit()'s queue (examples/embed.c).
+tsan:
+	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SAN="-fsanitize=thread" examples
+
 debug:
 	@$(MAKE) --no-print-directory BUILD=build/debug OPT="-O0 -g" all
 
@@ -89,7 +104,7 @@ bench-quick: deps all
 	@BENCH_QUICK=1 scripts/bench.sh
 
 format:
-	clang-format -i $(LIB_SRC) $(SRV_SRC) $(UNIT_SRC) $(BENCH_SRC) include/*.h src/*/*.h
+	clang-format -i $(LIB_SRC) $(SRV_SRC) $(UNIT_SRC) $(BENCH_SRC) $(EXAMPLE_SRC) include/*.h src/*/*.h
 
 clean:
 	rm -rf build

@@ -68,6 +68,7 @@ typedef struct ac_server_opts_s {
     unsigned history_size;       /* events retained per user for resume: 1000 */
     size_t history_max_bytes;    /* events retained in all: 256 MiB */
     double idempotency_window;   /* how long an idempotency_key is remembered: 300 */
+    double run_timeout;          /* a run silent this long is closed with agent_error: 300 */
     size_t max_publish_size;     /* publish body: 1 MiB */
     size_t max_message_size;     /* inbound WebSocket message: 64 KiB */
     size_t max_queue_bytes;      /* a connection's unsent backlog: 1 MiB */
@@ -123,11 +124,55 @@ typedef struct ac_publish_result_s {
     int duplicate;      /* 1: an idempotency_key seen before; seq is the first publish's */
 } ac_publish_result_t;
 
-/* Validates and publishes one event from the loop thread. On a validation failure
- * returns AC_EINVAL (or AC_ENOENT for a direct message to a connection that is not open)
- * and, when `reason` is not NULL, points it at a static text naming the field. */
-int ac_emit(ac_server_t *server, const ac_event_t *event, ac_publish_result_t *result,
-            const char **reason);
+/* Called once for each event ac_emit() queued, on the loop thread, after the event was
+ * validated and published: status 0 with the result, or a negative AC_E* code (AC_EINVAL:
+ * a field is invalid; AC_ENOENT: a direct message's connection is not open; AC_ESTATE: the
+ * run lifecycle refused it; AC_ECLOSED: the server shut down first) with `reason` naming
+ * the field or rule (valid during the call). */
+typedef void (*ac_emit_cb)(ac_server_t *server, int status, const ac_publish_result_t *result,
+                           const char *reason, void *arg);
+
+/* Publishes one event. Thread-safe: call it from any thread, before or after
+ * ac_server_start(). The event is copied; it is validated and published on the loop thread,
+ * in the order the calls were made, through a bounded queue and one uv_async_t wake-up (no
+ * lock is ever taken on the server's state). `cb` may be NULL.
+ * Returns 0 when queued (cb will be called exactly once), AC_EINVAL when user_id or type is
+ * NULL, AC_EBUSY when AC_EMIT_QUEUE_MAX events are already waiting, AC_ECLOSED once
+ * shutdown has begun (cb is then never called). */
+#define AC_EMIT_QUEUE_MAX 65536
+int ac_emit(ac_server_t *server, const ac_event_t *event, ac_emit_cb cb, void *arg);
+
+/* ---- runs: the agent bridge for C agents ------------------------------------------- */
+
+/* A run handle: the five critical events of one agent run for one user, in lifecycle
+ * order. Thread-safe like ac_emit() (each call queues one event); one thread at a time may
+ * use a given handle. */
+typedef struct ac_run_s ac_run_t;
+
+/* Publishes agent_started {"agent": agent} and returns the handle (caller ends it with
+ * ac_run_completed() or ac_run_error(), which free it). run_id NULL: a random id.
+ * thread_id may be NULL. `cb` (may be NULL) receives the outcome of every event of the
+ * run, as with ac_emit(). NULL with *err on failure (AC_EINVAL, AC_ENOMEM, AC_EBUSY,
+ * AC_ECLOSED); cb is then never called. */
+ac_run_t *ac_run_start(ac_server_t *server, const char *user_id, const char *thread_id,
+                       const char *run_id, const char *agent, ac_emit_cb cb, void *arg,
+                       int *err);
+
+/* The run's id (valid until the handle is freed). */
+const char *ac_run_id(const ac_run_t *run);
+
+/* agent_thinking {"thought": thought}. */
+int ac_run_thinking(ac_run_t *run, const char *thought);
+/* tool_executing {"tool", "tool_call_id", "args": args_json (a JSON text, NULL: none)}. */
+int ac_run_tool_executing(ac_run_t *run, const char *tool, const char *tool_call_id,
+                          const char *args_json);
+/* tool_completed {"tool", "tool_call_id", "result": result_json (a JSON text)}. */
+int ac_run_tool_completed(ac_run_t *run, const char *tool, const char *tool_call_id,
+                          const char *result_json);
+/* agent_completed {"result": result_json}; ends the run and frees the handle. */
+int ac_run_completed(ac_run_t *run, const char *result_json);
+/* agent_error {"error": error}; ends the run and frees the handle. */
+int ac_run_error(ac_run_t *run, const char *error);
 
 /* ---- stats ------------------------------------------------------------------------ */
 
@@ -159,6 +204,7 @@ typedef struct ac_stats_s {
     uint64_t history_bytes;     /* bytes of retained events */
     uint64_t history_events;    /* retained events */
     uint64_t duplicates_total;  /* publishes answered from an idempotency key */
+    uint64_t open_runs;         /* runs started and not yet closed */
     double uptime_s;
 } ac_stats_t;
 

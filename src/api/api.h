@@ -35,6 +35,17 @@ void ac__api_expire_runs(ac_server_t *s);
 /* GET /v1/runs/{run_id} (publish.c). */
 void ac__api_run_get(ac__conn_t *c, const ac__http_req_t *req, const char *id, size_t len);
 
+/* Validates and publishes one event now (loop thread): what ac_emit() queues ends here
+ * (publish.c). Returns 0 or AC_E*, with *reason naming the field or rule. */
+int ac__emit_now(ac_server_t *s, const ac_event_t *event, ac_publish_result_t *result,
+                 const char **reason);
+
+/* Runs every queued ac_emit() now (embed.c); the uv_async_t callback. */
+void ac__embed_drain(ac_server_t *s);
+
+/* Refuses further ac_emit() calls and answers what is still queued with AC_ECLOSED. */
+void ac__embed_close(ac_server_t *s);
+
 /* Checks the Bearer API key when one is configured; answers 401 and returns -1 when it
  * is missing or wrong (router.c). */
 int ac__api_check_key(ac__conn_t *c, const ac__http_req_t *req);

@@ -400,8 +400,8 @@ void ac__api_agent_message(ac__conn_t *c, const char *p, size_t len, int binary)
     ac__buf_unref(b);
 }
 
-int ac_emit(ac_server_t *s, const ac_event_t *event, ac_publish_result_t *result,
-            const char **reason)
+int ac__emit_now(ac_server_t *s, const ac_event_t *event, ac_publish_result_t *result,
+                 const char **reason)
 {
     json_t *obj, *data = NULL;
     json_error_t jerr;

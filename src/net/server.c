@@ -120,8 +120,13 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
     s->broker = ac__broker_memory_new(ac__server_deliver, s, &s->manager.history);
     if (s->broker == NULL)
         goto fail_broker;
+    if (uv_mutex_init(&s->emit_lock) != 0)
+        goto fail_mutex;
     s->start_ms = uv_now(loop);
     return s;
+
+fail_mutex:
+    s->broker->vt->free(s->broker);
 
 fail_broker:
     ac__emitter_dispose(&s->emitter);
@@ -148,6 +153,8 @@ void ac_server_free(ac_server_t *s)
 {
     if (s == NULL)
         return;
+    ac__embed_close(s);
+    uv_mutex_destroy(&s->emit_lock);
     s->broker->vt->free(s->broker);
     ac__emitter_dispose(&s->emitter);
     ac__bridge_dispose(&s->bridge);
@@ -192,6 +199,11 @@ static void on_flush_check(uv_check_t *h)
 static void on_flush_prepare(uv_prepare_t *h)
 {
     ac__conn_flush_dirty(h->data);
+}
+
+static void on_emit_async(uv_async_t *a)
+{
+    ac__embed_drain(a->data);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -336,7 +348,15 @@ int ac_server_start(ac_server_t *s)
                    ms(s->opts.cleanup_interval));
     uv_timer_init(s->loop, &s->shutdown_timer);
     s->shutdown_timer.data = s;
-    s->open_handles += 6;
+    uv_async_init(s->loop, &s->emit_async, on_emit_async);
+    s->emit_async.data = s;
+    s->open_handles += 7;
+    /* Events emitted before the start are waiting: wake the loop for them. */
+    uv_mutex_lock(&s->emit_lock);
+    s->emit_async_ready = 1;
+    if (s->emit_head != NULL)
+        uv_async_send(&s->emit_async);
+    uv_mutex_unlock(&s->emit_lock);
     return 0;
 }
 
@@ -417,6 +437,10 @@ static void close_handles(ac_server_t *s)
     uv_close((uv_handle_t *)&s->pinger, on_handle_closed);
     uv_close((uv_handle_t *)&s->sweeper, on_handle_closed);
     uv_close((uv_handle_t *)&s->shutdown_timer, on_handle_closed);
+    uv_mutex_lock(&s->emit_lock);
+    s->emit_async_ready = 0;
+    uv_mutex_unlock(&s->emit_lock);
+    uv_close((uv_handle_t *)&s->emit_async, on_handle_closed);
 }
 
 void ac__server_conn_freed(ac_server_t *s)
@@ -455,6 +479,9 @@ int ac_server_shutdown(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
     s->shutdown_cb = cb;
     s->shutdown_arg = arg;
     ac__log(AC_LOG_INFO, "event=shutdown_begin connections=%zu", s->manager.nconns);
+    /* What was emitted before the signal is published (and retained) first. */
+    ac__embed_drain(s);
+    ac__embed_close(s);
     uv_close((uv_handle_t *)&s->listener, on_handle_closed);
     uv_timer_stop(&s->pinger);
     uv_timer_stop(&s->sweeper);

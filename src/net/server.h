@@ -32,6 +32,7 @@ struct ac_server_s {
     uv_timer_t pinger;    /* --ping-interval */
     uv_timer_t sweeper;   /* --cleanup-interval: stale connections, idle users */
     uv_timer_t shutdown_timer;
+    uv_async_t emit_async; /* wakes the loop for ac_emit() from other threads */
     unsigned open_handles; /* server handles not yet closed */
 
     ac__manager_t manager;
@@ -52,6 +53,14 @@ struct ac_server_s {
     struct ac__outq_s *outq_cache; /* idle output queues for reuse */
     size_t outq_cached;
     int rbuf_busy;
+
+    /* ac_emit()'s queue: the only state other threads touch, under emit_lock. */
+    uv_mutex_t emit_lock;
+    struct emit_node_s *emit_head;
+    struct emit_node_s *emit_tail;
+    size_t emit_count;
+    int emit_closed;
+    int emit_async_ready;
 
     int started;
     int shutting_down;

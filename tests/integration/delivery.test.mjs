@@ -261,7 +261,7 @@ test('a direct message (connection_id) reaches only that connection, without seq
     const r = await publish(d.port, {
         user_id: user,
         type: 'direct.note',
-        run_id: 'r5',
+        thread_id: 't5',
         connection_id: c1.connectionId,
         data: { hello: 'only you' },
     });
@@ -270,7 +270,7 @@ test('a direct message (connection_id) reaches only that connection, without seq
     const got = await c1.nextEvent();
     assert.match(got.timestamp, TS_RE);
     const { timestamp, ...rest } = got;
-    assert.deepEqual(rest, { type: 'direct.note', user_id: user, run_id: 'r5', data: { hello: 'only you' } });
+    assert.deepEqual(rest, { type: 'direct.note', user_id: user, thread_id: 't5', data: { hello: 'only you' } });
     assert.deepEqual(await settleUnexpected(c2, 250), [], 'the other connection of the same user gets nothing');
 });
 
@@ -376,4 +376,71 @@ test('many events in quick succession arrive in seq order on every connection', 
         for (let i = 0; i < N; i++) seqs.push((await c.next(byType('tick'), 3000, `tick ${i}`)).seq);
         assert.deepEqual(seqs, Array.from({ length: N }, (_, i) => i + 1));
     }
+});
+
+test('an array of 500 events gets 500 consecutive seqs, delivered in order', async (t) => {
+    const d = await daemonFor(t, NONE);
+    const user = uid();
+    const c = closeAfter(t, await connect(d.port, { user_id: user }));
+    const items = Array.from({ length: 500 }, (_, i) => ({ user_id: user, type: 'bulk', data: { i } }));
+    const r = await publish(d.port, items);
+    assert.equal(r.status, 200, r.text.slice(0, 200));
+    assert.deepEqual(r.json.map((x) => x.seq), Array.from({ length: 500 }, (_, i) => i + 1));
+    for (let i = 0; i < 500; i++) {
+        const m = await c.next(byType('bulk'), 3000, `bulk ${i}`);
+        assert.deepEqual([m.seq, m.data.i], [i + 1, i]);
+    }
+});
+
+test('ids with quotes, backslashes and unicode are escaped correctly in every envelope', async (t) => {
+    const d = await daemonFor(t, NONE);
+    const user = `${uid()}"},"type":"evil\\x\u00e9`;
+    const thread = 'th"read\\';
+    const c = closeAfter(t, await connect(d.port, { user_id: user, thread_id: thread }));
+    assert.equal(c.hello.type, 'connected');
+    assert.equal(c.hello.user_id, user);
+    assert.equal(c.hello.thread_id, thread);
+    // agent_started opens the run, so this is valid under the run lifecycle rules too.
+    await publishOk(d.port, { user_id: user, type: 'agent_started', run_id: 'r"1\\', thread_id: 't"/\u00e9', data: { agent: 'a' } });
+    const m = await c.nextEvent();
+    assert.deepEqual([m.type, m.user_id, m.run_id, m.thread_id], ['agent_started', user, 'r"1\\', 't"/\u00e9']);
+});
+
+test('a NUL character (\\u0000) inside a data string survives the round trip', async (t) => {
+    const d = await daemonFor(t, NONE);
+    const user = uid();
+    const c = closeAfter(t, await connect(d.port, { user_id: user }));
+    const r = await publish(d.port, { user_id: user, type: 'agent_thinking', data: { thought: 'a\u0000b' } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal((await c.nextEvent()).data.thought, 'a\u0000b');
+});
+
+test('numbers in data survive the round trip', async (t) => {
+    const d = await daemonFor(t, NONE);
+    const user = uid();
+    const c = closeAfter(t, await connect(d.port, { user_id: user }));
+    const data = { i: 123456789012, neg: -42, f: 0.1, g: 1.5e300, small: 5e-324, z: 0, arr: [1.25, -3] };
+    await publishOk(d.port, { user_id: user, type: 'nums', data });
+    assert.deepEqual((await c.nextEvent()).data, data);
+});
+
+test('50 users with 3 connections each receive only their own events', async (t) => {
+    const d = await daemonFor(t, NONE);
+    const users = Array.from({ length: 50 }, () => uid('many'));
+    const conns = new Map();
+    for (const u of users) {
+        const cs = [];
+        for (let i = 0; i < 3; i++) cs.push(closeAfter(t, await connect(d.port, { user_id: u })));
+        conns.set(u, cs);
+    }
+    const replies = await Promise.all(users.map((u) => publishOk(d.port, { user_id: u, type: 'mine', data: { u } })));
+    for (const r of replies) assert.deepEqual(r, { seq: 1, delivered: 3 });
+    for (const u of users) {
+        for (const c of conns.get(u)) {
+            const m = await c.next(byType('mine'), 3000, `event for ${u}`);
+            assert.deepEqual([m.user_id, m.data.u, m.seq], [u, u, 1]);
+        }
+    }
+    await new Promise((r) => setTimeout(r, 150));
+    for (const u of users) for (const c of conns.get(u)) assert.equal(c.all.filter((m) => m.type === 'mine').length, 1);
 });

@@ -148,26 +148,47 @@ export async function startDaemon(args = [], env = {}, { startTimeoutMs = 5000 }
         exited,
         url: `http://${HOST}:${port}`,
         wsUrl: `ws://${HOST}:${port}`,
-        /** SIGTERM, wait for exit (SIGKILL after killAfterMs). Resolves {code, signal, killed}. */
+        /**
+         * SIGTERM, wait for exit (SIGKILL after killAfterMs). Resolves {code, signal, killed}.
+         * Rejects when the daemon crashed before (died of a signal it was not sent) or when its
+         * output holds a sanitizer report, so a test that crashed the daemon never passes.
+         */
         stop({ signal = 'SIGTERM', killAfterMs = 5000 } = {}) {
             if (stopping) return stopping;
             stopping = (async () => {
-                if (proc.exitCode !== null || proc.signalCode !== null) {
-                    return { ...(await exited), killed: false };
+                let r;
+                const crashedBefore = proc.exitCode !== null || proc.signalCode !== null;
+                if (crashedBefore) {
+                    r = { ...(await exited), killed: false };
+                } else {
+                    proc.kill(signal);
+                    try {
+                        r = { ...(await withTimeout(exited, killAfterMs, 'daemon exit')), killed: false };
+                    } catch {
+                        proc.kill('SIGKILL');
+                        r = { ...(await withTimeout(exited, 5000, 'daemon exit after SIGKILL')), killed: true };
+                    }
                 }
-                proc.kill(signal);
-                try {
-                    return { ...(await withTimeout(exited, killAfterMs, 'daemon exit')), killed: false };
-                } catch {
-                    proc.kill('SIGKILL');
-                    const r = await withTimeout(exited, 5000, 'daemon exit after SIGKILL');
-                    return { ...r, killed: true };
+                await new Promise((res) => setImmediate(res)); // let the last stderr chunks land
+                const report = sanitizerReport(logs);
+                if (report) throw new Error(`daemon sanitizer report:\n${report}`);
+                if (crashedBefore && r.signal) {
+                    throw new Error(`daemon died of ${r.signal} during the test; logs:\n${logs.slice(-30).join('\n')}`);
                 }
+                return r;
             })();
             return stopping;
         },
     };
     return d;
+}
+
+const SANITIZER_RE = /ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer)|runtime error:|SUMMARY: \w+Sanitizer/;
+
+/** The sanitizer report in the daemon's output, or null. */
+export function sanitizerReport(logs) {
+    const i = logs.findIndex((l) => SANITIZER_RE.test(l));
+    return i < 0 ? null : logs.slice(Math.max(0, i - 2), i + 60).join('\n');
 }
 
 /** Starts a daemon and registers its stop() with the node:test context `t`. */

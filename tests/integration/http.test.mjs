@@ -298,3 +298,89 @@ test('after malformed input of every kind, a normal client still connects and re
     assert.equal(h.status, 200);
     assert.equal(d.proc.exitCode, null, 'daemon still running');
 });
+
+test('an upgrade with Connection: keep-alive, Upgrade and Upgrade: WebSocket (as Firefox sends) is accepted', async () => {
+    const c = await RawHttp.connect(d.port);
+    try {
+        const key = Buffer.from('0123456789abcdef').toString('base64');
+        await c.write(
+            `GET /ws?user_id=${uid()} HTTP/1.1\r\nHost: 127.0.0.1:${d.port}\r\nUpgrade: WebSocket\r\n` +
+                `Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
+        );
+        const res = await c.response();
+        assert.equal(res.status, 101, res.text);
+    } finally {
+        c.destroy();
+    }
+});
+
+test('an HTTP/1.0 request is answered and the connection closed', async () => {
+    const res = await rawRequest(d.port, 'GET /healthz HTTP/1.0\r\n\r\n');
+    assert.equal(res.status, 200);
+    assert.deepEqual(res.json, { status: 'ok', broker: 'up' });
+    assert.ok(res.closedAfter, 'closed after the HTTP/1.0 response');
+});
+
+test('percent-encoded user_id and thread_id in the /ws query are decoded', async (t) => {
+    const user = `${uid()}@example.com/é`;
+    const c = closeAfter(t, await connect(d.port, { user_id: user, thread_id: 'a&b=c' }));
+    assert.equal(c.hello.user_id, user);
+    assert.equal(c.hello.thread_id, 'a&b=c');
+    const r = await publishOk(d.port, { user_id: user, type: 'note', data: {} });
+    assert.equal(r.delivered, 1);
+    assert.equal((await c.nextEvent()).user_id, user);
+});
+
+test('a WebSocket frame sent in the same TCP write as the upgrade request is processed', async () => {
+    const { encodeFrame } = await import('./helpers.mjs');
+    const c = await RawHttp.connect(d.port);
+    try {
+        await c.write(Buffer.concat([
+            Buffer.from(upgradeRequest(`/ws?user_id=${uid()}`)),
+            encodeFrame(0x9, Buffer.from('early')),
+        ]));
+        const res = await c.response();
+        assert.equal(res.status, 101);
+        const ws = new RawWs(c, res);
+        const pong = await ws.nextFrame((f) => f.opcode === 0xa, 2000, 'pong to the early ping');
+        assert.equal(pong.payload.toString(), 'early');
+    } finally {
+        c.destroy();
+    }
+});
+
+test('client frames split into single bytes are reassembled', async (t) => {
+    const { encodeFrame } = await import('./helpers.mjs');
+    const ws = await RawWs.connect(d.port, `/ws?user_id=${uid()}`);
+    t.after(() => ws.destroy());
+    const bytes = Buffer.concat([encodeFrame(0x1, Buffer.from('{"type":"pong"}')), encodeFrame(0x9, Buffer.from('bytewise'))]);
+    for (const b of bytes) {
+        await ws.write(Buffer.from([b]));
+    }
+    const pong = await ws.nextFrame((f) => f.opcode === 0xa, 2000, 'pong');
+    assert.equal(pong.payload.toString(), 'bytewise');
+    assert.deepEqual(ws.messages.filter((m) => m.type === 'error'), []);
+    assert.equal(ws.closeFrame, null);
+});
+
+test('several client frames in one TCP write are all processed', async (t) => {
+    const { encodeFrame } = await import('./helpers.mjs');
+    const ws = await RawWs.connect(d.port, `/ws?user_id=${uid()}`);
+    t.after(() => ws.destroy());
+    await ws.write(Buffer.concat([
+        encodeFrame(0x9, Buffer.from('p1')),
+        encodeFrame(0x1, Buffer.from('{"type":"pong"}')),
+        encodeFrame(0x9, Buffer.from('p2')),
+        encodeFrame(0x1, Buffer.from('not json')),
+    ]));
+    const p1 = await ws.nextFrame((f) => f.opcode === 0xa);
+    const p2 = await ws.nextFrame((f) => f.opcode === 0xa);
+    assert.deepEqual([p1.payload.toString(), p2.payload.toString()], ['p1', 'p2']);
+    await ws.next((m) => m.type === 'error');
+});
+
+test('a request line over 16 KiB gets a 4xx JSON error', async () => {
+    const res = await rawRequest(d.port, `GET /healthz?${'q'.repeat(20000)} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    assert.ok(res.status === 414 || res.status === 431 || res.status === 400, `status ${res.status}`);
+    assertJsonError(assert, res, res.status);
+});

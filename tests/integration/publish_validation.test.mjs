@@ -223,3 +223,13 @@ test('the daemon still serves after a 413', async (t) => {
     assert.deepEqual(ok, { seq: 1, delivered: 1 });
     assert.equal((await c.nextEvent()).type, 'note');
 });
+
+test('deeply nested data (5000 levels) is refused or accepted, and the daemon keeps serving', async (t) => {
+    const nested = `${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}`;
+    const body = `{"user_id":"${uid()}","type":"note","data":${nested}}`;
+    const r = await publish(d.port, body);
+    assert.ok(r.status === 200 || r.status === 400, `status ${r.status}`);
+    if (r.status === 400) assertJsonError(assert, r, 400);
+    const ok = await publish(d.port, ev());
+    assert.equal(ok.status, 200, 'still serving');
+});

@@ -140,3 +140,38 @@ test('a repeated idempotency_key replies with the first seq, delivered 0, duplic
     await c.nextEvent();
     assert.deepEqual(c.all.filter(notPing).map((m) => m.type), ['connected', 'agent_started', 'next']);
 });
+
+test('after --history-ttl, a resume asking for expired events gets resync, never a silent gap', async (t) => {
+    const d = await daemonFor(t, [...NONE, '--history-ttl', '0.3', '--cleanup-interval', '0.1']);
+    const user = uid();
+    const first = await connect(d.port, { user_id: user });
+    const epoch = first.hello.data.epoch;
+    await first.close();
+    await seed(d.port, user, 3);
+    await sleep(1000);
+    const c = closeAfter(t, await connect(d.port, { user_id: user, last_seq: '0', epoch }));
+    assert.equal(c.hello.data.recovered, false, JSON.stringify(c.hello));
+    const m = await c.nextEvent();
+    assert.equal(m.type, 'resync', JSON.stringify(c.all));
+    assert.equal(typeof m.data.from_seq, 'number');
+});
+
+test('after --history-ttl, a seq is never reused within the same epoch', async (t) => {
+    const d = await daemonFor(t, [...NONE, '--history-ttl', '0.3', '--cleanup-interval', '0.1']);
+    const user = uid();
+    const first = await connect(d.port, { user_id: user });
+    const epoch1 = first.hello.data.epoch;
+    await first.close();
+    const seqs = await seed(d.port, user, 3);
+    assert.deepEqual(seqs, [1, 2, 3]);
+    await sleep(1000);
+    const next = await publishOk(d.port, { user_id: user, type: 'ev', data: {} });
+    const c = closeAfter(t, await connect(d.port, { user_id: user }));
+    const epoch2 = c.hello.data.epoch;
+    if (next.seq <= 3) {
+        assert.notEqual(epoch2, epoch1, `seq ${next.seq} reused after expiry, so the epoch must change`);
+    } else {
+        assert.equal(next.seq, 4);
+    }
+    assert.equal(c.hello.data.last_seq, next.seq);
+});

@@ -108,3 +108,21 @@ test('after SIGTERM the daemon stops accepting new connections', async (t) => {
     await withTimeout(d.stop(), 6000, 'stop');
     await assert.rejects(connect(d.port, { user_id: uid() }, { timeoutMs: 1000 }));
 });
+
+test('SIGTERM with a client that stopped reading (big backlog) still exits 0 within --shutdown-timeout', async (t) => {
+    const d = await startDaemon([...NONE, '--shutdown-timeout', '1', '--max-queue-bytes', '67108864']);
+    t.after(() => d.stop());
+    const user = uid();
+    const ws = await RawWs.connect(d.port, `/ws?user_id=${user}`);
+    t.after(() => ws.destroy());
+    await ws.next(byType('connected'));
+    ws.sock.pause();
+    const pad = 'q'.repeat(256 * 1024);
+    for (let i = 0; i < 40; i++) await publishOk(d.port, { user_id: user, type: 'big', data: { pad } });
+    const started = Date.now();
+    const r = await d.stop({ killAfterMs: 5000 });
+    const elapsed = Date.now() - started;
+    assert.deepEqual({ code: r.code, signal: r.signal, killed: r.killed }, { code: 0, signal: null, killed: false },
+        d.logs.join('\n'));
+    assert.ok(elapsed < 2500, `exit within --shutdown-timeout 1 (+slack): ${elapsed} ms`);
+});

@@ -220,3 +220,27 @@ test('a ws client sending garbage does not disturb another user', async (t) => {
     assert.equal((await c.nextEvent()).type, 'ok');
     assert.equal((await request(d.port, '/healthz')).status, 200);
 });
+
+test('a frame whose 64-bit length has the top bit set is closed with 1002', async (t) => {
+    const { ws } = await rawUser(t);
+    await ws.write(Buffer.from([0x81, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4]));
+    assert.equal((await ws.nextClose()).code, 1002);
+});
+
+test('a frame header announcing 1 GiB is closed with 1009 at once, without waiting for the payload', async (t) => {
+    const { ws } = await rawUser(t);
+    const head = Buffer.from([0x81, 0xff, 0, 0, 0, 0, 0x40, 0, 0, 0, 1, 2, 3, 4]);
+    await ws.write(head);
+    assert.equal((await ws.nextClose(2000)).code, 1009);
+});
+
+test('200 simultaneous upgrades all get connected', async (t) => {
+    const dd = await daemonFor(t, ['--auth', 'none']);
+    const clients = await Promise.all(
+        Array.from({ length: 200 }, (_, i) => connect(dd.port, { user_id: `sim-${i % 70}` }, { timeoutMs: 5000 })),
+    );
+    t.after(() => clients.forEach((c) => c.terminate()));
+    for (const c of clients) assert.equal(c.hello.type, 'connected');
+    const s = await request(dd.port, '/v1/stats');
+    assert.equal(s.json.total_connections, 200);
+});
