@@ -1,4 +1,4 @@
-/* loadgen: drives agentcastd over its wire protocol (docs/PROTOCOL.md) and measures connect
+/* loadgen: drives agentcastd over its wire protocol (README.md) and measures connect
  * cost, server memory per connection, publish throughput, fan-out delivery latency and
  * correctness (lost, duplicate, misrouted, out-of-order events). One thread, plain epoll and
  * non-blocking sockets; RFC 6455 client side written by hand. It is a client of the daemon
