@@ -71,8 +71,8 @@ static void agent_main(void *arg)
     for (int r = 0; r < a->runs; r++) {
         int err = 0;
         snprintf(thread, sizeof(thread), "thread-%d", r);
-        ac_run_t *run = ac_run_start(a->server, user, thread, NULL, "calculator", on_outcome,
-                                     tag, &err);
+        ac_run_t *run =
+            ac_run_start(a->server, user, thread, NULL, "calculator", on_outcome, tag, &err);
         if (run == NULL) {
             a->failures += EVENTS_PER_RUN;
             continue;

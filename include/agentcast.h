@@ -19,14 +19,14 @@ extern "C" {
 
 /* Errors: 0 is success; failures are negative. Where an errno fits it is used. */
 enum {
-    AC_EINVAL = -EINVAL,    /* an argument or a field is invalid */
-    AC_ENOMEM = -ENOMEM,    /* out of memory */
-    AC_ENOENT = -ENOENT,    /* no such user, connection or run */
-    AC_E2BIG = -E2BIG,      /* over a size limit */
-    AC_EBUSY = -EBUSY,      /* over a count limit */
-    AC_ESTATE = -4001,      /* the request breaks a lifecycle rule (HTTP 409) */
-    AC_EUNAVAIL = -4002,    /* the broker cannot take events now (HTTP 503) */
-    AC_ECLOSED = -4003      /* the server is shutting down */
+    AC_EINVAL = -EINVAL, /* an argument or a field is invalid */
+    AC_ENOMEM = -ENOMEM, /* out of memory */
+    AC_ENOENT = -ENOENT, /* no such user, connection or run */
+    AC_E2BIG = -E2BIG,   /* over a size limit */
+    AC_EBUSY = -EBUSY,   /* over a count limit */
+    AC_ESTATE = -4001,   /* the request breaks a lifecycle rule (HTTP 409) */
+    AC_EUNAVAIL = -4002, /* the broker cannot take events now (HTTP 503) */
+    AC_ECLOSED = -4003   /* the server is shutting down */
 };
 
 /* A static, human-readable text for an AC_E* code or a negative errno. */
@@ -109,11 +109,11 @@ void ac_server_free(ac_server_t *server);
  * is a JSON object text (NULL or "" for {}). */
 typedef struct ac_event_s {
     const char *user_id;
-    const char *type;          /* agent_started, ..., or a custom [a-z][a-z0-9_.-]{0,63} */
+    const char *type; /* agent_started, ..., or a custom [a-z][a-z0-9_.-]{0,63} */
     const char *data_json;
-    const char *run_id;        /* optional */
-    const char *thread_id;     /* optional */
-    const char *connection_id; /* optional: a direct message to that one connection */
+    const char *run_id;          /* optional */
+    const char *thread_id;       /* optional */
+    const char *connection_id;   /* optional: a direct message to that one connection */
     const char *idempotency_key; /* optional: a repeat within the window is not published */
 } ac_event_t;
 
@@ -155,8 +155,7 @@ typedef struct ac_run_s ac_run_t;
  * run, as with ac_emit(). NULL with *err on failure (AC_EINVAL, AC_ENOMEM, AC_EBUSY,
  * AC_ECLOSED); cb is then never called. */
 ac_run_t *ac_run_start(ac_server_t *server, const char *user_id, const char *thread_id,
-                       const char *run_id, const char *agent, ac_emit_cb cb, void *arg,
-                       int *err);
+                       const char *run_id, const char *agent, ac_emit_cb cb, void *arg, int *err);
 
 /* The run's id (valid until the handle is freed). */
 const char *ac_run_id(const ac_run_t *run);
@@ -192,12 +191,12 @@ typedef struct ac_stats_s {
     uint64_t total_connections; /* open user connections on /ws */
     uint64_t active_emitters;   /* users whose seq stream is kept (connected or recent) */
     uint64_t events_by_type[AC_STAT_NTYPES];
-    uint64_t events_total;      /* accepted events with a seq */
-    uint64_t direct_total;      /* accepted direct messages */
-    uint64_t deliveries_total;  /* frames handed to connections (events and direct) */
-    uint64_t evictions_total;   /* closes with 4001 */
-    uint64_t stale_total;       /* closes with 4002 */
-    uint64_t slow_total;        /* closes with 4008 */
+    uint64_t events_total;     /* accepted events with a seq */
+    uint64_t direct_total;     /* accepted direct messages */
+    uint64_t deliveries_total; /* frames handed to connections (events and direct) */
+    uint64_t evictions_total;  /* closes with 4001 */
+    uint64_t stale_total;      /* closes with 4002 */
+    uint64_t slow_total;       /* closes with 4008 */
     uint64_t http_requests_total;
     uint64_t http_errors_total; /* responses with status >= 400 */
     uint64_t queued_bytes;      /* unsent bytes over all connections */

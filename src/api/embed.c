@@ -181,8 +181,7 @@ static void run_free(ac_run_t *run)
 }
 
 ac_run_t *ac_run_start(ac_server_t *s, const char *user_id, const char *thread_id,
-                       const char *run_id, const char *agent, ac_emit_cb cb, void *arg,
-                       int *err)
+                       const char *run_id, const char *agent, ac_emit_cb cb, void *arg, int *err)
 {
     ac_run_t *run;
     int r = AC_EINVAL;
@@ -206,8 +205,8 @@ ac_run_t *ac_run_start(ac_server_t *s, const char *user_id, const char *thread_i
         uint64_t rnd[2] = {0, 0};
         if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
             rnd[0] = (uint64_t)(uintptr_t)run;
-        snprintf(run->run_id, sizeof(run->run_id), "run-%016llx%016llx",
-                 (unsigned long long)rnd[0], (unsigned long long)rnd[1]);
+        snprintf(run->run_id, sizeof(run->run_id), "run-%016llx%016llx", (unsigned long long)rnd[0],
+                 (unsigned long long)rnd[1]);
     }
     r = run_emit(run, "agent_started", json_pack("{s:s}", "agent", agent));
     if (r != 0)
@@ -243,9 +242,9 @@ int ac_run_tool_executing(ac_run_t *run, const char *tool, const char *tool_call
         json_decref(args);
         return AC_EINVAL;
     }
-    return run_emit(run, "tool_executing",
-                    json_pack("{s:s,s:s,s:o}", "tool", tool, "tool_call_id", tool_call_id,
-                              "args", args));
+    return run_emit(
+        run, "tool_executing",
+        json_pack("{s:s,s:s,s:o}", "tool", tool, "tool_call_id", tool_call_id, "args", args));
 }
 
 int ac_run_tool_completed(ac_run_t *run, const char *tool, const char *tool_call_id,
@@ -257,9 +256,9 @@ int ac_run_tool_completed(ac_run_t *run, const char *tool, const char *tool_call
         json_decref(result);
         return AC_EINVAL;
     }
-    return run_emit(run, "tool_completed",
-                    json_pack("{s:s,s:s,s:o}", "tool", tool, "tool_call_id", tool_call_id,
-                              "result", result));
+    return run_emit(
+        run, "tool_completed",
+        json_pack("{s:s,s:s,s:o}", "tool", tool, "tool_call_id", tool_call_id, "result", result));
 }
 
 int ac_run_completed(ac_run_t *run, const char *result_json)

@@ -21,8 +21,8 @@ typedef struct item_s {
 /* Reasons that name a value are formatted here; loop thread only. */
 static char reason_buf[160];
 
-static const char *const known_fields[] = {"user_id", "type", "data", "run_id", "thread_id",
-                                           "connection_id", "idempotency_key"};
+static const char *const known_fields[] = {"user_id",   "type",          "data",           "run_id",
+                                           "thread_id", "connection_id", "idempotency_key"};
 
 /* An optional string field that, when present, is a label (1..256 bytes, no controls). */
 static int opt_label(json_t *obj, const char *key, ac__str_t *out, const char **reason)
@@ -40,8 +40,8 @@ static int opt_label(json_t *obj, const char *key, ac__str_t *out, const char **
     out->p = json_string_value(v);
     out->len = json_string_length(v);
     if (!ac__api_label_ok(out->p, out->len, AC__USER_ID_MAX)) {
-        snprintf(reason_buf, sizeof(reason_buf),
-                 "%s: 1 to 256 bytes without control characters", key);
+        snprintf(reason_buf, sizeof(reason_buf), "%s: 1 to 256 bytes without control characters",
+                 key);
         *reason = reason_buf;
         return -1;
     }
@@ -239,16 +239,15 @@ static int execute(ac_server_t *s, const item_t *it, int64_t ts, ac_publish_resu
     r = s->broker->vt->publish(s->broker, u, frame, &res->delivered);
     res->seq = frame->seq;
     if (r == 0 && ac__bridge_apply(&s->bridge, &it->op, res->seq, ac__server_now(s), ts) != 0)
-        ac__log(AC_LOG_ERROR, "event=bridge_oom run=%.*s", (int)it->op.run_id.len,
-                it->op.run_id.p);
+        ac__log(AC_LOG_ERROR, "event=bridge_oom run=%.*s", (int)it->op.run_id.len, it->op.run_id.p);
     if (r == 0 && it->idem_key.p != NULL &&
-        ac__idem_put(&s->idem, it->user.p, it->user.len, it->idem_key.p, it->idem_key.len,
-                     res->seq, ac__server_now(s)) != 0)
+        ac__idem_put(&s->idem, it->user.p, it->user.len, it->idem_key.p, it->idem_key.len, res->seq,
+                     ac__server_now(s)) != 0)
         ac__log(AC_LOG_ERROR, "event=idempotency_oom user=%s", u->id);
     if (ac__log_enabled(AC_LOG_DEBUG))
         ac__log(AC_LOG_DEBUG, "event=publish user=%s type=%.*s seq=%llu delivered=%u bytes=%u",
-                u->id, (int)it->ev.type_name.len, it->ev.type_name.p,
-                (unsigned long long)res->seq, res->delivered, frame->len);
+                u->id, (int)it->ev.type_name.len, it->ev.type_name.p, (unsigned long long)res->seq,
+                res->delivered, frame->len);
     ac__buf_unref(frame);
     return r;
 }
@@ -256,8 +255,8 @@ static int execute(ac_server_t *s, const item_t *it, int64_t ts, ac_publish_resu
 static json_t *result_json(const item_t *it, const ac_publish_result_t *res)
 {
     if (res->duplicate)
-        return json_pack("{s:I,s:i,s:b}", "seq", (json_int_t)res->seq, "delivered", 0,
-                         "duplicate", 1);
+        return json_pack("{s:I,s:i,s:b}", "seq", (json_int_t)res->seq, "delivered", 0, "duplicate",
+                         1);
     if (it->direct)
         return json_pack("{s:I}", "delivered", (json_int_t)res->delivered);
     return json_pack("{s:I,s:I}", "seq", (json_int_t)res->seq, "delivered",
@@ -514,13 +513,12 @@ void ac__api_run_get(ac__conn_t *c, const ac__http_req_t *req, const char *id, s
     ac__iso8601_ms(r->started_ms, started);
     ac__iso8601_ms(r->updated_ms, updated);
     closed_by = ac__run_closed_by_name((ac__closed_by_t)r->closed_by);
-    o = json_pack("{s:s#,s:s,s:o,s:s,s:o,s:I,s:I,s:s,s:s,s:o}", "run_id", r->id, (int)r->id_len,
-                  "user_id", r->user_id, "thread_id",
-                  r->thread_id ? json_string(r->thread_id) : json_null(), "state",
-                  r->state == AC__RUN_OPEN ? "open" : "closed", "tools_executing", tools,
-                  "last_seq", (json_int_t)r->last_seq, "events", (json_int_t)r->events,
-                  "started_at", started, "updated_at", updated, "closed_by",
-                  closed_by ? json_string(closed_by) : json_null());
+    o = json_pack(
+        "{s:s#,s:s,s:o,s:s,s:o,s:I,s:I,s:s,s:s,s:o}", "run_id", r->id, (int)r->id_len, "user_id",
+        r->user_id, "thread_id", r->thread_id ? json_string(r->thread_id) : json_null(), "state",
+        r->state == AC__RUN_OPEN ? "open" : "closed", "tools_executing", tools, "last_seq",
+        (json_int_t)r->last_seq, "events", (json_int_t)r->events, "started_at", started,
+        "updated_at", updated, "closed_by", closed_by ? json_string(closed_by) : json_null());
     body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (body == NULL) {

@@ -84,8 +84,7 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
                   (json_int_t)st.queued_bytes, "history_bytes", (json_int_t)st.history_bytes,
                   "history_events", (json_int_t)st.history_events, "duplicates_total",
                   (json_int_t)st.duplicates_total, "open_runs", (json_int_t)st.open_runs,
-                  "http_requests_total",
-                  (json_int_t)st.http_requests_total, "http_errors_total",
+                  "http_requests_total", (json_int_t)st.http_requests_total, "http_errors_total",
                   (json_int_t)st.http_errors_total, "uptime_s", st.uptime_s, "broker",
                   s->broker->vt->name, "version", AC_VERSION));
 }
@@ -95,9 +94,9 @@ static void handle_health(ac__conn_t *c, const ac__http_req_t *req)
     ac_server_t *s = ac__conn_server(c);
     int up = s->broker->vt->up(s->broker);
 
-    respond_json(c, req, up ? 200 : 503,
-                 json_pack("{s:s,s:s}", "status", up ? "ok" : "degraded", "broker",
-                           up ? "up" : "down"));
+    respond_json(
+        c, req, up ? 200 : 503,
+        json_pack("{s:s,s:s}", "status", up ? "ok" : "degraded", "broker", up ? "up" : "down"));
 }
 
 static void handle_metrics(ac__conn_t *c, const ac__http_req_t *req)
@@ -108,18 +107,18 @@ static void handle_metrics(ac__conn_t *c, const ac__http_req_t *req)
     int r = 0;
 
     ac_server_stats(s, &st);
-    r |= ac__sbuf_printf(&b,
-                         "# HELP agentcast_connections Open user WebSocket connections.\n"
-                         "# TYPE agentcast_connections gauge\nagentcast_connections %llu\n"
-                         "# HELP agentcast_users Users with at least one open connection.\n"
-                         "# TYPE agentcast_users gauge\nagentcast_users %llu\n"
-                         "# HELP agentcast_streams Users whose seq stream is kept.\n"
-                         "# TYPE agentcast_streams gauge\nagentcast_streams %llu\n"
-                         "# HELP agentcast_events_total Events accepted, by type.\n"
-                         "# TYPE agentcast_events_total counter\n",
-                         (unsigned long long)st.total_connections,
-                         (unsigned long long)st.total_users,
-                         (unsigned long long)st.active_emitters);
+    r |=
+        ac__sbuf_printf(&b,
+                        "# HELP agentcast_connections Open user WebSocket connections.\n"
+                        "# TYPE agentcast_connections gauge\nagentcast_connections %llu\n"
+                        "# HELP agentcast_users Users with at least one open connection.\n"
+                        "# TYPE agentcast_users gauge\nagentcast_users %llu\n"
+                        "# HELP agentcast_streams Users whose seq stream is kept.\n"
+                        "# TYPE agentcast_streams gauge\nagentcast_streams %llu\n"
+                        "# HELP agentcast_events_total Events accepted, by type.\n"
+                        "# TYPE agentcast_events_total counter\n",
+                        (unsigned long long)st.total_connections,
+                        (unsigned long long)st.total_users, (unsigned long long)st.active_emitters);
     for (int i = 0; i < AC_STAT_NTYPES; i++)
         r |= ac__sbuf_printf(&b, "agentcast_events_total{type=\"%s\"} %llu\n",
                              ac__ev_type_name((ac__ev_type_t)i),
@@ -201,8 +200,8 @@ static void handle_run(ac__conn_t *c, const ac__http_req_t *req)
 {
     static const char prefix[] = "/v1/runs/";
     char id[AC__USER_ID_MAX + 1];
-    long n = path_decode(req->path + sizeof(prefix) - 1, req->path_len - (sizeof(prefix) - 1),
-                         id, sizeof(id));
+    long n = path_decode(req->path + sizeof(prefix) - 1, req->path_len - (sizeof(prefix) - 1), id,
+                         sizeof(id));
 
     if (n <= 0 || !ac__api_label_ok(id, (size_t)n, AC__USER_ID_MAX)) {
         ac__conn_respond_error(c, 404, "run_id: unknown run", NULL);

@@ -73,8 +73,7 @@ static int origin_matches_host(const ac__http_req_t *req)
     int https = strncasecmp(o, "https://", 8) == 0;
     const char *dflt = https ? ":443" : ":80";
     size_t dlen = strlen(dflt);
-    if (hlen == olen + dlen && strncasecmp(sep, h, olen) == 0 &&
-        strncmp(h + olen, dflt, dlen) == 0)
+    if (hlen == olen + dlen && strncasecmp(sep, h, olen) == 0 && strncmp(h + olen, dflt, dlen) == 0)
         return 1;
     if (olen == hlen + dlen && strncasecmp(sep, h, hlen) == 0 &&
         strncmp(sep + hlen, dflt, dlen) == 0)
@@ -90,15 +89,14 @@ static int read_identity(ac__conn_t *c, const ac__http_req_t *req, handshake_t *
     long n;
 
     if (s->opts.auth == AC_AUTH_NONE) {
-        n = ac__http_query_get(req->query, req->query_len, "user_id", hs->user,
-                               sizeof(hs->user));
+        n = ac__http_query_get(req->query, req->query_len, "user_id", hs->user, sizeof(hs->user));
         if (n == -1 || n == 0) {
             ac__conn_respond_error(c, 400, "user_id required", NULL);
             return -1;
         }
         if (n < 0 || !ac__api_label_ok(hs->user, (size_t)n, AC__USER_ID_MAX)) {
-            ac__conn_respond_error(
-                c, 400, "user_id: 1 to 256 bytes without control characters", NULL);
+            ac__conn_respond_error(c, 400, "user_id: 1 to 256 bytes without control characters",
+                                   NULL);
             return -1;
         }
         hs->user_len = (size_t)n;
@@ -116,8 +114,7 @@ static int read_identity(ac__conn_t *c, const ac__http_req_t *req, handshake_t *
         }
         if (n <= 0 ||
             ac__jwt_verify(token, (size_t)n, (const uint8_t *)s->opts.jwt_secret,
-                           strlen(s->opts.jwt_secret), ac__now_ms() / 1000, &sub,
-                           &reason) != 0) {
+                           strlen(s->opts.jwt_secret), ac__now_ms() / 1000, &sub, &reason) != 0) {
             ac__log(AC_LOG_INFO, "event=auth_refused reason=\"%s\"", reason);
             ac__conn_respond_error(c, 401, reason, NULL);
             return -1;
@@ -127,8 +124,8 @@ static int read_identity(ac__conn_t *c, const ac__http_req_t *req, handshake_t *
         free(sub);
     }
 
-    hs->thread_len = ac__http_query_get(req->query, req->query_len, "thread_id", hs->thread,
-                                        sizeof(hs->thread));
+    hs->thread_len =
+        ac__http_query_get(req->query, req->query_len, "thread_id", hs->thread, sizeof(hs->thread));
     if (hs->thread_len == -2 || hs->thread_len == 0 ||
         (hs->thread_len > 0 &&
          !ac__api_label_ok(hs->thread, (size_t)hs->thread_len, AC__USER_ID_MAX))) {
@@ -182,8 +179,8 @@ static void send_greeting(ac__conn_t *c, ac__user_t *u, const handshake_t *hs)
         from = recovered ? hs->last_seq : oldest - 1;
     }
     snprintf(data, sizeof(data),
-             "{\"connection_id\":\"%s\",\"last_seq\":%llu,\"epoch\":\"%s\",\"recovered\":%s}",
-             id, (unsigned long long)u->seq, epoch, recovered ? "true" : "false");
+             "{\"connection_id\":\"%s\",\"last_seq\":%llu,\"epoch\":\"%s\",\"recovered\":%s}", id,
+             (unsigned long long)u->seq, epoch, recovered ? "true" : "false");
     b = ac__emitter_server_msg(&s->emitter, "connected", user, thread, data, now);
     if (b == NULL) {
         ac__conn_destroy(c);
@@ -358,8 +355,7 @@ void ac__api_ws_message(ac__conn_t *c, const char *p, size_t len, int binary)
         goto done; /* liveness was noted when the bytes arrived */
     {
         char err[120];
-        snprintf(err, sizeof(err), "type: unknown message type \"%.64s\"",
-                 json_string_value(type));
+        snprintf(err, sizeof(err), "type: unknown message type \"%.64s\"", json_string_value(type));
         send_error(c, err);
     }
 done:

@@ -35,7 +35,6 @@ struct ac__broker_s {
 
 /* The one-node broker: history in `store` (borrowed), delivery a direct call into
  * `deliver`. Caller frees with b->vt->free(b). NULL when out of memory. */
-ac__broker_t *ac__broker_memory_new(ac__deliver_cb deliver, void *arg,
-                                    ac__history_store_t *store);
+ac__broker_t *ac__broker_memory_new(ac__deliver_cb deliver, void *arg, ac__history_store_t *store);
 
 #endif

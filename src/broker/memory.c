@@ -51,8 +51,7 @@ static const ac__broker_vtable_t memory_vtable = {.name = "memory",
                                                   .up = memory_up,
                                                   .free = memory_free};
 
-ac__broker_t *ac__broker_memory_new(ac__deliver_cb deliver, void *arg,
-                                    ac__history_store_t *store)
+ac__broker_t *ac__broker_memory_new(ac__deliver_cb deliver, void *arg, ac__history_store_t *store)
 {
     memory_broker_t *m = calloc(1, sizeof(*m));
 

@@ -385,9 +385,13 @@ size_t ac__bridge_expire(ac__bridge_t *b, uint64_t now, uint64_t ttl)
 const char *ac__run_closed_by_name(ac__closed_by_t c)
 {
     switch (c) {
-    case AC__CLOSED_BY_COMPLETED: return "agent_completed";
-    case AC__CLOSED_BY_ERROR: return "agent_error";
-    case AC__CLOSED_BY_TIMEOUT: return "timeout";
-    default: return NULL;
+    case AC__CLOSED_BY_COMPLETED:
+        return "agent_completed";
+    case AC__CLOSED_BY_ERROR:
+        return "agent_error";
+    case AC__CLOSED_BY_TIMEOUT:
+        return "timeout";
+    default:
+        return NULL;
     }
 }

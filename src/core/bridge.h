@@ -31,7 +31,7 @@ typedef struct ac__run_s {
     uint32_t tools_cap;
     uint64_t last_seq;
     uint64_t events;
-    uint64_t touched; /* caller's monotonic ms of the last event (or of the close) */
+    uint64_t touched;   /* caller's monotonic ms of the last event (or of the close) */
     int64_t started_ms; /* wall clock */
     int64_t updated_ms;
     uint32_t hash;

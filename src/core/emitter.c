@@ -53,8 +53,8 @@ static int put_timestamp(ac__sbuf_t *s, int64_t ts_ms)
 }
 
 /* Builds the envelope of an event into e->scratch; seq 0 means no seq field. */
-static int build_event(ac__emitter_t *e, const ac__user_t *u, const ac__event_t *ev,
-                       uint64_t seq, int64_t ts_ms)
+static int build_event(ac__emitter_t *e, const ac__user_t *u, const ac__event_t *ev, uint64_t seq,
+                       int64_t ts_ms)
 {
     ac__sbuf_t *s = &e->scratch;
 
@@ -74,8 +74,7 @@ static int build_event(ac__emitter_t *e, const ac__user_t *u, const ac__event_t 
     return ac__sbuf_append(s, "}", 1);
 }
 
-ac__buf_t *ac__emitter_event(ac__emitter_t *e, ac__user_t *u, const ac__event_t *ev,
-                             int64_t ts_ms)
+ac__buf_t *ac__emitter_event(ac__emitter_t *e, ac__user_t *u, const ac__event_t *ev, int64_t ts_ms)
 {
     ac__buf_t *b;
 

@@ -40,8 +40,7 @@ void ac__emitter_dispose(ac__emitter_t *e);
 /* Gives the event the user's next seq, counts it and returns its frame (one reference,
  * the caller's; buf->seq is the seq). `ts_ms` is the acceptance time. NULL when out of
  * memory, in which case no seq was consumed. */
-ac__buf_t *ac__emitter_event(ac__emitter_t *e, ac__user_t *u, const ac__event_t *ev,
-                             int64_t ts_ms);
+ac__buf_t *ac__emitter_event(ac__emitter_t *e, ac__user_t *u, const ac__event_t *ev, int64_t ts_ms);
 
 /* A direct message to one connection: the same envelope without a seq. */
 ac__buf_t *ac__emitter_direct(ac__emitter_t *e, const ac__user_t *u, const ac__event_t *ev,

@@ -7,8 +7,8 @@
 #include "core/event.h"
 
 static const char *const type_names[AC__EV_NTYPES] = {
-    "agent_started", "agent_thinking",  "tool_executing", "tool_completed",
-    "agent_completed", "agent_error", "custom"};
+    "agent_started",   "agent_thinking", "tool_executing", "tool_completed",
+    "agent_completed", "agent_error",    "custom"};
 
 /* Required data fields per type; NULL-terminated. */
 static const char *const required_fields[AC__EV_NTYPES][4] = {
@@ -29,8 +29,7 @@ int ac__ev_type_parse(const char *name, size_t len, const char **reason)
         goto malformed;
     for (size_t i = 1; i < len; i++) {
         char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' ||
-              c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
             goto malformed;
     }
     for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {

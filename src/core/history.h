@@ -22,9 +22,9 @@ typedef struct ac__history_s {
 } ac__history_t;
 
 typedef struct ac__history_store_s {
-    unsigned per_user;   /* frames kept per user */
-    uint64_t max_bytes;  /* frames kept in all */
-    uint64_t bytes;      /* frames kept now */
+    unsigned per_user;  /* frames kept per user */
+    uint64_t max_bytes; /* frames kept in all */
+    uint64_t bytes;     /* frames kept now */
     uint64_t frames;
     ac__user_t *lru_head; /* users with history, least recently appended first */
     ac__user_t *lru_tail;

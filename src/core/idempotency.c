@@ -86,8 +86,8 @@ void ac__idem_expire(ac__idem_t *t, uint64_t now)
         pop_oldest(t);
 }
 
-uint64_t ac__idem_get(ac__idem_t *t, const char *user, size_t ulen, const char *key,
-                      size_t klen, uint64_t now)
+uint64_t ac__idem_get(ac__idem_t *t, const char *user, size_t ulen, const char *key, size_t klen,
+                      uint64_t now)
 {
     uint32_t h = hash_key(t, user, ulen, key, klen);
 

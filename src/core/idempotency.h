@@ -25,8 +25,8 @@ int ac__idem_init(ac__idem_t *t, uint64_t window, size_t max_count);
 void ac__idem_dispose(ac__idem_t *t);
 
 /* The seq remembered for (user, key) within the window, or 0. */
-uint64_t ac__idem_get(ac__idem_t *t, const char *user, size_t ulen, const char *key,
-                      size_t klen, uint64_t now);
+uint64_t ac__idem_get(ac__idem_t *t, const char *user, size_t ulen, const char *key, size_t klen,
+                      uint64_t now);
 
 /* Remembers (user, key) -> seq from `now`. Returns 0 or AC_ENOMEM. */
 int ac__idem_put(ac__idem_t *t, const char *user, size_t ulen, const char *key, size_t klen,

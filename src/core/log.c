@@ -50,8 +50,8 @@ static void default_sink(ac_log_level_t level, const char *line)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-    fprintf(stderr, "ts=%s.%03ldZ level=%s %s\n", stamp, ts.tv_nsec / 1000000,
-            level_names[level], line);
+    fprintf(stderr, "ts=%s.%03ldZ level=%s %s\n", stamp, ts.tv_nsec / 1000000, level_names[level],
+            line);
 }
 
 void ac__log(ac_log_level_t level, const char *fmt, ...)

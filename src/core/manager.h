@@ -29,7 +29,7 @@ struct ac__user_s {
     uint64_t last_active; /* caller's clock (ms) at the last event or last close */
     uint32_t hash;
     uint32_t nconns;
-    uint32_t epoch; /* names this seq stream; new when the stream is created anew */
+    uint32_t epoch;       /* names this seq stream; new when the stream is created anew */
     ac__history_t *hist;  /* retained frames, NULL before the first event */
     ac__user_t *lru_prev; /* history store's order, see history.h */
     ac__user_t *lru_next;

@@ -502,8 +502,8 @@ void ac__conn_close_ws(ac__conn_t *c, unsigned code, const char *reason, int ann
 
 /* ---- HTTP ------------------------------------------------------------------------- */
 
-void ac__conn_respond(ac__conn_t *c, unsigned status, const char *content_type,
-                      const char *body, size_t len, const char *extra_headers, int keep_alive)
+void ac__conn_respond(ac__conn_t *c, unsigned status, const char *content_type, const char *body,
+                      size_t len, const char *extra_headers, int keep_alive)
 {
     ac_server_t *s = ac__conn_server(c);
     ac__buf_t *b;
@@ -919,9 +919,7 @@ int ac__conn_id_parse(const char *s, size_t len, uint64_t *id)
         return -1;
     for (size_t i = 1; i < len; i++) {
         char ch = s[i];
-        int d = (ch >= '0' && ch <= '9')   ? ch - '0'
-                : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10
-                                           : -1;
+        int d = (ch >= '0' && ch <= '9') ? ch - '0' : (ch >= 'a' && ch <= 'f') ? ch - 'a' + 10 : -1;
         if (d < 0)
             return -1;
         v = v << 4 | (uint64_t)d;

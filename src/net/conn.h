@@ -41,14 +41,14 @@ typedef struct ac__outitem_s {
     uint32_t off; /* bytes of buf already written */
 } ac__outitem_t;
 
-#define AC__OUTQ_INLINE 4    /* frames a queue holds before it allocates */
-#define AC__OUTQ_CACHE 1024  /* idle queues the server keeps for reuse */
+#define AC__OUTQ_INLINE 4   /* frames a queue holds before it allocates */
+#define AC__OUTQ_CACHE 1024 /* idle queues the server keeps for reuse */
 
 /* Exists only while output is pending (then back to the server's cache). */
 typedef struct ac__outq_s {
     uv_write_t req;
     struct ac__outq_s *next_free; /* the server's cache */
-    ac__outitem_t *items; /* ring: inline_items, or allocated past AC__OUTQ_INLINE */
+    ac__outitem_t *items;         /* ring: inline_items, or allocated past AC__OUTQ_INLINE */
     uint32_t cap;
     uint32_t head;
     uint32_t count;
@@ -85,7 +85,8 @@ struct ac__conn_s {
     ac__outq_t *out;
     ac__bytes_t *in;
     ac__bytes_t *msg;
-    ac__http_t *http; /* while a request is incomplete, or the server's scratch while one is handled */
+    ac__http_t
+        *http; /* while a request is incomplete, or the server's scratch while one is handled */
     char *thread_id;
     struct ac__conn_s *dirty_next;
     struct ac__conn_s *dl_prev;
@@ -122,8 +123,8 @@ void ac__conn_send_control(ac__conn_t *c, ac__buf_t *frame);
 
 /* Sends an HTTP response (content_type NULL: application/json) and keeps the connection
  * or closes it once written; _error sends {"error": msg}. */
-void ac__conn_respond(ac__conn_t *c, unsigned status, const char *content_type,
-                      const char *body, size_t len, const char *extra_headers, int keep_alive);
+void ac__conn_respond(ac__conn_t *c, unsigned status, const char *content_type, const char *body,
+                      size_t len, const char *extra_headers, int keep_alive);
 void ac__conn_respond_error(ac__conn_t *c, unsigned status, const char *msg,
                             const char *extra_headers);
 

@@ -32,18 +32,18 @@ enum {
 /* Per-connection request state; exists only while the connection speaks HTTP. */
 typedef struct ac__http_s {
     http_parser parser;
-    uint32_t parsed;       /* bytes of conn->in already fed to the parser */
+    uint32_t parsed; /* bytes of conn->in already fed to the parser */
     ac__span_t url;
-    ac__span_t field;      /* the header name being read */
+    ac__span_t field; /* the header name being read */
     ac__span_t headers[AC__H_COUNT];
-    int cur_header;        /* index in headers, -1 for one we do not keep, -2 none */
+    int cur_header; /* index in headers, -1 for one we do not keep, -2 none */
     int last_was_value;
     int headers_done;
     int message_done;
-    int too_big;           /* body over the limit */
-    int head_too_big;      /* request line and headers over AC__MAX_HEAD */
-    uint32_t head_end;     /* where the last URL/header byte seen so far ends */
-    uint32_t seen;         /* bit i: headers[i] was present */
+    int too_big;       /* body over the limit */
+    int head_too_big;  /* request line and headers over AC__MAX_HEAD */
+    uint32_t head_end; /* where the last URL/header byte seen so far ends */
+    uint32_t seen;     /* bit i: headers[i] was present */
     size_t max_body;
     ac__sbuf_t body;
 } ac__http_t;
@@ -74,9 +74,9 @@ ac__http_t *ac__http_clone(ac__http_t *h);
 void ac__http_reset(ac__http_t *h);
 
 typedef enum {
-    AC__HTTP_MORE = 0,   /* need more bytes */
-    AC__HTTP_DONE = 1,   /* a whole request is ready; *consumed bytes belong to it */
-    AC__HTTP_BAD = -1,   /* malformed: 400 */
+    AC__HTTP_MORE = 0,          /* need more bytes */
+    AC__HTTP_DONE = 1,          /* a whole request is ready; *consumed bytes belong to it */
+    AC__HTTP_BAD = -1,          /* malformed: 400 */
     AC__HTTP_HEAD_TOO_BIG = -2, /* 431 */
     AC__HTTP_BODY_TOO_BIG = -3  /* 413 */
 } ac__http_status_t;
@@ -99,7 +99,6 @@ int ac__http_has_token(const char *value, size_t len, const char *token);
 
 /* Looks up `name` in a query string; decodes %XX and '+' into out (size outsz, NUL-ended).
  * Returns the decoded length, -1 when absent, -2 when malformed or too long. */
-long ac__http_query_get(const char *query, size_t qlen, const char *name, char *out,
-                        size_t outsz);
+long ac__http_query_get(const char *query, size_t qlen, const char *name, char *out, size_t outsz);
 
 #endif

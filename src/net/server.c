@@ -36,11 +36,16 @@ void ac_server_opts_init(ac_server_opts_t *o)
 const char *ac_strerror(int err)
 {
     switch (err) {
-    case 0: return "ok";
-    case AC_ESTATE: return "breaks the run lifecycle";
-    case AC_EUNAVAIL: return "broker unavailable";
-    case AC_ECLOSED: return "server shutting down";
-    default: return err < 0 ? strerror(-err) : "unknown error";
+    case 0:
+        return "ok";
+    case AC_ESTATE:
+        return "breaks the run lifecycle";
+    case AC_EUNAVAIL:
+        return "broker unavailable";
+    case AC_ECLOSED:
+        return "server shutting down";
+    default:
+        return err < 0 ? strerror(-err) : "unknown error";
     }
 }
 
@@ -78,8 +83,7 @@ static int check_opts(const ac_server_opts_t *o)
         o->stale_timeout <= 0 || o->cleanup_interval <= 0 || o->handshake_timeout <= 0 ||
         o->shutdown_timeout < 0 || o->history_ttl < 0 || o->max_publish_size == 0 ||
         o->history_size == 0 || o->history_max_bytes == 0 || o->idempotency_window <= 0 ||
-        o->run_timeout <= 0 ||
-        o->max_message_size == 0 || o->max_queue_bytes == 0)
+        o->run_timeout <= 0 || o->max_message_size == 0 || o->max_queue_bytes == 0)
         return AC_EINVAL;
     return 0;
 }
@@ -255,8 +259,7 @@ static void sweep_one(ac__mconn_t *m, void *arg)
 
     if (now - c->last_rx >= limit) {
         char reason[64];
-        snprintf(reason, sizeof(reason), "stale: nothing received for %g s",
-                 s->opts.stale_timeout);
+        snprintf(reason, sizeof(reason), "stale: nothing received for %g s", s->opts.stale_timeout);
         s->stale_total++;
         ac__conn_close_ws(c, AC_WS_CLOSE_STALE, reason, 1);
     }
@@ -269,8 +272,8 @@ static void on_sweep(uv_timer_t *t)
 
     ac__manager_foreach(&s->manager, sweep_one, s);
     foreach_agent(s, sweep_one, s);
-    expired = ac__manager_expire(&s->manager, ac__server_now(s),
-                                 (uint64_t)(s->opts.history_ttl * 1000));
+    expired =
+        ac__manager_expire(&s->manager, ac__server_now(s), (uint64_t)(s->opts.history_ttl * 1000));
     if (expired > 0)
         ac__log(AC_LOG_DEBUG, "event=users_expired count=%zu", expired);
     ac__idem_expire(&s->idem, ac__server_now(s));
@@ -321,9 +324,8 @@ int ac_server_start(ac_server_t *s)
             s->bound_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
         }
         ac__log(AC_LOG_INFO, "event=listening addr=%s%s%s:%d auth=%s broker=%s",
-                bound.ss_family == AF_INET6 ? "[" : "", ip,
-                bound.ss_family == AF_INET6 ? "]" : "", s->bound_port,
-                s->opts.auth == AC_AUTH_JWT ? "jwt" : "none", s->broker->vt->name);
+                bound.ss_family == AF_INET6 ? "[" : "", ip, bound.ss_family == AF_INET6 ? "]" : "",
+                s->bound_port, s->opts.auth == AC_AUTH_JWT ? "jwt" : "none", s->broker->vt->name);
     }
     uv_check_init(s->loop, &s->flusher);
     s->flusher.data = s;

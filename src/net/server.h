@@ -26,11 +26,11 @@ struct ac_server_s {
     int bound_port;
 
     uv_tcp_t listener;
-    uv_check_t flusher;   /* writes every dirty connection once per loop turn, after I/O */
+    uv_check_t flusher;      /* writes every dirty connection once per loop turn, after I/O */
     uv_prepare_t preflusher; /* and before blocking, for what timers queued */
-    uv_timer_t tick;      /* deadlines: handshakes, idle keep-alive, closing */
-    uv_timer_t pinger;    /* --ping-interval */
-    uv_timer_t sweeper;   /* --cleanup-interval: stale connections, idle users */
+    uv_timer_t tick;         /* deadlines: handshakes, idle keep-alive, closing */
+    uv_timer_t pinger;       /* --ping-interval */
+    uv_timer_t sweeper;      /* --cleanup-interval: stale connections, idle users */
     uv_timer_t shutdown_timer;
     uv_async_t emit_async; /* wakes the loop for ac_emit() from other threads */
     unsigned open_handles; /* server handles not yet closed */
@@ -41,15 +41,15 @@ struct ac_server_s {
     ac__bridge_t bridge;
     ac__broker_t *broker;
 
-    ac__conn_t *dirty;    /* connections with output to flush */
-    ac__conn_t *dl_head;  /* connections with a deadline (HTTP phase, closing) */
-    ac__conn_t *agents;   /* open publisher sockets */
+    ac__conn_t *dirty;   /* connections with output to flush */
+    ac__conn_t *dl_head; /* connections with a deadline (HTTP phase, closing) */
+    ac__conn_t *agents;  /* open publisher sockets */
     size_t nagents;
-    size_t nconns_all;    /* every accepted TCP connection not yet freed */
-    uint64_t start_ms;    /* uv_now() at creation */
+    size_t nconns_all; /* every accepted TCP connection not yet freed */
+    uint64_t start_ms; /* uv_now() at creation */
 
-    char *rbuf;           /* the one read buffer of the loop */
-    ac__http_t *scratch_http; /* parser state for requests that arrive whole */
+    char *rbuf;                    /* the one read buffer of the loop */
+    ac__http_t *scratch_http;      /* parser state for requests that arrive whole */
     struct ac__outq_s *outq_cache; /* idle output queues for reuse */
     size_t outq_cached;
     int rbuf_busy;

@@ -102,8 +102,7 @@ static int set_value(ac_config_t *cfg, const flag_t *f, const char *v, const cha
             mult = 1024 * 1024, end++;
         else if (*end == 'g' || *end == 'G')
             mult = 1024ull * 1024 * 1024, end++;
-        if (errno || *end || v[0] == '\0' || v[0] == '-' || n == 0 ||
-            n > (1ull << 40) / mult)
+        if (errno || *end || v[0] == '\0' || v[0] == '-' || n == 0 || n > (1ull << 40) / mult)
             break;
         *(size_t *)field = (size_t)(n * mult);
         return 0;
@@ -201,12 +200,24 @@ static void default_text(const flag_t *f, char *out, size_t n)
         snprintf(out, n, "%s", s ? s : "(unset)");
         break;
     }
-    case K_UINT: snprintf(out, n, "%u", *(unsigned *)field); break;
-    case K_SECS: snprintf(out, n, "%g", *(double *)field); break;
-    case K_BYTES: snprintf(out, n, "%zu", *(size_t *)field); break;
-    case K_AUTH: snprintf(out, n, "%s", *(ac_auth_mode_t *)field == AC_AUTH_JWT ? "jwt" : "none"); break;
-    case K_LOGLEVEL: snprintf(out, n, "info"); break;
-    case K_BOOL: snprintf(out, n, "off"); break;
+    case K_UINT:
+        snprintf(out, n, "%u", *(unsigned *)field);
+        break;
+    case K_SECS:
+        snprintf(out, n, "%g", *(double *)field);
+        break;
+    case K_BYTES:
+        snprintf(out, n, "%zu", *(size_t *)field);
+        break;
+    case K_AUTH:
+        snprintf(out, n, "%s", *(ac_auth_mode_t *)field == AC_AUTH_JWT ? "jwt" : "none");
+        break;
+    case K_LOGLEVEL:
+        snprintf(out, n, "info");
+        break;
+    case K_BOOL:
+        snprintf(out, n, "off");
+        break;
     }
 }
 
@@ -219,7 +230,7 @@ void ac_config_usage(FILE *out)
         char def[64], env[64];
         default_text(&flags[i], def, sizeof(def));
         env_name(flags[i].name, env, sizeof(env));
-        fprintf(out, "  --%-20s %s\n  %22s default: %s; env: %s\n", flags[i].name,
-                flags[i].help, "", def, env);
+        fprintf(out, "  --%-20s %s\n  %22s default: %s; env: %s\n", flags[i].name, flags[i].help,
+                "", def, env);
     }
 }
