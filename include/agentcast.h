@@ -69,6 +69,11 @@ typedef struct ac_server_opts_s {
     size_t history_max_bytes;    /* events retained in all: 256 MiB */
     double idempotency_window;   /* how long an idempotency_key is remembered: 300 */
     double run_timeout;          /* a run silent this long is closed with agent_error: 300 */
+    const char *allowed_origins; /* comma list of origins, or "*"; NULL: see README */
+    double client_rate;          /* frames per second a user connection may send: 100 */
+    double handshake_rate;       /* upgrades per second per client IP; 0: no limit */
+    const char *tls_cert;        /* PEM certificate chain; with tls_key: TLS on */
+    const char *tls_key;         /* PEM private key */
     size_t max_publish_size;     /* publish body: 1 MiB */
     size_t max_message_size;     /* inbound WebSocket message: 64 KiB */
     size_t max_queue_bytes;      /* a connection's unsent backlog: 1 MiB */
@@ -197,6 +202,7 @@ typedef struct ac_stats_s {
     uint64_t evictions_total;  /* closes with 4001 */
     uint64_t stale_total;      /* closes with 4002 */
     uint64_t slow_total;       /* closes with 4008 */
+    uint64_t rate_limited_total; /* closes with 1008 and handshakes refused with 429 */
     uint64_t http_requests_total;
     uint64_t http_errors_total; /* responses with status >= 400 */
     uint64_t queued_bytes;      /* unsent bytes over all connections */

@@ -203,6 +203,69 @@ static void send_greeting(ac__conn_t *c, ac__user_t *u, const handshake_t *hs)
     s->broker->vt->replay(s->broker, u, from, replay_one, c);
 }
 
+/* --handshake-rate: upgrades per second per client IP (the address bytes only). */
+static int handshake_rate_ok(ac__conn_t *c)
+{
+    ac_server_t *s = ac__conn_server(c);
+    struct sockaddr_storage peer;
+    int len = sizeof(peer);
+    const void *key;
+    size_t klen;
+
+    if (s->opts.handshake_rate <= 0)
+        return 1;
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) != 0)
+        return 1;
+    if (peer.ss_family == AF_INET6) {
+        key = &((struct sockaddr_in6 *)&peer)->sin6_addr;
+        klen = 16;
+    } else {
+        key = &((struct sockaddr_in *)&peer)->sin_addr;
+        klen = 4;
+    }
+    if (ac__ratelimit_take(&s->handshakes, key, klen, ac__server_now(s)))
+        return 1;
+    s->rate_limited_total++;
+    ac__log(AC_LOG_WARN, "event=handshake_rate_limited");
+    return 0;
+}
+
+/* Compares one entry of --allowed-origins with the request's Origin, ignoring case and a
+ * trailing slash. */
+static int origin_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    while (alen > 0 && (a[alen - 1] == '/' || a[alen - 1] == ' '))
+        alen--;
+    while (blen > 0 && b[blen - 1] == '/')
+        blen--;
+    return alen == blen && strncasecmp(a, b, alen) == 0;
+}
+
+/* Browsers send Origin; a server-side client does not and is never refused for that. */
+static int origin_allowed(const ac_server_t *s, const ac__http_req_t *req)
+{
+    const char *o = req->headers[AC__H_ORIGIN];
+    size_t olen = req->header_lens[AC__H_ORIGIN];
+    const char *list = s->opts.allowed_origins;
+
+    if (o == NULL)
+        return 1;
+    if (list == NULL || list[0] == '\0')
+        return s->opts.auth == AC_AUTH_NONE || origin_matches_host(req);
+    while (*list != '\0') {
+        while (*list == ' ' || *list == ',')
+            list++;
+        const char *end = strchr(list, ',');
+        size_t n = end ? (size_t)(end - list) : strlen(list);
+        if (n == 1 && list[0] == '*')
+            return 1;
+        if (n > 0 && origin_equal(list, n, o, olen))
+            return 1;
+        list += n;
+    }
+    return 0;
+}
+
 /* The RFC 6455 part of a handshake, common to both sockets: answers and returns -1 when
  * the request is not a valid upgrade; else writes the accept key. */
 static int check_upgrade(ac__conn_t *c, const ac__http_req_t *req, char accept[29])
@@ -232,6 +295,11 @@ static int check_upgrade(ac__conn_t *c, const ac__http_req_t *req, char accept[2
         ac__conn_respond_error(c, 503, "server shutting down", NULL);
         return -1;
     }
+    if (!handshake_rate_ok(c)) {
+        ac__conn_respond_error(c, 429, "handshake rate exceeded for this address",
+                               "Retry-After: 1\r\n");
+        return -1;
+    }
     return 0;
 }
 
@@ -259,8 +327,8 @@ void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
 
     if (check_upgrade(c, req, accept) != 0)
         return;
-    if (s->opts.auth == AC_AUTH_JWT && !origin_matches_host(req)) {
-        ac__conn_respond_error(c, 403, "origin: must match the Host header", NULL);
+    if (!origin_allowed(s, req)) {
+        ac__conn_respond_error(c, 403, "origin: not allowed", NULL);
         return;
     }
     hs = calloc(1, sizeof(*hs));

@@ -666,6 +666,10 @@ int ac__conn_upgrade(ac__conn_t *c, const char accept_key[29])
     dl_remove(c);
     c->state = AC__CONN_WS;
     c->flags |= AC__CF_WS;
+    {
+        double burst = ac__conn_server(c)->opts.client_rate * 2000.0;
+        c->tokens = (uint32_t)(burst < 1000 ? 1000 : burst > 4e9 ? 4e9 : burst);
+    }
     c->last_rx = now32(ac__conn_server(c));
     return 0;
 }
@@ -777,6 +781,34 @@ static void ws_frame(ac__conn_t *c, const ac__ws_header_t *h, char *payload)
     }
 }
 
+/* Refills the --client-rate bucket for the time since the last read (called before
+ * last_rx moves on). Publisher sockets are trusted (API key) and not limited. */
+static void refill_tokens(ac__conn_t *c, uint32_t now)
+{
+    ac_server_t *s = ac__conn_server(c);
+    double cap = s->opts.client_rate * 2000.0;
+    double t;
+
+    if (s->opts.client_rate <= 0 || c->kind != AC__KIND_USER)
+        return;
+    if (cap < 1000)
+        cap = 1000;
+    t = (double)c->tokens + (double)(now - c->last_rx) * s->opts.client_rate;
+    c->tokens = (uint32_t)(t > cap ? cap : t);
+}
+
+static int take_token(ac__conn_t *c)
+{
+    ac_server_t *s = ac__conn_server(c);
+
+    if (s->opts.client_rate <= 0 || c->kind != AC__KIND_USER)
+        return 1;
+    if (c->tokens < 1000)
+        return 0;
+    c->tokens -= 1000;
+    return 1;
+}
+
 static void ws_input(ac__conn_t *c, char *data, size_t len)
 {
     ac_server_t *s = ac__conn_server(c);
@@ -815,6 +847,11 @@ static void ws_input(ac__conn_t *c, char *data, size_t len)
         }
         if (n - off - (size_t)r < h.len)
             break;
+        if (!take_token(c)) {
+            s->rate_limited_total++;
+            ws_fail(c, AC_WS_CLOSE_POLICY, "rate limit: over --client-rate");
+            return;
+        }
         char *payload = p + off + r;
         ac__ws_unmask((uint8_t *)payload, (size_t)h.len, h.mask, 0);
         off += (size_t)r + (size_t)h.len;
@@ -862,6 +899,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         ac__conn_destroy(c);
         return;
     }
+    if (c->state == AC__CONN_WS)
+        refill_tokens(c, now32(s));
     c->last_rx = now32(s);
     switch (c->state) {
     case AC__CONN_HTTP:

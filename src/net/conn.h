@@ -77,6 +77,7 @@ typedef struct ac__bytes_s {
  *   dl_prev/next 16 deadline list links (HTTP phase and closing only)
  *   deadline     4  server ms when the connection is closed if still on the list
  *   last_rx      4  server ms (wrapping) of the last byte received
+ *   tokens       4  inbound rate bucket (thousandths of a frame)
  *   state, flags, msg_opcode, kind  4
  * about 364 in all, 368 with alignment; nothing else per connection while idle. */
 struct ac__conn_s {
@@ -93,6 +94,7 @@ struct ac__conn_s {
     struct ac__conn_s *dl_next;
     uint32_t deadline;
     uint32_t last_rx;
+    uint32_t tokens; /* --client-rate bucket, in thousandths of a frame */
     uint8_t state;
     uint8_t flags;
     uint8_t msg_opcode;

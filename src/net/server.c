@@ -28,6 +28,7 @@ void ac_server_opts_init(ac_server_opts_t *o)
     o->history_max_bytes = 256 * 1024 * 1024;
     o->idempotency_window = 300;
     o->run_timeout = 300;
+    o->client_rate = 100;
     o->max_publish_size = 1024 * 1024;
     o->max_message_size = 64 * 1024;
     o->max_queue_bytes = 1024 * 1024;
@@ -83,7 +84,8 @@ static int check_opts(const ac_server_opts_t *o)
         o->stale_timeout <= 0 || o->cleanup_interval <= 0 || o->handshake_timeout <= 0 ||
         o->shutdown_timeout < 0 || o->history_ttl < 0 || o->max_publish_size == 0 ||
         o->history_size == 0 || o->history_max_bytes == 0 || o->idempotency_window <= 0 ||
-        o->run_timeout <= 0 || o->max_message_size == 0 || o->max_queue_bytes == 0)
+        o->run_timeout <= 0 || o->client_rate < 0 || o->handshake_rate < 0 ||
+        (o->tls_cert == NULL) != (o->tls_key == NULL) || o->max_message_size == 0 || o->max_queue_bytes == 0)
         return AC_EINVAL;
     return 0;
 }
@@ -120,6 +122,8 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
         goto fail_idem;
     if (ac__bridge_init(&s->bridge) != 0)
         goto fail_bridge;
+    if (ac__ratelimit_init(&s->handshakes, opts->handshake_rate) != 0)
+        goto fail_ratelimit;
     ac__emitter_init(&s->emitter);
     s->broker = ac__broker_memory_new(ac__server_deliver, s, &s->manager.history);
     if (s->broker == NULL)
@@ -134,6 +138,8 @@ fail_mutex:
 
 fail_broker:
     ac__emitter_dispose(&s->emitter);
+    ac__ratelimit_dispose(&s->handshakes);
+fail_ratelimit:
     ac__bridge_dispose(&s->bridge);
 fail_bridge:
     ac__idem_dispose(&s->idem);
@@ -161,6 +167,7 @@ void ac_server_free(ac_server_t *s)
     uv_mutex_destroy(&s->emit_lock);
     s->broker->vt->free(s->broker);
     ac__emitter_dispose(&s->emitter);
+    ac__ratelimit_dispose(&s->handshakes);
     ac__bridge_dispose(&s->bridge);
     ac__idem_dispose(&s->idem);
     ac__manager_dispose(&s->manager);
@@ -278,6 +285,7 @@ static void on_sweep(uv_timer_t *t)
         ac__log(AC_LOG_DEBUG, "event=users_expired count=%zu", expired);
     ac__idem_expire(&s->idem, ac__server_now(s));
     ac__api_expire_runs(s);
+    ac__ratelimit_expire(&s->handshakes, ac__server_now(s));
 }
 
 static uint64_t ms(double seconds)
@@ -526,6 +534,7 @@ void ac_server_stats(const ac_server_t *s, ac_stats_t *out)
     out->evictions_total = s->evictions_total;
     out->stale_total = s->stale_total;
     out->slow_total = s->slow_total;
+    out->rate_limited_total = s->rate_limited_total;
     out->http_requests_total = s->http_requests_total;
     out->http_errors_total = s->http_errors_total;
     out->queued_bytes = s->queued_bytes;

@@ -11,6 +11,7 @@
 #include "core/emitter.h"
 #include "core/idempotency.h"
 #include "core/manager.h"
+#include "core/ratelimit.h"
 #include "net/http.h"
 
 typedef struct ac__conn_s ac__conn_t;
@@ -39,6 +40,7 @@ struct ac_server_s {
     ac__emitter_t emitter;
     ac__idem_t idem;
     ac__bridge_t bridge;
+    ac__ratelimit_t handshakes; /* --handshake-rate, per client IP */
     ac__broker_t *broker;
 
     ac__conn_t *dirty;   /* connections with output to flush */
@@ -72,6 +74,7 @@ struct ac_server_s {
     uint64_t evictions_total;
     uint64_t stale_total;
     uint64_t slow_total;
+    uint64_t rate_limited_total;
     uint64_t http_requests_total;
     uint64_t http_errors_total;
     uint64_t queued_bytes;

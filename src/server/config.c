@@ -8,7 +8,7 @@
 
 #include "server/config.h"
 
-typedef enum { K_STR, K_UINT, K_SECS, K_BYTES, K_AUTH, K_LOGLEVEL, K_BOOL } kind_t;
+typedef enum { K_STR, K_UINT, K_SECS, K_RATE, K_BYTES, K_AUTH, K_LOGLEVEL, K_BOOL } kind_t;
 
 typedef struct flag_s {
     const char *name;
@@ -47,6 +47,16 @@ static const flag_t flags[] = {
      "seconds an idempotency_key is remembered per user"},
     {"run-timeout", K_SECS, OPT(run_timeout),
      "seconds an open run may go without an event before the gateway closes it"},
+    {"allowed-origins", K_STR, OPT(allowed_origins),
+     "comma list of browser origins allowed on /ws, or *; unset: any with --auth=none, "
+     "the request's own host with jwt"},
+    {"client-rate", K_RATE, OPT(client_rate),
+     "frames per second a user connection may send (burst: twice that); over: close 1008; "
+     "0: no limit"},
+    {"handshake-rate", K_RATE, OPT(handshake_rate),
+     "WebSocket upgrades per second per client IP (burst: twice that); over: 429; 0: off"},
+    {"tls-cert", K_STR, OPT(tls_cert), "PEM certificate chain: serve wss:// and https://"},
+    {"tls-key", K_STR, OPT(tls_key), "PEM private key for --tls-cert"},
     {"max-publish-size", K_BYTES, OPT(max_publish_size), "bytes of a publish body; beyond: 413"},
     {"max-message-size", K_BYTES, OPT(max_message_size),
      "bytes of a client WebSocket message; beyond: close 1009"},
@@ -88,6 +98,14 @@ static int set_value(ac_config_t *cfg, const flag_t *f, const char *v, const cha
         errno = 0;
         double d = strtod(v, &end);
         if (errno || *end || v[0] == '\0' || !(d > 0) || d > 31536000)
+            break;
+        *(double *)field = d;
+        return 0;
+    }
+    case K_RATE: {
+        errno = 0;
+        double d = strtod(v, &end);
+        if (errno || *end || v[0] == '\0' || !(d >= 0) || d > 1e6)
             break;
         *(double *)field = d;
         return 0;
@@ -203,6 +221,7 @@ static void default_text(const flag_t *f, char *out, size_t n)
     case K_UINT:
         snprintf(out, n, "%u", *(unsigned *)field);
         break;
+    case K_RATE:
     case K_SECS:
         snprintf(out, n, "%g", *(double *)field);
         break;
