@@ -359,6 +359,7 @@ void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
         ac__conn_destroy(c);
         goto done;
     }
+    ac__conn_bound_kernel_buffer(c);
     evicted = ac__manager_attach(&s->manager, u, &c->m);
     {
         char id[18];

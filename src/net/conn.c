@@ -3,6 +3,7 @@
  * queue and its flush (uv_try_write first, then one uv_write in flight), deadlines and
  * closing. What a request or a message means is api/'s business. */
 #include <assert.h>
+#include <openssl/err.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "api/api.h"
 #include "core/log.h"
 #include "net/conn.h"
+#include "net/tls.h"
 #include "net/ws.h"
 
 #define MAX_IOV 64
@@ -129,7 +131,30 @@ static void mark_dirty(ac__conn_t *c)
     s->dirty = c;
 }
 
+static int outq_push_raw(ac__conn_t *c, ac__buf_t *b);
+
+/* With TLS the frame is encrypted into the session's write BIO at once (a copy: TLS
+ * records are per connection); flush() moves the ciphertext to the queue. */
 static int outq_push(ac__conn_t *c, ac__buf_t *b)
+{
+    if (c->ssl == NULL)
+        return outq_push_raw(c, b);
+    if (SSL_write(c->ssl, b->data, (int)b->len) <= 0)
+        return AC_EINVAL;
+    mark_dirty(c);
+    return 0;
+}
+
+/* Unsent bytes: the queue's, plus ciphertext not yet moved to it. */
+static uint64_t backlog(const ac__conn_t *c)
+{
+    uint64_t n = c->out && c->out->bytes > c->out->exempt ? c->out->bytes - c->out->exempt : 0;
+    if (c->ssl != NULL)
+        n += BIO_ctrl_pending(SSL_get_wbio(c->ssl));
+    return n;
+}
+
+static int outq_push_raw(ac__conn_t *c, ac__buf_t *b)
 {
     ac__outq_t *q = c->out;
 
@@ -279,14 +304,41 @@ static void on_write(uv_write_t *req, int status)
     after_drain(c);
 }
 
+/* Moves the session's pending ciphertext into the output queue as one buffer. */
+static int tls_move_out(ac__conn_t *c)
+{
+    BIO *wbio = SSL_get_wbio(c->ssl);
+    size_t pending = BIO_ctrl_pending(wbio);
+    ac__buf_t *b;
+
+    if (pending == 0)
+        return 0;
+    b = ac__buf_new(pending);
+    if (b == NULL)
+        return AC_ENOMEM;
+    if (BIO_read(wbio, b->data, (int)pending) != (int)pending || outq_push_raw(c, b) != 0) {
+        ac__buf_unref(b);
+        return AC_ENOMEM;
+    }
+    ac__buf_unref(b);
+    return 0;
+}
+
 static void flush(ac__conn_t *c)
 {
-    ac__outq_t *q = c->out;
+    ac__outq_t *q;
     uv_buf_t bufs[MAX_IOV];
     unsigned n;
     int r;
 
-    if (q == NULL || q->inflight > 0 || is_gone(c))
+    if (is_gone(c))
+        return;
+    if (c->ssl != NULL && tls_move_out(c) != 0) {
+        ac__conn_destroy(c);
+        return;
+    }
+    q = c->out;
+    if (q == NULL || q->inflight > 0)
         return;
     /* Write what the kernel takes now, then hand the rest to one uv_write. */
     while (q->count > 0) {
@@ -338,7 +390,8 @@ static void drop_backlog(ac__conn_t *c)
     ac__outq_t *q = c->out;
     uint32_t keep;
 
-    if (q == NULL)
+    /* Ciphertext cannot be dropped without breaking the TLS stream. */
+    if (q == NULL || c->ssl != NULL)
         return;
     keep = q->inflight;
     if (keep == 0 && q->count > 0 && q->items[q->head].off > 0)
@@ -358,11 +411,11 @@ int ac__conn_send(ac__conn_t *c, ac__buf_t *frame)
 
     if (c->state != AC__CONN_WS)
         return 0;
-    if (c->out != NULL && c->out->bytes + frame->len > s->opts.max_queue_bytes + c->out->exempt) {
+    if (backlog(c) > 0 && backlog(c) + frame->len > s->opts.max_queue_bytes) {
         s->slow_total++;
         ac__log(AC_LOG_WARN, "event=slow_consumer conn=%llx user=%s queued=%llu",
                 (unsigned long long)c->m.id, c->m.user ? c->m.user->id : "-",
-                (unsigned long long)c->out->bytes);
+                (unsigned long long)backlog(c));
         drop_backlog(c);
         ac__conn_close_ws(c, AC_WS_CLOSE_TOO_SLOW, "too slow, resume with last_seq", 0);
         return 0;
@@ -382,7 +435,8 @@ int ac__conn_send_replay(ac__conn_t *c, ac__buf_t *frame)
         ac__conn_destroy(c);
         return 0;
     }
-    c->out->exempt += frame->len;
+    if (c->ssl == NULL)
+        c->out->exempt += frame->len;
     return 1;
 }
 
@@ -423,6 +477,7 @@ static void on_close(uv_handle_t *h)
         }
     }
     outq_free(c);
+    SSL_free(c->ssl);
     free(c->in);
     free(c->msg);
     ac__http_free(c->http);
@@ -647,6 +702,14 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
         }
         return;
     }
+}
+
+void ac__conn_bound_kernel_buffer(ac__conn_t *c)
+{
+    size_t want = ac__conn_server(c)->opts.max_queue_bytes;
+    int size = want < 16384 ? 16384 : want > 262144 ? 262144 : (int)want;
+
+    uv_send_buffer_size((uv_handle_t *)&c->tcp, &size);
 }
 
 int ac__conn_upgrade(ac__conn_t *c, const char accept_key[29])
@@ -886,6 +949,61 @@ static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     *buf = uv_buf_init(s->rbuf, AC__READ_BUF_SIZE);
 }
 
+/* Plaintext from the peer, to whatever the connection is speaking now. */
+static void dispatch(ac__conn_t *c, char *p, size_t n)
+{
+    switch (c->state) {
+    case AC__CONN_HTTP:
+        http_input(c, p, n);
+        break;
+    case AC__CONN_WS:
+        ws_input(c, p, n);
+        break;
+    case AC__CONN_CLOSING:
+        /* An HTTP connection on its way out: discard. A WebSocket: watch for close. */
+        if (c->flags & AC__CF_WS)
+            ws_input(c, p, n);
+        break;
+    default:
+        break;
+    }
+}
+
+/* Ciphertext in: finish the handshake, then decrypt record by record into the loop's
+ * plaintext buffer and dispatch. Handshake replies and alerts go out with the next flush. */
+static void tls_input(ac__conn_t *c, const char *p, size_t n)
+{
+    ac_server_t *s = ac__conn_server(c);
+
+    if (BIO_write(SSL_get_rbio(c->ssl), p, (int)n) != (int)n) {
+        ac__conn_destroy(c);
+        return;
+    }
+    while (!is_gone(c)) {
+        int r = SSL_read(c->ssl, s->tls_buf, AC__READ_BUF_SIZE);
+        if (r > 0) {
+            dispatch(c, s->tls_buf, (size_t)r);
+            continue;
+        }
+        int err = SSL_get_error(c->ssl, r);
+        if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+            ac__log(AC_LOG_DEBUG, "event=tls_error conn=%llx ssl_error=%d",
+                    (unsigned long long)c->m.id, err);
+            ERR_clear_error();
+            /* Send the alert, if any, then go. */
+            c->flags |= AC__CF_CLOSE_AFTER;
+            if (BIO_ctrl_pending(SSL_get_wbio(c->ssl)) == 0)
+                ac__conn_destroy(c);
+            else
+                mark_dirty(c);
+            return;
+        }
+        break;
+    }
+    if (!is_gone(c) && BIO_ctrl_pending(SSL_get_wbio(c->ssl)) > 0)
+        mark_dirty(c);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     ac__conn_t *c = (ac__conn_t *)stream;
@@ -902,21 +1020,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
     if (c->state == AC__CONN_WS)
         refill_tokens(c, now32(s));
     c->last_rx = now32(s);
-    switch (c->state) {
-    case AC__CONN_HTTP:
-        http_input(c, buf->base, (size_t)nread);
-        break;
-    case AC__CONN_WS:
-        ws_input(c, buf->base, (size_t)nread);
-        break;
-    case AC__CONN_CLOSING:
-        /* An HTTP connection on its way out: discard. A WebSocket: watch for close. */
-        if (c->flags & AC__CF_WS)
-            ws_input(c, buf->base, (size_t)nread);
-        break;
-    default:
-        break;
-    }
+    if (c->ssl != NULL)
+        tls_input(c, buf->base, (size_t)nread);
+    else
+        dispatch(c, buf->base, (size_t)nread);
 }
 
 void ac__conn_accept(ac_server_t *s)
@@ -938,6 +1045,10 @@ void ac__conn_accept(ac_server_t *s)
     }
     s->accepted_total++;
     uv_tcp_nodelay(&c->tcp, 1);
+    if (s->tls != NULL && (c->ssl = ac__tls_session_new(s->tls)) == NULL) {
+        ac__conn_destroy(c);
+        return;
+    }
     c->state = AC__CONN_HTTP;
     c->last_rx = now32(s);
     dl_set(c, (uint64_t)(s->opts.handshake_timeout * 1000));

@@ -73,6 +73,7 @@ typedef struct ac__bytes_s {
  *   msg          8  a fragmented message being assembled, NULL when none
  *   http         8  parser state of an incomplete request, else NULL
  *   thread_id    8  the thread_id= label, NULL when none
+ *   ssl          8  the TLS session (NULL without --tls-cert; a session costs several KB)
  *   dirty_next   8  flush list link
  *   dl_prev/next 16 deadline list links (HTTP phase and closing only)
  *   deadline     4  server ms when the connection is closed if still on the list
@@ -89,6 +90,7 @@ struct ac__conn_s {
     ac__http_t
         *http; /* while a request is incomplete, or the server's scratch while one is handled */
     char *thread_id;
+    struct ssl_st *ssl; /* TLS session, NULL for plain TCP */
     struct ac__conn_s *dirty_next;
     struct ac__conn_s *dl_prev;
     struct ac__conn_s *dl_next;
@@ -133,6 +135,11 @@ void ac__conn_respond_error(ac__conn_t *c, unsigned status, const char *msg,
 /* Completes a WebSocket handshake: 101 with the accept key; the connection is a
  * WebSocket from here on. */
 int ac__conn_upgrade(ac__conn_t *c, const char accept_key[29]);
+
+/* Caps the socket's kernel send buffer from --max-queue-bytes (16 KiB..256 KiB; Linux
+ * doubles it), so a client that stops reading holds a bounded amount in the kernel too and
+ * reaches the 4008 cap instead of hiding megabytes in an autotuned buffer. */
+void ac__conn_bound_kernel_buffer(ac__conn_t *c);
 
 /* Starts the closing handshake with `code`; with `announce`, a `closing` envelope goes
  * first. Detaches from the manager at once. No-op unless the WebSocket is open. */

@@ -8,6 +8,7 @@
 #include "api/api.h"
 #include "core/log.h"
 #include "net/conn.h"
+#include "net/tls.h"
 #include "net/server.h"
 #include "net/ws.h"
 
@@ -128,12 +129,29 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
     s->broker = ac__broker_memory_new(ac__server_deliver, s, &s->manager.history);
     if (s->broker == NULL)
         goto fail_broker;
+    if (opts->tls_cert != NULL) {
+        const char *why = NULL;
+        r = AC_EINVAL;
+        s->tls = ac__tls_ctx_new(opts->tls_cert, opts->tls_key, &why);
+        if (s->tls == NULL) {
+            ac__log(AC_LOG_ERROR, "event=tls_error error=\"%s\"", why);
+            goto fail_tls;
+        }
+        r = AC_ENOMEM;
+        s->tls_buf = malloc(AC__READ_BUF_SIZE);
+        if (s->tls_buf == NULL)
+            goto fail_tls_buf;
+    }
     if (uv_mutex_init(&s->emit_lock) != 0)
         goto fail_mutex;
     s->start_ms = uv_now(loop);
     return s;
 
 fail_mutex:
+    free(s->tls_buf);
+fail_tls_buf:
+    SSL_CTX_free(s->tls);
+fail_tls:
     s->broker->vt->free(s->broker);
 
 fail_broker:
@@ -165,6 +183,8 @@ void ac_server_free(ac_server_t *s)
         return;
     ac__embed_close(s);
     uv_mutex_destroy(&s->emit_lock);
+    SSL_CTX_free(s->tls);
+    free(s->tls_buf);
     s->broker->vt->free(s->broker);
     ac__emitter_dispose(&s->emitter);
     ac__ratelimit_dispose(&s->handshakes);
@@ -331,9 +351,10 @@ int ac_server_start(ac_server_t *s)
             uv_ip4_name((struct sockaddr_in *)&bound, ip, sizeof(ip));
             s->bound_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
         }
-        ac__log(AC_LOG_INFO, "event=listening addr=%s%s%s:%d auth=%s broker=%s",
+        ac__log(AC_LOG_INFO, "event=listening addr=%s%s%s:%d auth=%s broker=%s tls=%s",
                 bound.ss_family == AF_INET6 ? "[" : "", ip, bound.ss_family == AF_INET6 ? "]" : "",
-                s->bound_port, s->opts.auth == AC_AUTH_JWT ? "jwt" : "none", s->broker->vt->name);
+                s->bound_port, s->opts.auth == AC_AUTH_JWT ? "jwt" : "none", s->broker->vt->name,
+                s->tls ? "on" : "off");
     }
     uv_check_init(s->loop, &s->flusher);
     s->flusher.data = s;

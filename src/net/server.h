@@ -51,6 +51,8 @@ struct ac_server_s {
     uint64_t start_ms; /* uv_now() at creation */
 
     char *rbuf;                    /* the one read buffer of the loop */
+    struct ssl_ctx_st *tls; /* --tls-cert/--tls-key; NULL: plain TCP */
+    char *tls_buf;          /* the one plaintext buffer of the loop, with TLS */
     ac__http_t *scratch_http;      /* parser state for requests that arrive whole */
     struct ac__outq_s *outq_cache; /* idle output queues for reuse */
     size_t outq_cached;
