@@ -27,7 +27,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all deps run test unit integration examples asan asan-test tsan debug bench bench-quick clean format
+.PHONY: all deps run test unit integration examples asan asan-test tsan valgrind debug bench bench-quick clean format
 
 all: $(BUILD)/agentcastd $(BUILD)/libagentcast.a $(BENCH_BIN) $(EXAMPLE_BIN)
 
@@ -93,6 +93,11 @@ asan-test: asan
 # ThreadSanitizer over the one place threads meet: ac_emit()'s queue (examples/embed.c).
 tsan:
 	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SAN="-fsanitize=thread" examples
+
+# The integration suite with the daemon under valgrind memcheck (slow; not part of test).
+valgrind: deps
+	@$(MAKE) --no-print-directory debug
+	@AGENTCAST_BIN=$(abspath scripts/valgrind-daemon.sh) AGENTCAST_TIME_SCALE=10 scripts/integration.sh
 
 debug:
 	@$(MAKE) --no-print-directory BUILD=build/debug OPT="-O0 -g" all

@@ -183,7 +183,8 @@ export async function startDaemon(args = [], env = {}, { startTimeoutMs = 5000 }
     return d;
 }
 
-const SANITIZER_RE = /ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer)|runtime error:|SUMMARY: \w+Sanitizer/;
+// Sanitizer reports, and valgrind's (make valgrind): a definite leak or any memory error.
+const SANITIZER_RE = /ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer)|runtime error:|SUMMARY: \w+Sanitizer|definitely lost: [1-9]|Invalid (read|write|free)|uninitialised value/;
 
 /** The sanitizer report in the daemon's output, or null. */
 export function sanitizerReport(logs) {
