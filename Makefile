@@ -83,11 +83,11 @@ integration: $(BUILD)/agentcastd $(BENCH_BIN) examples
 		scripts/bench.sh smoke
 
 asan:
-	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O0 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" all $(UNIT_BIN:$(BUILD)/%=build/asan/%)
 
 asan-test: asan
-	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O0 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" unit integration
 
 # ThreadSanitizer over the one place threads meet: ac_emit()'s queue (examples/embed.c).
@@ -97,7 +97,7 @@ tsan:
 # The integration suite with the daemon under valgrind memcheck (slow; not part of test).
 valgrind: deps
 	@$(MAKE) --no-print-directory debug
-	@AGENTCAST_BIN=$(abspath scripts/valgrind-daemon.sh) AGENTCAST_TIME_SCALE=10 scripts/integration.sh
+	@AGENTCAST_BIN=$(abspath scripts/valgrind-daemon.sh) scripts/integration.sh
 
 debug:
 	@$(MAKE) --no-print-directory BUILD=build/debug OPT="-O0 -g" all
