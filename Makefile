@@ -79,6 +79,7 @@ examples: $(EXAMPLE_BIN)
 integration: $(BUILD)/agentcastd $(BENCH_BIN) examples
 	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) AGENTCAST_BENCH=$(abspath $(BUILD)/bench) \
 		scripts/integration.sh
+	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) scripts/conformance.sh
 	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) AGENTCAST_BENCH=$(abspath $(BUILD)/bench) \
 		scripts/bench.sh smoke
 

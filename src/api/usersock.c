@@ -270,7 +270,7 @@ static int origin_allowed(const ac_server_t *s, const ac__http_req_t *req)
  * the request is not a valid upgrade; else writes the accept key. */
 static int check_upgrade(ac__conn_t *c, const ac__http_req_t *req, char accept[29])
 {
-    static const char upgrade_hdr[] = "Upgrade: websocket\r\nConnection: Upgrade\r\n";
+    static const char upgrade_hdr[] = "Upgrade: websocket\r\n";
 
     if (!req->upgrade || req->headers[AC__H_UPGRADE] == NULL ||
         !ac__http_has_token(req->headers[AC__H_UPGRADE], req->header_lens[AC__H_UPGRADE],

@@ -87,8 +87,11 @@ int ac__history_append(ac__history_store_t *st, ac__user_t *u, ac__buf_t *frame)
         if (ncap > st->per_user)
             ncap = st->per_user;
         ac__buf_t **ring = malloc(ncap * sizeof(*ring));
-        if (ring == NULL)
+        if (ring == NULL) {
+            if (h->count == 0)
+                ac__history_drop(st, u); /* no empty history left on the LRU list */
             return AC_ENOMEM;
+        }
         for (uint32_t i = 0; i < h->count; i++)
             ring[i] = h->ring[(h->head + i) % h->cap];
         free(h->ring);
@@ -107,7 +110,8 @@ int ac__history_append(ac__history_store_t *st, ac__user_t *u, ac__buf_t *frame)
         ac__user_t *victim = st->lru_head;
         if (victim == u && u->hist->count <= 1)
             break;
-        drop_oldest(st, victim->hist);
+        if (victim->hist->count > 0)
+            drop_oldest(st, victim->hist);
         if (victim->hist->count == 0)
             ac__history_drop(st, victim);
     }

@@ -585,7 +585,7 @@ void ac__conn_respond_error(ac__conn_t *c, unsigned status, const char *msg,
     ac__sbuf_t body = {0};
     /* Errors in the request line or headers leave the stream unusable: close. An error
      * about a well-formed request keeps the connection, as HTTP/1.1 allows. */
-    int keep = status != 400 && status != 413 && status != 431 && status != 408 &&
+    int keep = status != 400 && status != 413 && status != 431 && status != 408 && status != 426 &&
                c->http != NULL && !c->http->parser.upgrade &&
                http_should_keep_alive(&c->http->parser);
 
@@ -743,11 +743,12 @@ static void ws_fail(ac__conn_t *c, unsigned code, const char *reason)
 {
     ac__log(AC_LOG_DEBUG, "event=ws_protocol_error conn=%llx code=%u reason=\"%s\"",
             (unsigned long long)c->m.id, code, reason);
+    /* The stream cannot be parsed past this point (the rest of an oversized frame would
+     * read as garbage): ignore what follows, let our close frame go out, then close. */
+    c->flags |= AC__CF_DISCARD;
     if (c->state == AC__CONN_WS) {
         drop_backlog(c);
         ac__conn_close_ws(c, code, reason, 0);
-    } else {
-        ac__conn_destroy(c);
     }
 }
 
@@ -786,8 +787,12 @@ static void ws_close_frame(ac__conn_t *c, const uint8_t *p, size_t n)
         }
     }
     if (c->flags & AC__CF_CLOSE_SENT) {
-        /* Our close was answered: the handshake is done, the server closes TCP. */
-        ac__conn_destroy(c);
+        /* Our close was answered: the handshake is done, the server closes TCP (once our
+         * own close frame has left). */
+        if (c->out == NULL && (c->ssl == NULL || BIO_ctrl_pending(SSL_get_wbio(c->ssl)) == 0))
+            ac__conn_destroy(c);
+        else
+            c->flags |= AC__CF_CLOSE_AFTER;
         return;
     }
     send_close_frame(c, code ? code : AC_WS_CLOSE_NORMAL, NULL);
@@ -889,7 +894,7 @@ static void ws_input(ac__conn_t *c, char *data, size_t len)
         n = c->in->len;
         from_in = 1;
     }
-    while (off < n && !is_gone(c)) {
+    while (off < n && !is_gone(c) && !(c->flags & AC__CF_DISCARD)) {
         ac__ws_header_t h;
         int r = ac__ws_header_decode((const uint8_t *)p + off, n - off, &h);
         if (r == 0)
@@ -925,6 +930,11 @@ static void ws_input(ac__conn_t *c, char *data, size_t len)
     }
     if (is_gone(c))
         return;
+    if (c->flags & AC__CF_DISCARD) {
+        free(c->in);
+        c->in = NULL;
+        return;
+    }
     if (from_in) {
         bytes_consume(&c->in, off);
     } else if (off < n) {
@@ -961,7 +971,7 @@ static void dispatch(ac__conn_t *c, char *p, size_t n)
         break;
     case AC__CONN_CLOSING:
         /* An HTTP connection on its way out: discard. A WebSocket: watch for close. */
-        if (c->flags & AC__CF_WS)
+        if ((c->flags & AC__CF_WS) && !(c->flags & AC__CF_DISCARD))
             ws_input(c, p, n);
         break;
     default:

@@ -28,7 +28,8 @@ enum {
     AC__CF_IN_DL = 1 << 3,          /* on the deadline list */
     AC__CF_CLOSE_SENT = 1 << 4,     /* our close frame is queued */
     AC__CF_WS = 1 << 5,             /* upgraded to a WebSocket */
-    AC__CF_LISTED = 1 << 6          /* on the server's list of publisher sockets */
+    AC__CF_LISTED = 1 << 6,         /* on the server's list of publisher sockets */
+    AC__CF_DISCARD = 1 << 7         /* input after a protocol error: ignored until EOF */
 };
 
 enum {
