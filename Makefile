@@ -98,7 +98,8 @@ tsan:
 # The integration suite with the daemon under valgrind memcheck (slow; not part of test).
 valgrind: deps
 	@$(MAKE) --no-print-directory debug
-	@AGENTCAST_BIN=$(abspath scripts/valgrind-daemon.sh) scripts/integration.sh
+	@AGENTCAST_BIN=$(abspath scripts/valgrind-daemon.sh) INTEGRATION_TEST_TIMEOUT_MS=900000 \
+		INTEGRATION_SUITE_TIMEOUT=5400 scripts/integration.sh
 
 debug:
 	@$(MAKE) --no-print-directory BUILD=build/debug OPT="-O0 -g" all

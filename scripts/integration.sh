@@ -30,5 +30,6 @@ if [ ${#files[@]} -eq 0 ]; then
 fi
 
 echo "integration: $AGENTCAST_BIN, ${#files[@]} files, fd limit $(ulimit -n)" >&2
-exec timeout --kill-after=10 600 node --test --test-reporter=spec --test-concurrency=1 \
-    --test-timeout=60000 "${files[@]}"
+# make valgrind runs the daemon 20-50x slower: it raises both limits.
+exec timeout --kill-after=10 "${INTEGRATION_SUITE_TIMEOUT:-600}" node --test --test-reporter=spec \
+    --test-concurrency=1 --test-timeout="${INTEGRATION_TEST_TIMEOUT_MS:-60000}" "${files[@]}"
