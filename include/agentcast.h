@@ -74,6 +74,9 @@ typedef struct ac_server_opts_s {
     double handshake_rate;       /* upgrades per second per client IP; 0: no limit */
     const char *tls_cert;        /* PEM certificate chain; with tls_key: TLS on */
     const char *tls_key;         /* PEM private key */
+    const char *message_webhook; /* http://HOST[:PORT]/PATH that receives user messages */
+    const char *web_dir;         /* static files for / and /dashboard: "web" */
+    const char *client_dir;      /* the JavaScript client served at /clients/js/: "clients/js" */
     size_t max_publish_size;     /* publish body: 1 MiB */
     size_t max_message_size;     /* inbound WebSocket message: 64 KiB */
     size_t max_queue_bytes;      /* a connection's unsent backlog: 1 MiB */
@@ -147,6 +150,27 @@ typedef void (*ac_emit_cb)(ac_server_t *server, int status, const ac_publish_res
 #define AC_EMIT_QUEUE_MAX 65536
 int ac_emit(ac_server_t *server, const ac_event_t *event, ac_emit_cb cb, void *arg);
 
+/* ---- messages from users ---------------------------------------------------------- */
+
+/* One chat message a user's client sent: {"type":"user_message","text":...,"thread_id":...}.
+ * Strings are valid during the call only; `json` is the whole message as received. */
+typedef struct ac_message_s {
+    const char *user_id;
+    const char *connection_id;
+    const char *thread_id; /* NULL when the message has none */
+    const char *text;
+    const char *json;
+} ac_message_t;
+
+/* Receives user messages on the loop thread. Return 0 when taken; a negative value makes
+ * the gateway answer the sender with an error envelope. */
+typedef int (*ac_message_cb)(ac_server_t *server, const ac_message_t *message, void *arg);
+
+/* Routes user messages to `cb` (an embedded agent, such as the daemon's --demo). Without
+ * one, messages go to opts.message_webhook, or are refused with an error envelope. Loop
+ * thread, before or after start. */
+void ac_server_set_message_cb(ac_server_t *server, ac_message_cb cb, void *arg);
+
 /* ---- runs: the agent bridge for C agents ------------------------------------------- */
 
 /* A run handle: the five critical events of one agent run for one user, in lifecycle
@@ -173,9 +197,10 @@ int ac_run_tool_executing(ac_run_t *run, const char *tool, const char *tool_call
 /* tool_completed {"tool", "tool_call_id", "result": result_json (a JSON text)}. */
 int ac_run_tool_completed(ac_run_t *run, const char *tool, const char *tool_call_id,
                           const char *result_json);
-/* agent_completed {"result": result_json}; ends the run and frees the handle. */
+/* agent_completed {"result": result_json}; ends the run and frees the handle, whatever the
+ * outcome. */
 int ac_run_completed(ac_run_t *run, const char *result_json);
-/* agent_error {"error": error}; ends the run and frees the handle. */
+/* agent_error {"error": error}; ends the run and frees the handle, whatever the outcome. */
 int ac_run_error(ac_run_t *run, const char *error);
 
 /* ---- stats ------------------------------------------------------------------------ */
@@ -210,6 +235,7 @@ typedef struct ac_stats_s {
     uint64_t history_events;    /* retained events */
     uint64_t duplicates_total;  /* publishes answered from an idempotency key */
     uint64_t open_runs;         /* runs started and not yet closed */
+    uint64_t messages_total;    /* user messages received */
     double uptime_s;
 } ac_stats_t;
 

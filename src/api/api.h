@@ -46,6 +46,20 @@ void ac__embed_drain(ac_server_t *s);
 /* Refuses further ac_emit() calls and answers what is still queued with AC_ECLOSED. */
 void ac__embed_close(ac_server_t *s);
 
+/* Static files: `name` inside `dir` (static.c). */
+void ac__api_static(ac__conn_t *c, const ac__http_req_t *req, const char *dir, const char *name,
+                    size_t nlen);
+void ac__api_static_free(ac_server_t *s);
+
+/* Posts a user message to --message-webhook in the background (webhook.c); delivery
+ * failures come back to the sender as an error envelope. Returns 0 or -1. */
+int ac__webhook_post(ac_server_t *s, const ac_message_t *m);
+void ac__webhook_cancel(ac_server_t *s); /* at shutdown */
+void ac__webhook_free(ac_server_t *s);
+
+/* POST /v1/disconnect (usersock.c). */
+void ac__api_disconnect(ac__conn_t *c, const ac__http_req_t *req);
+
 /* Checks the Bearer API key when one is configured; answers 401 and returns -1 when it
  * is missing or wrong (router.c). */
 int ac__api_check_key(ac__conn_t *c, const ac__http_req_t *req);

@@ -266,11 +266,12 @@ int ac_run_completed(ac_run_t *run, const char *result_json)
     json_t *result = json_arg(result_json);
     int r;
 
-    if (result == NULL)
-        return AC_EINVAL;
-    r = run_emit(run, "agent_completed", json_pack("{s:o}", "result", result));
-    if (r == 0)
+    if (result == NULL) {
         run_free(run);
+        return AC_EINVAL;
+    }
+    r = run_emit(run, "agent_completed", json_pack("{s:o}", "result", result));
+    run_free(run);
     return r;
 }
 
@@ -278,10 +279,7 @@ int ac_run_error(ac_run_t *run, const char *error)
 {
     int r;
 
-    if (error == NULL)
-        return AC_EINVAL;
-    r = run_emit(run, "agent_error", json_pack("{s:s}", "error", error));
-    if (r == 0)
-        run_free(run);
+    r = error ? run_emit(run, "agent_error", json_pack("{s:s}", "error", error)) : AC_EINVAL;
+    run_free(run);
     return r;
 }

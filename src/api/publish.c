@@ -235,6 +235,7 @@ static int execute(ac_server_t *s, const item_t *it, int64_t ts, ac_publish_resu
     frame = ac__emitter_event(&s->emitter, u, &it->ev, ts);
     if (frame == NULL)
         return AC_ENOMEM;
+    frame->t_ns = uv_hrtime();
     u->last_active = ac__server_now(s);
     r = s->broker->vt->publish(s->broker, u, frame, &res->delivered);
     res->seq = frame->seq;

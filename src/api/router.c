@@ -72,7 +72,7 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
                             json_integer((json_int_t)st.events_by_type[i]));
     respond_json(
         c, req, 200,
-        json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I},s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,"
+        json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I},s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,"
                   "s:s,s:s}",
                   "total_users", (json_int_t)st.total_users, "total_connections",
                   (json_int_t)st.total_connections, "active_emitters",
@@ -85,6 +85,7 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
                   (json_int_t)st.queued_bytes, "history_bytes", (json_int_t)st.history_bytes,
                   "history_events", (json_int_t)st.history_events, "duplicates_total",
                   (json_int_t)st.duplicates_total, "open_runs", (json_int_t)st.open_runs,
+                  "user_messages_total", (json_int_t)st.messages_total,
                   "http_requests_total", (json_int_t)st.http_requests_total, "http_errors_total",
                   (json_int_t)st.http_errors_total, "uptime_s", st.uptime_s, "broker",
                   s->broker->vt->name, "version", AC_VERSION));
@@ -100,50 +101,85 @@ static void handle_health(ac__conn_t *c, const ac__http_req_t *req)
         json_pack("{s:s,s:s}", "status", up ? "ok" : "degraded", "broker", up ? "up" : "down"));
 }
 
+/* One Prometheus series with its HELP and TYPE lines. */
+static int metric(ac__sbuf_t *b, const char *name, const char *type, const char *help,
+                  double value)
+{
+    return ac__sbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type,
+                           name, value);
+}
+
 static void handle_metrics(ac__conn_t *c, const ac__http_req_t *req)
 {
     ac_server_t *s = ac__conn_server(c);
     ac_stats_t st;
     ac__sbuf_t b = {0};
+    uint64_t cum = 0;
     int r = 0;
 
     ac_server_stats(s, &st);
-    r |=
-        ac__sbuf_printf(&b,
-                        "# HELP agentcast_connections Open user WebSocket connections.\n"
-                        "# TYPE agentcast_connections gauge\nagentcast_connections %llu\n"
-                        "# HELP agentcast_users Users with at least one open connection.\n"
-                        "# TYPE agentcast_users gauge\nagentcast_users %llu\n"
-                        "# HELP agentcast_streams Users whose seq stream is kept.\n"
-                        "# TYPE agentcast_streams gauge\nagentcast_streams %llu\n"
-                        "# HELP agentcast_events_total Events accepted, by type.\n"
-                        "# TYPE agentcast_events_total counter\n",
-                        (unsigned long long)st.total_connections,
-                        (unsigned long long)st.total_users, (unsigned long long)st.active_emitters);
+    r |= metric(&b, "agentcast_connections", "gauge", "Open user WebSocket connections.",
+                (double)st.total_connections);
+    r |= metric(&b, "agentcast_users", "gauge", "Users with at least one open connection.",
+                (double)st.total_users);
+    r |= metric(&b, "agentcast_streams", "gauge", "Users whose seq stream is kept.",
+                (double)st.active_emitters);
+    r |= metric(&b, "agentcast_publisher_sockets", "gauge", "Open /v1/agent sockets.",
+                (double)s->nagents);
+    r |= metric(&b, "agentcast_open_runs", "gauge", "Runs started and not yet closed.",
+                (double)st.open_runs);
+    r |= metric(&b, "agentcast_history_bytes", "gauge", "Bytes of events retained for resume.",
+                (double)st.history_bytes);
+    r |= metric(&b, "agentcast_history_events", "gauge", "Events retained for resume.",
+                (double)st.history_events);
+    r |= metric(&b, "agentcast_queued_bytes", "gauge", "Unsent bytes over all connections.",
+                (double)st.queued_bytes);
+    r |= ac__sbuf_printf(&b, "# HELP agentcast_events_total Events accepted, by type.\n"
+                             "# TYPE agentcast_events_total counter\n");
     for (int i = 0; i < AC_STAT_NTYPES; i++)
         r |= ac__sbuf_printf(&b, "agentcast_events_total{type=\"%s\"} %llu\n",
                              ac__ev_type_name((ac__ev_type_t)i),
                              (unsigned long long)st.events_by_type[i]);
-    r |= ac__sbuf_printf(
-        &b,
-        "# HELP agentcast_direct_messages_total Direct messages accepted.\n"
-        "# TYPE agentcast_direct_messages_total counter\nagentcast_direct_messages_total %llu\n"
-        "# HELP agentcast_deliveries_total Frames handed to connections.\n"
-        "# TYPE agentcast_deliveries_total counter\nagentcast_deliveries_total %llu\n"
-        "# HELP agentcast_closes_total Connections closed by the server, by close code.\n"
-        "# TYPE agentcast_closes_total counter\n"
-        "agentcast_closes_total{code=\"4001\"} %llu\nagentcast_closes_total{code=\"4002\"} %llu\n"
-        "agentcast_closes_total{code=\"4008\"} %llu\n"
-        "# HELP agentcast_queued_bytes Unsent bytes over all connections.\n"
-        "# TYPE agentcast_queued_bytes gauge\nagentcast_queued_bytes %llu\n"
-        "# HELP agentcast_http_requests_total HTTP requests.\n"
-        "# TYPE agentcast_http_requests_total counter\nagentcast_http_requests_total %llu\n"
-        "# HELP agentcast_uptime_seconds Seconds since start.\n"
-        "# TYPE agentcast_uptime_seconds gauge\nagentcast_uptime_seconds %.3f\n",
-        (unsigned long long)st.direct_total, (unsigned long long)st.deliveries_total,
-        (unsigned long long)st.evictions_total, (unsigned long long)st.stale_total,
-        (unsigned long long)st.slow_total, (unsigned long long)st.queued_bytes,
-        (unsigned long long)st.http_requests_total, st.uptime_s);
+    r |= metric(&b, "agentcast_direct_messages_total", "counter", "Direct messages accepted.",
+                (double)st.direct_total);
+    r |= metric(&b, "agentcast_duplicates_total", "counter",
+                "Publishes answered from an idempotency key.", (double)st.duplicates_total);
+    r |= metric(&b, "agentcast_frames_delivered_total", "counter",
+                "Event frames handed to connections.", (double)st.deliveries_total);
+    r |= metric(&b, "agentcast_user_messages_total", "counter", "Chat messages from users.",
+                (double)st.messages_total);
+    r |= ac__sbuf_printf(&b, "# HELP agentcast_closes_total WebSocket closes the server sent, "
+                             "by close code.\n# TYPE agentcast_closes_total counter\n");
+    for (int i = 0; i < 16; i++) {
+        if (s->closes_std[i] != 0)
+            r |= ac__sbuf_printf(&b, "agentcast_closes_total{code=\"%d\"} %llu\n", 1000 + i,
+                                 (unsigned long long)s->closes_std[i]);
+    }
+    for (int i = 0; i < 16; i++) {
+        if (s->closes_app[i] != 0)
+            r |= ac__sbuf_printf(&b, "agentcast_closes_total{code=\"%d\"} %llu\n", 4000 + i,
+                                 (unsigned long long)s->closes_app[i]);
+    }
+    r |= ac__sbuf_printf(&b,
+                         "# HELP agentcast_publish_to_send_seconds From an event's acceptance "
+                         "to its frame's hand-off to the kernel, live sends only.\n"
+                         "# TYPE agentcast_publish_to_send_seconds histogram\n");
+    for (int i = 0; i < AC__LAT_NBUCKETS; i++) {
+        cum += s->lat_buckets[i];
+        r |= ac__sbuf_printf(&b, "agentcast_publish_to_send_seconds_bucket{le=\"%g\"} %llu\n",
+                             AC__LAT_BOUNDS_S[i], (unsigned long long)cum);
+    }
+    r |= ac__sbuf_printf(&b,
+                         "agentcast_publish_to_send_seconds_bucket{le=\"+Inf\"} %llu\n"
+                         "agentcast_publish_to_send_seconds_sum %.9f\n"
+                         "agentcast_publish_to_send_seconds_count %llu\n",
+                         (unsigned long long)s->lat_count, s->lat_sum_s,
+                         (unsigned long long)s->lat_count);
+    r |= metric(&b, "agentcast_http_requests_total", "counter", "HTTP requests.",
+                (double)st.http_requests_total);
+    r |= metric(&b, "agentcast_http_errors_total", "counter", "HTTP responses with status >= 400.",
+                (double)st.http_errors_total);
+    r |= metric(&b, "agentcast_uptime_seconds", "gauge", "Seconds since start.", st.uptime_s);
     if (r != 0) {
         ac__sbuf_dispose(&b);
         ac__conn_respond_error(c, 500, "out of memory", NULL);
@@ -165,6 +201,7 @@ static const route_t routes[] = {
     {"/ws", HTTP_GET, "Allow: GET\r\n", 0, ac__api_ws_handshake},
     {"/v1/publish", HTTP_POST, "Allow: POST\r\n", 1, ac__api_publish},
     {"/v1/agent", HTTP_GET, "Allow: GET\r\n", 1, ac__api_agent_handshake},
+    {"/v1/disconnect", HTTP_POST, "Allow: POST\r\n", 1, ac__api_disconnect},
     {"/v1/stats", HTTP_GET, "Allow: GET\r\n", 1, handle_stats},
     {"/healthz", HTTP_GET, "Allow: GET\r\n", 0, handle_health},
     {"/metrics", HTTP_GET, "Allow: GET\r\n", 1, handle_metrics},
@@ -211,9 +248,35 @@ static void handle_run(ac__conn_t *c, const ac__http_req_t *req)
     ac__api_run_get(c, req, id, (size_t)n);
 }
 
+/* GET (or HEAD) of a page, its assets or the JavaScript client. Returns 1 when handled. */
+static int static_route(ac__conn_t *c, const ac__http_req_t *req)
+{
+    const ac_server_opts_t *o = &ac__conn_server(c)->opts;
+    static const char st[] = "/static/", js[] = "/clients/js/";
+
+    if (req->method != HTTP_GET && req->method != HTTP_HEAD)
+        return 0;
+    if (path_is(req, "/") || path_is(req, "/index.html"))
+        ac__api_static(c, req, o->web_dir, "index.html", 10);
+    else if (path_is(req, "/dashboard"))
+        ac__api_static(c, req, o->web_dir, "dashboard.html", 14);
+    else if (req->path_len > sizeof(st) - 1 && memcmp(req->path, st, sizeof(st) - 1) == 0)
+        ac__api_static(c, req, o->web_dir, req->path + sizeof(st) - 1,
+                       req->path_len - (sizeof(st) - 1));
+    else if (req->path_len > sizeof(js) - 1 && memcmp(req->path, js, sizeof(js) - 1) == 0)
+        ac__api_static(c, req, o->client_dir, req->path + sizeof(js) - 1,
+                       req->path_len - (sizeof(js) - 1));
+    else
+        return 0;
+    return 1;
+}
+
 void ac__api_http_request(ac__conn_t *c, const ac__http_req_t *req)
 {
     static const char runs[] = "/v1/runs/";
+
+    if (!req->upgrade && static_route(c, req))
+        return;
 
     if (req->path_len > sizeof(runs) - 1 && memcmp(req->path, runs, sizeof(runs) - 1) == 0) {
         if (req->method != HTTP_GET)

@@ -397,6 +397,55 @@ static void send_error(ac__conn_t *c, const char *msg)
     ac__buf_unref(b);
 }
 
+/* A chat message from the person: to the embedded agent, the webhook, or refused. */
+static void user_message(ac__conn_t *c, json_t *msg)
+{
+    ac_server_t *s = ac__conn_server(c);
+    json_t *text = json_object_get(msg, "text");
+    json_t *thread = json_object_get(msg, "thread_id");
+    ac_message_t m;
+    char id[18];
+    char *json;
+    int r;
+
+    if (!json_is_string(text) || json_string_length(text) == 0) {
+        send_error(c, "text: required (a non-empty string)");
+        return;
+    }
+    if (thread != NULL && !json_is_null(thread) &&
+        (!json_is_string(thread) ||
+         !ac__api_label_ok(json_string_value(thread), json_string_length(thread),
+                           AC__USER_ID_MAX))) {
+        send_error(c, "thread_id: 1 to 256 bytes without control characters");
+        return;
+    }
+    if (c->m.user == NULL)
+        return; /* closing */
+    s->messages_total++;
+    ac__conn_id_str(c->m.id, id);
+    json = json_dumps(msg, JSON_COMPACT | JSON_ALLOW_NUL);
+    if (json == NULL) {
+        send_error(c, "out of memory");
+        return;
+    }
+    m.user_id = c->m.user->id;
+    m.connection_id = id;
+    m.thread_id = json_is_string(thread) ? json_string_value(thread) : c->thread_id;
+    m.text = json_string_value(text);
+    m.json = json;
+    if (s->message_cb != NULL)
+        r = s->message_cb(s, &m, s->message_arg) < 0 ? -1 : 0;
+    else if (s->opts.message_webhook != NULL)
+        r = ac__webhook_post(s, &m);
+    else
+        r = -2;
+    free(json);
+    if (r == -2)
+        send_error(c, "no agent is listening: start the gateway with --demo or --message-webhook");
+    else if (r != 0)
+        send_error(c, "message not accepted by the agent");
+}
+
 void ac__api_ws_message(ac__conn_t *c, const char *p, size_t len, int binary)
 {
     json_t *msg, *type;
@@ -422,6 +471,10 @@ void ac__api_ws_message(ac__conn_t *c, const char *p, size_t len, int binary)
     }
     if (strcmp(json_string_value(type), "pong") == 0)
         goto done; /* liveness was noted when the bytes arrived */
+    if (strcmp(json_string_value(type), "user_message") == 0) {
+        user_message(c, msg);
+        goto done;
+    }
     {
         char err[120];
         snprintf(err, sizeof(err), "type: unknown message type \"%.64s\"", json_string_value(type));
@@ -429,4 +482,69 @@ void ac__api_ws_message(ac__conn_t *c, const char *p, size_t len, int binary)
     }
 done:
     json_decref(msg);
+}
+
+typedef struct disconnect_ctx_s {
+    uint64_t id;
+    unsigned n;
+} disconnect_ctx_t;
+
+static void disconnect_match(ac__mconn_t *m, void *arg)
+{
+    disconnect_ctx_t *d = arg;
+
+    if (m->id == d->id) {
+        ac__conn_close_ws(AC__CONN_OF(m), AC_WS_CLOSE_OPERATOR, "disconnected by an operator", 1);
+        d->n++;
+    }
+}
+
+void ac__api_disconnect(ac__conn_t *c, const ac__http_req_t *req)
+{
+    ac_server_t *s = ac__conn_server(c);
+    json_t *body = json_loadb(req->body ? req->body : "", req->body_len, 0, NULL);
+    json_t *cid = json_object_get(body, "connection_id");
+    json_t *uid = json_object_get(body, "user_id");
+    disconnect_ctx_t d = {0, 0};
+    char reply[64];
+
+    if (!json_is_object(body) || (!json_is_string(cid) && !json_is_string(uid))) {
+        ac__conn_respond_error(c, 400, "connection_id or user_id: required (a string)", NULL);
+        goto done;
+    }
+    if (json_is_string(cid)) {
+        if (ac__conn_id_parse(json_string_value(cid), json_string_length(cid), &d.id) != 0) {
+            ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
+            goto done;
+        }
+        if (json_is_string(uid)) {
+            ac__user_t *u = ac__manager_find_user(&s->manager, json_string_value(uid),
+                                                  json_string_length(uid));
+            ac__mconn_t *m = u ? ac__manager_find_conn(u, d.id) : NULL;
+            if (m != NULL)
+                disconnect_match(m, &d);
+        } else {
+            ac__manager_foreach(&s->manager, disconnect_match, &d);
+        }
+        if (d.n == 0) {
+            ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
+            goto done;
+        }
+    } else {
+        ac__user_t *u = ac__manager_find_user(&s->manager, json_string_value(uid),
+                                              json_string_length(uid));
+        ac__mconn_t *m = u ? u->head : NULL;
+        while (m != NULL) {
+            ac__mconn_t *next = m->next;
+            ac__conn_close_ws(AC__CONN_OF(m), AC_WS_CLOSE_OPERATOR, "disconnected by an operator",
+                              1);
+            d.n++;
+            m = next;
+        }
+    }
+    ac__log(AC_LOG_INFO, "event=operator_disconnect count=%u", d.n);
+    snprintf(reply, sizeof(reply), "{\"disconnected\":%u}", d.n);
+    ac__conn_respond(c, 200, NULL, reply, strlen(reply), NULL, req->keep_alive);
+done:
+    json_decref(body);
 }

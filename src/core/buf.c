@@ -19,6 +19,7 @@ ac__buf_t *ac__buf_new(size_t len)
     b->refs = 1;
     b->len = (uint32_t)len;
     b->seq = 0;
+    b->t_ns = 0;
     return b;
 }
 

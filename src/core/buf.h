@@ -11,6 +11,7 @@ typedef struct ac__buf_s {
     uint32_t refs; /* holders: queues, history, the builder until it lets go */
     uint32_t len;  /* bytes in data */
     uint64_t seq;  /* the event's seq, 0 for frames that have none */
+    uint64_t t_ns; /* when the event was accepted (uv_hrtime clock), 0 when not an event */
     char data[];
 } ac__buf_t;
 

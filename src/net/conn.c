@@ -188,7 +188,7 @@ static int outq_push_raw(ac__conn_t *c, ac__buf_t *b)
         q->cap = ncap;
         q->head = 0;
     }
-    q->items[(q->head + q->count) % q->cap] = (ac__outitem_t){ac__buf_ref(b), 0};
+    q->items[(q->head + q->count) % q->cap] = (ac__outitem_t){ac__buf_ref(b), 0, 0};
     q->count++;
     q->bytes += b->len;
     ac__conn_server(c)->queued_bytes += b->len;
@@ -202,6 +202,8 @@ static void outq_consume(ac__conn_t *c, size_t n)
     ac__outq_t *q = c->out;
     ac_server_t *s = ac__conn_server(c);
 
+    uint64_t now = 0;
+
     q->bytes -= n;
     s->queued_bytes -= n;
     while (n > 0) {
@@ -212,6 +214,11 @@ static void outq_consume(ac__conn_t *c, size_t n)
             return;
         }
         n -= left;
+        if (it->live && it->buf->t_ns != 0) {
+            if (now == 0)
+                now = uv_hrtime();
+            ac__server_observe_latency(s, now - it->buf->t_ns);
+        }
         ac__buf_unref(it->buf);
         q->head = (q->head + 1) % q->cap;
         q->count--;
@@ -424,6 +431,10 @@ int ac__conn_send(ac__conn_t *c, ac__buf_t *frame)
         ac__conn_destroy(c);
         return 0;
     }
+    if (c->out != NULL && c->ssl == NULL) {
+        ac__outq_t *q = c->out;
+        q->items[(q->head + q->count - 1) % q->cap].live = 1;
+    }
     return 1;
 }
 
@@ -521,6 +532,7 @@ static void send_close_frame(ac__conn_t *c, unsigned code, const char *reason)
         return;
     }
     c->flags |= AC__CF_CLOSE_SENT;
+    ac__server_count_close(ac__conn_server(c), code);
     ac__conn_send_control(c, b);
     ac__buf_unref(b);
 }

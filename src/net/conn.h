@@ -39,7 +39,8 @@ enum {
 
 typedef struct ac__outitem_s {
     ac__buf_t *buf;
-    uint32_t off; /* bytes of buf already written */
+    uint32_t off;  /* bytes of buf already written */
+    uint32_t live; /* a live event (not a replay): its send time is measured */
 } ac__outitem_t;
 
 #define AC__OUTQ_INLINE 4   /* frames a queue holds before it allocates */

@@ -30,6 +30,8 @@ void ac_server_opts_init(ac_server_opts_t *o)
     o->idempotency_window = 300;
     o->run_timeout = 300;
     o->client_rate = 100;
+    o->web_dir = "web";
+    o->client_dir = "clients/js";
     o->max_publish_size = 1024 * 1024;
     o->max_message_size = 64 * 1024;
     o->max_queue_bytes = 1024 * 1024;
@@ -86,7 +88,8 @@ static int check_opts(const ac_server_opts_t *o)
         o->shutdown_timeout < 0 || o->history_ttl < 0 || o->max_publish_size == 0 ||
         o->history_size == 0 || o->history_max_bytes == 0 || o->idempotency_window <= 0 ||
         o->run_timeout <= 0 || o->client_rate < 0 || o->handshake_rate < 0 ||
-        (o->tls_cert == NULL) != (o->tls_key == NULL) || o->max_message_size == 0 || o->max_queue_bytes == 0)
+        (o->tls_cert == NULL) != (o->tls_key == NULL) ||
+        (o->message_webhook != NULL && strncmp(o->message_webhook, "http://", 7) != 0) || o->max_message_size == 0 || o->max_queue_bytes == 0)
         return AC_EINVAL;
     return 0;
 }
@@ -183,6 +186,8 @@ void ac_server_free(ac_server_t *s)
         return;
     ac__embed_close(s);
     uv_mutex_destroy(&s->emit_lock);
+    ac__api_static_free(s);
+    ac__webhook_free(s);
     SSL_CTX_free(s->tls);
     free(s->tls_buf);
     s->broker->vt->free(s->broker);
@@ -391,6 +396,38 @@ int ac_server_start(ac_server_t *s)
     return 0;
 }
 
+/* ---- counters --------------------------------------------------------------------- */
+
+const double AC__LAT_BOUNDS_S[AC__LAT_NBUCKETS] = {
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+    0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1.0};
+
+void ac__server_count_close(ac_server_t *s, unsigned code)
+{
+    if (code >= 1000 && code < 1016)
+        s->closes_std[code - 1000]++;
+    else if (code >= 4000 && code < 4016)
+        s->closes_app[code - 4000]++;
+}
+
+void ac__server_observe_latency(ac_server_t *s, uint64_t ns)
+{
+    double secs = (double)ns / 1e9;
+    int i = 0;
+
+    while (i < AC__LAT_NBUCKETS && secs > AC__LAT_BOUNDS_S[i])
+        i++;
+    s->lat_buckets[i]++;
+    s->lat_count++;
+    s->lat_sum_s += secs;
+}
+
+void ac_server_set_message_cb(ac_server_t *s, ac_message_cb cb, void *arg)
+{
+    s->message_cb = cb;
+    s->message_arg = arg;
+}
+
 /* ---- publisher sockets ------------------------------------------------------------ */
 
 void ac__server_agent_add(ac_server_t *s, ac__conn_t *c)
@@ -513,6 +550,7 @@ int ac_server_shutdown(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
     /* What was emitted before the signal is published (and retained) first. */
     ac__embed_drain(s);
     ac__embed_close(s);
+    ac__webhook_cancel(s);
     uv_close((uv_handle_t *)&s->listener, on_handle_closed);
     uv_timer_stop(&s->pinger);
     uv_timer_stop(&s->sweeper);
@@ -563,5 +601,6 @@ void ac_server_stats(const ac_server_t *s, ac_stats_t *out)
     out->history_events = s->manager.history.frames;
     out->duplicates_total = s->duplicates_total;
     out->open_runs = s->bridge.nopen;
+    out->messages_total = s->messages_total;
     out->uptime_s = (double)(uv_now(s->loop) - s->start_ms) / 1000.0;
 }

@@ -17,6 +17,8 @@
 typedef struct ac__conn_s ac__conn_t;
 
 #define AC__READ_BUF_SIZE (64 * 1024)
+#define AC__LAT_NBUCKETS 14
+extern const double AC__LAT_BOUNDS_S[AC__LAT_NBUCKETS];
 #define AC__CLOSE_TIMEOUT_MS 2000
 
 struct ac_server_s {
@@ -81,6 +83,18 @@ struct ac_server_s {
     uint64_t http_errors_total;
     uint64_t queued_bytes;
     uint64_t accepted_total;
+    uint64_t messages_total;
+    uint64_t closes_std[16];  /* closes we sent with 1000 + i */
+    uint64_t closes_app[16];  /* closes we sent with 4000 + i */
+    /* publish-to-send latency of event frames, le = AC__LAT_BOUNDS_US[i] */
+    uint64_t lat_buckets[AC__LAT_NBUCKETS + 1];
+    uint64_t lat_count;
+    double lat_sum_s;
+
+    ac_message_cb message_cb; /* user messages: an embedded agent */
+    void *message_arg;
+    struct ac__static_s *statics; /* web files read once, then served from memory */
+    struct ac__webhook_s *webhook; /* --message-webhook */
     uint64_t duplicates_total;
 };
 
@@ -97,6 +111,12 @@ unsigned ac__server_deliver(void *arg, ac__user_t *u, ac__buf_t *frame);
  * connection's manager links (m.prev/m.next), never attached to a user. */
 void ac__server_agent_add(ac_server_t *s, ac__conn_t *c);
 void ac__server_agent_remove(ac_server_t *s, ac__conn_t *c);
+
+/* Counts a close code the server sent. */
+void ac__server_count_close(ac_server_t *s, unsigned code);
+
+/* Records the publish-to-send latency of one event frame. */
+void ac__server_observe_latency(ac_server_t *s, uint64_t ns);
 
 /* Called by conn.c when a connection is freed, so shutdown can finish. */
 void ac__server_conn_freed(ac_server_t *s);

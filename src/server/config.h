@@ -8,6 +8,7 @@
 typedef struct ac_config_s {
     ac_server_opts_t server;
     ac_log_level_t log_level;
+    int demo;
     int help;
     int version;
 } ac_config_t;

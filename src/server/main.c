@@ -8,12 +8,14 @@
 
 #include "agentcast.h"
 #include "server/config.h"
+#include "server/demo.h"
 
 typedef struct daemon_s {
     ac_server_t *server;
     uv_signal_t sigterm;
     uv_signal_t sigint;
     int signals;
+    demo_t *demo;
 } daemon_t;
 
 static void on_shutdown_done(ac_server_t *server, void *arg)
@@ -78,6 +80,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "agentcastd: invalid configuration: %s\n", ac_strerror(err));
         return 2;
     }
+    if (cfg.demo && (d.demo = demo_start(d.server)) == NULL) {
+        fprintf(stderr, "agentcastd: cannot start the demo agent\n");
+        return 1;
+    }
     if (cfg.server.auth == AC_AUTH_NONE)
         fprintf(stderr, "agentcastd: WARNING: --auth=none: any client may claim any user_id. "
                         "For development only; never expose this to a network.\n");
@@ -96,6 +102,7 @@ int main(int argc, char **argv)
 
     uv_run(loop, UV_RUN_DEFAULT);
 
+    demo_stop(d.demo);
     ac_server_free(d.server);
     if (uv_loop_close(loop) != 0)
         fprintf(stderr, "agentcastd: warning: handles left open at exit\n");
