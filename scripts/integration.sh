@@ -23,7 +23,8 @@ fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 shopt -s nullglob
-files=(tests/integration/*.test.mjs)
+# The daemon's suites, then the JavaScript client's (clients/js/test) against the same daemon.
+files=(tests/integration/*.test.mjs clients/js/test/*.test.mjs)
 if [ ${#files[@]} -eq 0 ]; then
     echo "integration: no test files in tests/integration/" >&2
     exit 1
