@@ -126,7 +126,7 @@ export interface ConnectOptions {
     /** defaults to `globalThis.WebSocket` (Node 20: pass the `ws` package) */
     WebSocket?: WebSocketCtor;
     backoff?: BackoffOptions;
-    /** close codes after which the client stops for good ([1008, 4001, 4003]) */
+    /** close codes after which the client stops for good ([1008, 4001]) */
     noReconnectCodes?: number[];
     /** an attempt without `connected` by then is abandoned (10000) */
     connectTimeoutMs?: number;

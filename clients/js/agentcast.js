@@ -54,7 +54,7 @@
  * - `resumed`: after a connection that asked to resume, every replayed event has arrived;
  *   `missed` counts them, `recovered` is false when a `resync` came first.
  * - `closed`: for good: `close()` was called (code 1000), or the gateway closed with a code
- *   that means "do not come back" (1008 policy, 4001 evicted by a newer tab, 4003 operator).
+ *   that means "do not come back" (1008 policy, 4001 evicted by a newer tab); 4003 (an operator cut the connection) resumes like any drop.
  * @typedef {object} StateEvent
  * @property {ConnectionState} state
  * @property {number} [attempt]
@@ -133,7 +133,7 @@
  * @property {string} [epoch]               the epoch `lastSeq` belongs to
  * @property {WebSocketCtor} [WebSocket]    defaults to `globalThis.WebSocket`
  * @property {BackoffOptions} [backoff]
- * @property {number[]} [noReconnectCodes=[1008, 4001, 4003]]  close codes after which the client stops for good
+ * @property {number[]} [noReconnectCodes=[1008, 4001]]  close codes after which the client stops for good
  * @property {number} [connectTimeoutMs=10000]  an attempt that has not received `connected` by then is abandoned
  * @property {number} [idleTimeoutMs=0]     reconnect when nothing at all was received for this long (0: off); use 2-3x the gateway's `--ping-interval`
  * @property {number} [maxQueue=100]        messages `send()` may hold while not connected
@@ -239,7 +239,7 @@ export class AgentcastClient {
             userId: options.userId,
             threadId: options.threadId,
             WebSocket: WS,
-            noReconnectCodes: options.noReconnectCodes ?? [1008, 4001, 4003],
+            noReconnectCodes: options.noReconnectCodes ?? [1008, 4001],
             connectTimeoutMs: num(options.connectTimeoutMs, 10000, 0),
             idleTimeoutMs: num(options.idleTimeoutMs, 0, 0),
             maxQueue: num(options.maxQueue, 100, 0),
