@@ -24,7 +24,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 shopt -s nullglob
 # The daemon's suites, then the JavaScript client's (clients/js/test) against the same daemon.
-files=(tests/integration/*.test.mjs clients/js/test/*.test.mjs)
+# Then the pages in headless Chromium (tests/browser; screenshots in tests/artifacts/).
+files=(tests/integration/*.test.mjs clients/js/test/*.test.mjs tests/browser/*.test.mjs)
 if [ ${#files[@]} -eq 0 ]; then
     echo "integration: no test files in tests/integration/" >&2
     exit 1

@@ -162,11 +162,9 @@ const CLOSE_REASONS = {
 };
 
 let client = null;
-let connState = 'connecting';
 
 function renderState(s = {}) {
   const state = s.state || (client && client.state) || 'connecting';
-  connState = state;
   let text;
   let detail = '';
   switch (state) {
@@ -201,6 +199,10 @@ function renderState(s = {}) {
   els.connText.textContent = text;
   els.conn.title = detail.trim() || text;
   els.reconnect.hidden = state !== 'closed';
+  if (state === 'closed') {
+    const why = CLOSE_REASONS[s.code] || s.reason || 'the connection was closed';
+    systemNote(`Disconnected: ${why}. Press Reconnect, or send a message, to continue.`, 'warn');
+  }
   if (state === 'connected' || state === 'resumed') {
     if (client && client.userId) els.who.textContent = client.userId;
     for (const el of els.log.querySelectorAll('.user-msg[data-delivery="queued"]')) {
@@ -219,14 +221,9 @@ const cards = new Map();
 let viewGen = 0;
 
 function thinkingOf(run) {
-  const thoughts = Array.isArray(run.thoughts)
-    ? run.thoughts.map((t) => (typeof t === 'string' ? t : asText(t && (t.thought ?? t.text ?? t))))
-    : [];
-  const thinking = typeof run.thinking === 'string' ? run.thinking : asText(run.thinking);
-  // The client keeps both the thinking text and the list of thoughts; whichever carries
-  // more is the whole stream (the text may be the accumulation or only the newest thought).
-  if (thoughts.length > 1 && thinking.length < thoughts.join('').length) return thoughts.join('\n');
-  return thinking || thoughts.join('\n');
+  // The client concatenates every thought into `thinking`; `thoughts` keeps them one by one.
+  if (typeof run.thinking === 'string') return run.thinking;
+  return Array.isArray(run.thoughts) ? run.thoughts.map(asText).join('') : '';
 }
 
 function toolsOf(run) {
@@ -302,7 +299,14 @@ function renderElapsed(card, run) {
 }
 
 function renderThinking(card, text) {
-  const display = card.base + text;
+  let display = text;
+  if (card.base) {
+    // After a resync the gateway may replay the run from its start (the new text catches up
+    // with what is shown) or only its tail (the new text continues it).
+    if (card.base.startsWith(text)) display = card.base;
+    else if (text.startsWith(card.base)) card.base = '';
+    else display = card.base + text;
+  }
   if (!display || display === card.shown) return;
   if (!card.thinkingEl) {
     card.thinkingEl = h('p', {
@@ -521,11 +525,11 @@ function start(resume) {
     'resync',
     mine((info) => {
       viewGen++;
-      const lost = Number.isFinite(info?.lost) ? info.lost : null;
+      const lost = Number.isFinite(info?.lost) ? info.lost : 0;
       const what =
-        lost === null
-          ? 'The gateway could not replay what happened while this page was away'
-          : `${lost} event${lost === 1 ? '' : 's'} could not be replayed`;
+        lost > 0
+          ? `${lost} event${lost === 1 ? '' : 's'} could not be replayed`
+          : 'The gateway started the event stream over';
       systemNote(`${what}; the runs above may be incomplete.`, 'warn');
     })
   );
@@ -545,7 +549,7 @@ function start(resume) {
     mine((ev) => {
       if (!ev || typeof ev.type !== 'string' || ev.run_id) return;
       if (RESERVED.has(ev.type) || RUN_TYPES.has(ev.type)) return;
-      const data = ev.data && Object.keys(ev.data).length ? ` ${asText(ev.data)}` : '';
+      const data = ev.data && Object.keys(ev.data).length ? `: ${asText(ev.data)}` : '';
       systemNote(`${ev.type}${data}`);
     })
   );
@@ -559,6 +563,7 @@ function start(resume) {
 function restart() {
   const old = client;
   const resume = old ? { lastSeq: old.lastSeq, epoch: old.epoch } : null;
+  client = null; // the old client's own 'closed' is not news
   try {
     old?.close();
   } catch {

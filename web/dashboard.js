@@ -248,7 +248,11 @@ function draw() {
   for (const p of visible) for (const t of TYPES) max = Math.max(max, p.byType[t.key]);
   const top = niceCeil(max * 1.1);
 
-  const left = Math.max(36, ctx.measureText(`${rate(top)}/s`).width + 12);
+  const ticks = [0, 1, 2, 3, 4].map((i) => {
+    const v = (top * i) / 4;
+    return `${Number.isInteger(v) ? v : Number(v.toFixed(2))}/s`;
+  });
+  const left = Math.max(36, ...ticks.map((t) => ctx.measureText(t).width + 12));
   const right = 8;
   const plotTop = 8;
   const bottom = 22;
@@ -267,8 +271,7 @@ function draw() {
     ctx.moveTo(left, y);
     ctx.lineTo(left + pw, y);
     ctx.stroke();
-    const v = (top * i) / 4;
-    ctx.fillText(`${Number.isInteger(v) ? v : Number(v.toFixed(2))}/s`, left - 6, y);
+    ctx.fillText(ticks[i], left - 6, y);
   }
   ctx.textBaseline = 'top';
   for (let m = 0; m <= 3; m++) {

@@ -72,7 +72,7 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
                             json_integer((json_int_t)st.events_by_type[i]));
     respond_json(
         c, req, 200,
-        json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I},s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,"
+        json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I},s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,"
                   "s:s,s:s}",
                   "total_users", (json_int_t)st.total_users, "total_connections",
                   (json_int_t)st.total_connections, "active_emitters",
@@ -81,7 +81,8 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
                   "deliveries_total", (json_int_t)st.deliveries_total, "closes", "evicted_4001",
                   (json_int_t)st.evictions_total, "stale_4002", (json_int_t)st.stale_total,
                   "too_slow_4008", (json_int_t)st.slow_total, "rate_limited_1008_429",
-                  (json_int_t)st.rate_limited_total, "queued_bytes",
+                  (json_int_t)st.rate_limited_total, "operator_4003",
+                  (json_int_t)s->closes_app[3], "queued_bytes",
                   (json_int_t)st.queued_bytes, "history_bytes", (json_int_t)st.history_bytes,
                   "history_events", (json_int_t)st.history_events, "duplicates_total",
                   (json_int_t)st.duplicates_total, "open_runs", (json_int_t)st.open_runs,

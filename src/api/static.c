@@ -101,8 +101,21 @@ void ac__api_static(ac__conn_t *c, const ac__http_req_t *req, const char *dir, c
         ac__conn_respond_error(c, 404, "not found", NULL);
         return;
     }
-    ac__conn_respond(c, 200, st->type, req->method == HTTP_HEAD ? "" : st->data,
-                     req->method == HTTP_HEAD ? 0 : st->len, NULL, req->keep_alive);
+    if (req->method == HTTP_HEAD) {
+        /* The headers GET would send (Content-Length included), without the body. */
+        ac__buf_t *b = ac__http_response(200, st->type, "", st->data, st->len, req->keep_alive);
+        if (b == NULL) {
+            ac__conn_destroy(c);
+            return;
+        }
+        b->len -= (uint32_t)st->len;
+        ac__conn_send_control(c, b);
+        ac__buf_unref(b);
+        if (!req->keep_alive)
+            ac__conn_end(c);
+        return;
+    }
+    ac__conn_respond(c, 200, st->type, st->data, st->len, NULL, req->keep_alive);
 }
 
 void ac__api_static_free(ac_server_t *s)

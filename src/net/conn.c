@@ -537,6 +537,12 @@ static void send_close_frame(ac__conn_t *c, unsigned code, const char *reason)
     ac__buf_unref(b);
 }
 
+void ac__conn_end(ac__conn_t *c)
+{
+    if (c->state == AC__CONN_HTTP)
+        begin_closing(c, AC__CLOSE_TIMEOUT_MS);
+}
+
 void ac__conn_close_ws(ac__conn_t *c, unsigned code, const char *reason, int announce)
 {
     ac_server_t *s = ac__conn_server(c);

@@ -148,6 +148,9 @@ void ac__conn_bound_kernel_buffer(ac__conn_t *c);
  * first. Detaches from the manager at once. No-op unless the WebSocket is open. */
 void ac__conn_close_ws(ac__conn_t *c, unsigned code, const char *reason, int announce);
 
+/* An HTTP connection that is done: close once what is queued has been written. */
+void ac__conn_end(ac__conn_t *c);
+
 /* Closes the socket now. */
 void ac__conn_destroy(ac__conn_t *c);
 
