@@ -88,7 +88,8 @@ asan:
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" all $(UNIT_BIN:$(BUILD)/%=build/asan/%)
 
 asan-test: asan
-	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O0 -g -fno-omit-frame-pointer" \
+	@AGENTCAST_SANITIZED=1 $(MAKE) --no-print-directory BUILD=build/asan \
+		OPT="-O0 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" unit integration
 
 # ThreadSanitizer over the one place threads meet: ac_emit()'s queue (examples/embed.c).

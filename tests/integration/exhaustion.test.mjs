@@ -82,7 +82,9 @@ test('10,000 malformed requests leave RSS within 16 MiB of where it started, and
     await round(10000);
     const after = rssKiB(d.proc.pid);
     console.log(`malformed: 10000 requests in ${Date.now() - t0} ms; RSS ${before} KiB -> ${after} KiB`);
-    assert.ok(after - before < 16 * 1024, `RSS grew ${after - before} KiB`);
+    // AddressSanitizer keeps freed memory in quarantine: RSS says nothing under it (the
+    // plain -O2 run of this suite holds the bound; ASan itself finds any leak at exit).
+    if (!process.env.AGENTCAST_SANITIZED) assert.ok(after - before < 16 * 1024, `RSS grew ${after - before} KiB`);
     const user = uid('after');
     const c = closeAfter(t, await connect(d.port, { user_id: user }));
     await publishOk(d.port, { user_id: user, type: 'note', data: {} });
@@ -106,5 +108,5 @@ test('a frame announcing 2^63-1 bytes is closed with 1009 without allocating it'
         ws.destroy();
     }
     const after = rssKiB(d.proc.pid);
-    assert.ok(after - before < 4096, `RSS grew ${after - before} KiB`);
+    if (!process.env.AGENTCAST_SANITIZED) assert.ok(after - before < 4096, `RSS grew ${after - before} KiB`);
 });
