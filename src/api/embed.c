@@ -233,32 +233,31 @@ int ac_run_thinking(ac_run_t *run, const char *thought)
     return run_emit(run, "agent_thinking", json_pack("{s:s}", "thought", thought));
 }
 
-int ac_run_tool_executing(ac_run_t *run, const char *tool, const char *tool_call_id,
-                          const char *args_json)
+/* tool_executing / tool_completed: {"tool", "tool_call_id", key: the JSON text}. */
+static int run_tool(ac_run_t *run, const char *type, const char *tool, const char *tool_call_id,
+                    const char *key, const char *json_text)
 {
-    json_t *args = json_arg(args_json);
+    json_t *value = json_arg(json_text);
 
-    if (tool == NULL || tool_call_id == NULL || args == NULL) {
-        json_decref(args);
+    if (tool == NULL || tool_call_id == NULL || value == NULL) {
+        json_decref(value);
         return AC_EINVAL;
     }
     return run_emit(
-        run, "tool_executing",
-        json_pack("{s:s,s:s,s:o}", "tool", tool, "tool_call_id", tool_call_id, "args", args));
+        run, type,
+        json_pack("{s:s,s:s,s:o}", "tool", tool, "tool_call_id", tool_call_id, key, value));
+}
+
+int ac_run_tool_executing(ac_run_t *run, const char *tool, const char *tool_call_id,
+                          const char *args_json)
+{
+    return run_tool(run, "tool_executing", tool, tool_call_id, "args", args_json);
 }
 
 int ac_run_tool_completed(ac_run_t *run, const char *tool, const char *tool_call_id,
                           const char *result_json)
 {
-    json_t *result = json_arg(result_json);
-
-    if (tool == NULL || tool_call_id == NULL || result == NULL) {
-        json_decref(result);
-        return AC_EINVAL;
-    }
-    return run_emit(
-        run, "tool_completed",
-        json_pack("{s:s,s:s,s:o}", "tool", tool, "tool_call_id", tool_call_id, "result", result));
+    return run_tool(run, "tool_completed", tool, tool_call_id, "result", result_json);
 }
 
 int ac_run_completed(ac_run_t *run, const char *result_json)
