@@ -68,6 +68,7 @@ test: deps
 	@$(MAKE) --no-print-directory unit integration
 	@$(MAKE) --no-print-directory asan-test
 	@$(MAKE) --no-print-directory tsan
+	@$(MAKE) --no-print-directory fuzz-test
 
 unit: $(UNIT_BIN)
 	@scripts/unit.sh $(UNIT_BIN)
@@ -111,6 +112,9 @@ bench: deps all
 bench-quick: deps all
 	@BENCH_QUICK=1 scripts/bench.sh
 
+# The bench tools share bench/lg_util.h.
+$(BENCH_BIN): $(wildcard bench/*.h)
+
 format:
 	clang-format -i $(LIB_SRC) $(SRV_SRC) $(UNIT_SRC) $(BENCH_SRC) $(EXAMPLE_SRC) include/*.h src/*/*.h
 
@@ -118,3 +122,28 @@ clean:
 	rm -rf build
 
 -include $(LIB_OBJ:.o=.d) $(SRV_OBJ:.o=.d)
+
+# libFuzzer targets (tests/fuzz/): clang with ASan+UBSan into build/fuzz, each run for
+# FUZZ_SECONDS on a working copy of its seed corpus (tests/fuzz/run.sh); fuzz-test is the
+# 30-second run of `make test`. Both fail on any crash, leak or broken invariant.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := http ws publish jwt
+
+.PHONY: fuzz fuzz-build fuzz-test
+
+fuzz-build:
+	@$(MAKE) --no-print-directory BUILD=build/fuzz CC=clang OPT="-O1 -g -fno-omit-frame-pointer" \
+		SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all" \
+		$(FUZZ_TARGETS:%=build/fuzz/fuzz_%)
+
+fuzz: fuzz-build
+	@tests/fuzz/run.sh $(FUZZ_SECONDS) build/fuzz $(FUZZ_TARGETS)
+
+fuzz-test:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
+
+$(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libagentcast.a
+	$(CC) $(CFLAGS_ALL) -fsanitize=fuzzer -MMD -MP -MF $@.d $(LDFLAGS_ALL) -o $@ $< \
+		$(BUILD)/libagentcast.a $(LDLIBS_ALL)
+
+-include $(wildcard $(BUILD)/fuzz_*.d)

@@ -268,6 +268,16 @@ static json_t *error_json(const char *reason, long index)
 {
     json_t *o = json_pack("{s:s}", "error", reason);
 
+    if (o == NULL) {
+        /* A reason quoting the input (a cut key, jansson's "near '...'") may not be valid
+         * UTF-8: answer anyway, with the non-ASCII bytes replaced. */
+        char safe[sizeof(reason_buf)];
+        size_t i;
+        for (i = 0; reason[i] != '\0' && i + 1 < sizeof(safe); i++)
+            safe[i] = (unsigned char)reason[i] < 0x80 ? reason[i] : '?';
+        safe[i] = '\0';
+        o = json_pack("{s:s}", "error", safe);
+    }
     if (o != NULL && index >= 0)
         json_object_set_new(o, "index", json_integer(index));
     return o;

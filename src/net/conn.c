@@ -670,11 +670,8 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
             break;
         }
         default:
-            if (c->http->parser.upgrade) {
-                /* http-parser stops at the end of the head; be exact about where. */
-                const char *end = memmem(buf, len, "\r\n\r\n", 4);
-                consumed = end ? (size_t)(end - buf) + 4 : len;
-            }
+            /* For an upgrade the parser stops at the end of the request (head and any
+             * body); what follows is WebSocket frames. Its count is exact. */
             s->http_requests_total++;
             ac__http_request(c->http, buf, &req);
             ac__api_http_request(c, &req);
