@@ -1,8 +1,10 @@
-/* loadgen: drives agentcastd over its wire protocol (README.md) and measures connect
- * cost, server memory per connection, publish throughput, fan-out delivery latency and
- * correctness (lost, duplicate, misrouted, out-of-order events). One thread, plain epoll and
- * non-blocking sockets; RFC 6455 client side written by hand. It is a client of the daemon
- * only: no TLS, no JWT, no resume (last_seq=), not a protocol conformance test. */
+/* loadgen: drives a gateway that speaks agentcast's wire protocol (README.md: agentcastd, or
+ * the Node.js peer in bench/peers/) and measures connect cost, server memory per connection,
+ * publish throughput over POST /v1/publish or the publisher socket /v1/agent, delivery
+ * latency and correctness (lost, duplicate, misrouted, out-of-order events; run order in the
+ * token-streaming mode; resume after a reconnect storm). One thread, plain epoll,
+ * non-blocking sockets, RFC 6455 client side written by hand. Not a conformance test: no
+ * TLS, no JWT. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,19 +24,22 @@
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <openssl/sha.h>
+#include "lg_util.h"
 
-#define NS_PER_S 1000000000LL
 #define RBUF_SIZE (4u << 20) /* shared read buffer: the largest frame we accept */
 #define MAX_HTTP_HEAD 16384  /* a handshake or publish response head larger than this fails */
-#define EVENT_JSON_MAX 160   /* upper bound of one serialised event */
+#define EVENT_JSON_BASE 224  /* one serialised event without its chunk text */
 #define EP_CONN 1u
 #define EP_PUB 2u
+#define EP_TIMER 3u
 
 /* ---------------------------------------------------------------- options */
+
+enum lg_via { VIA_HTTP, VIA_AGENT };
 
 struct lg_opts {
     const char *host;
@@ -43,12 +48,20 @@ struct lg_opts {
     uint32_t conns_per_user;
     uint64_t events;
     uint32_t batch;
-    uint32_t window; /* per publisher connection */
+    uint32_t window; /* frames (requests) in flight per publisher connection */
     uint32_t publishers;
     uint32_t connect_concurrency;
     uint32_t src_addrs; /* spread client sources over 127.0.0.2 .. 127.0.0.(1+src_addrs) */
     int pid;
     bool idle;
+    int via;
+    double rate; /* events/s over all publishers; 0: as fast as the window allows */
+    uint32_t stream_runs;
+    uint32_t chunks;
+    uint32_t chunk_bytes;
+    uint32_t chunk_burst;
+    bool storm;
+    double storm_at;
     const char *api_key;
     const char *label;
     double timeout_s;
@@ -63,37 +76,28 @@ static void usage(FILE *f)
                "  --users N              users u0..u<N-1> (100)\n"
                "  --conns-per-user K     WebSocket connections per user (1)\n"
                "  --events M             events to publish (1000)\n"
-               "  --batch B              events per POST /v1/publish array (100)\n"
-               "  --window W             publish requests in flight per publisher (4)\n"
-               "  --publishers C         keep-alive publish connections (1)\n"
+               "  --batch B              events per publish body (an array) (100)\n"
+               "  --window W             publish frames/requests in flight per publisher (4)\n"
+               "  --publishers C         publisher connections (1)\n"
+               "  --via http|agent       POST /v1/publish keep-alive, or the /v1/agent socket "
+               "(http)\n"
+               "  --rate R               publish R events/s in all (0 = as fast as possible)\n"
+               "  --stream-runs N        token streaming: N runs of agent_started, chunks,\n"
+               "                         agent_completed (replaces --events)\n"
+               "  --chunks C             agent_thinking events per run (200)\n"
+               "  --chunk-bytes B        bytes of each chunk's thought (40)\n"
+               "  --chunk-burst K        consecutive events of one run per turn in a body (1)\n"
+               "  --storm                drop every connection at once mid-stream, resume\n"
+               "                         with last_seq+epoch, time until all are whole\n"
+               "  --storm-at F           drop after this fraction of events was sent (0.5)\n"
                "  --connect-concurrency  handshakes in flight while connecting (500)\n"
                "  --src-addrs S          client source addresses 127.0.0.2.. (8; 0 = any)\n"
                "  --pid PID              server pid: RSS and CPU from /proc\n"
                "  --idle                 connect all, report RSS per connection, exit\n"
-               "  --api-key K            Bearer key for /v1/publish\n"
+               "  --api-key K            Bearer key for /v1/publish and /v1/agent\n"
                "  --label L              copied into the JSON result\n"
                "  --timeout S            hard stop in seconds (120)\n"
                "  --quiet                no progress lines on stderr\n");
-}
-
-static int parse_u64(const char *s, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || end == s || *end || s[0] == '-')
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_u32(const char *s, uint32_t min, uint32_t *out)
-{
-    uint64_t v;
-    if (parse_u64(s, &v) || v < min || v > UINT32_MAX)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
 }
 
 static int opts_parse(struct lg_opts *o, int argc, char **argv)
@@ -107,6 +111,14 @@ static int opts_parse(struct lg_opts *o, int argc, char **argv)
         O_BATCH,
         O_WINDOW,
         O_PUBS,
+        O_VIA,
+        O_RATE,
+        O_RUNS,
+        O_CHUNKS,
+        O_CHUNK_BYTES,
+        O_CHUNK_BURST,
+        O_STORM,
+        O_STORM_AT,
         O_CC,
         O_SRC,
         O_PID,
@@ -126,6 +138,14 @@ static int opts_parse(struct lg_opts *o, int argc, char **argv)
         {"batch", required_argument, 0, O_BATCH},
         {"window", required_argument, 0, O_WINDOW},
         {"publishers", required_argument, 0, O_PUBS},
+        {"via", required_argument, 0, O_VIA},
+        {"rate", required_argument, 0, O_RATE},
+        {"stream-runs", required_argument, 0, O_RUNS},
+        {"chunks", required_argument, 0, O_CHUNKS},
+        {"chunk-bytes", required_argument, 0, O_CHUNK_BYTES},
+        {"chunk-burst", required_argument, 0, O_CHUNK_BURST},
+        {"storm", no_argument, 0, O_STORM},
+        {"storm-at", required_argument, 0, O_STORM_AT},
         {"connect-concurrency", required_argument, 0, O_CC},
         {"src-addrs", required_argument, 0, O_SRC},
         {"pid", required_argument, 0, O_PID},
@@ -144,12 +164,16 @@ static int opts_parse(struct lg_opts *o, int argc, char **argv)
                           .batch = 100,
                           .window = 4,
                           .publishers = 1,
+                          .via = VIA_HTTP,
+                          .chunks = 200,
+                          .chunk_bytes = 40,
+                          .chunk_burst = 1,
+                          .storm_at = 0.5,
                           .connect_concurrency = 500,
                           .src_addrs = 8,
                           .timeout_s = 120};
     int c;
     uint32_t u32;
-    char *end;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
@@ -170,13 +194,42 @@ static int opts_parse(struct lg_opts *o, int argc, char **argv)
             bad = parse_u64(optarg, &o->events);
             break;
         case O_BATCH:
-            bad = parse_u32(optarg, 1, &o->batch);
+            bad = parse_u32(optarg, 1, &o->batch) || o->batch > 100000;
             break;
         case O_WINDOW:
             bad = parse_u32(optarg, 1, &o->window);
             break;
         case O_PUBS:
             bad = parse_u32(optarg, 1, &o->publishers);
+            break;
+        case O_VIA:
+            if (strcmp(optarg, "http") == 0)
+                o->via = VIA_HTTP;
+            else if (strcmp(optarg, "agent") == 0)
+                o->via = VIA_AGENT;
+            else
+                bad = 1;
+            break;
+        case O_RATE:
+            bad = parse_pos_double(optarg, &o->rate);
+            break;
+        case O_RUNS:
+            bad = parse_u32(optarg, 1, &o->stream_runs);
+            break;
+        case O_CHUNKS:
+            bad = parse_u32(optarg, 1, &o->chunks) || o->chunks > 1000000;
+            break;
+        case O_CHUNK_BYTES:
+            bad = parse_u32(optarg, 1, &o->chunk_bytes) || o->chunk_bytes > 65536;
+            break;
+        case O_CHUNK_BURST:
+            bad = parse_u32(optarg, 1, &o->chunk_burst);
+            break;
+        case O_STORM:
+            o->storm = true;
+            break;
+        case O_STORM_AT:
+            bad = parse_pos_double(optarg, &o->storm_at) || o->storm_at >= 1;
             break;
         case O_CC:
             bad = parse_u32(optarg, 1, &o->connect_concurrency);
@@ -198,8 +251,7 @@ static int opts_parse(struct lg_opts *o, int argc, char **argv)
             o->label = optarg;
             break;
         case O_TIMEOUT:
-            o->timeout_s = strtod(optarg, &end);
-            bad = *end || o->timeout_s <= 0;
+            bad = parse_pos_double(optarg, &o->timeout_s);
             break;
         case O_QUIET:
             o->quiet = true;
@@ -219,8 +271,9 @@ static int opts_parse(struct lg_opts *o, int argc, char **argv)
         fprintf(stderr, "loadgen: --port is required and no positional arguments are taken\n");
         return -1;
     }
-    if (strlen(o->host) > 255 || (o->api_key && strlen(o->api_key) > 255)) {
-        fprintf(stderr, "loadgen: --host and --api-key take at most 255 bytes\n");
+    if (strlen(o->host) > 255 || (o->api_key && strlen(o->api_key) > 255) ||
+        (o->label && strlen(o->label) > 200)) {
+        fprintf(stderr, "loadgen: --host and --api-key take at most 255 bytes, --label 200\n");
         return -1;
     }
     if (o->idle && !o->pid) {
@@ -231,293 +284,67 @@ static int opts_parse(struct lg_opts *o, int argc, char **argv)
         fprintf(stderr, "loadgen: too many connections\n");
         return -1;
     }
+    if (o->stream_runs) {
+        if ((uint64_t)o->stream_runs * (o->chunks + 2) > (1ull << 40)) {
+            fprintf(stderr, "loadgen: too many stream events\n");
+            return -1;
+        }
+        o->events = (uint64_t)o->stream_runs * (o->chunks + 2);
+    }
+    if (o->storm && o->events < 2) {
+        fprintf(stderr, "loadgen: --storm needs events to flow\n");
+        return -1;
+    }
     if (o->publishers > o->users)
         o->publishers = o->users; /* each publisher owns a disjoint set of users */
     return 0;
-}
-
-/* ---------------------------------------------------------------- small utilities */
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-    /* xorshift64*: statistically fine for picking users and masking keys */
-    uint64_t x = *s;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-
-static void base64_encode(const uint8_t *in, size_t n, char *out)
-{
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < n)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < n)
-            v |= in[i + 2];
-        out[o++] = tab[(v >> 18) & 63];
-        out[o++] = tab[(v >> 12) & 63];
-        out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < n ? tab[v & 63] : '=';
-    }
-    out[o] = '\0';
-}
-
-/* The Sec-WebSocket-Accept a server must answer to `key` (RFC 6455 4.2.2). */
-static void ws_accept_for(const char *key, char out[29])
-{
-    char buf[64];
-    uint8_t digest[SHA_DIGEST_LENGTH];
-    int n = snprintf(buf, sizeof(buf), "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
-    SHA1((const uint8_t *)buf, (size_t)n, digest);
-    base64_encode(digest, sizeof(digest), out);
-}
-
-/* Finds header `name` in an HTTP head (status line included); case-insensitive name. */
-static bool http_header(const char *h, size_t hlen, const char *name, const char **val,
-                        size_t *vlen)
-{
-    size_t nl = strlen(name);
-    const char *p = h, *end = h + hlen;
-    while (p < end) {
-        const char *eol = memmem(p, (size_t)(end - p), "\r\n", 2);
-        if (!eol)
-            eol = end;
-        if ((size_t)(eol - p) > nl && p[nl] == ':' && strncasecmp(p, name, nl) == 0) {
-            const char *v = p + nl + 1;
-            const char *ve = eol;
-            while (v < ve && (*v == ' ' || *v == '\t'))
-                v++;
-            while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-                ve--;
-            *val = v;
-            *vlen = (size_t)(ve - v);
-            return true;
-        }
-        p = eol + 2;
-    }
-    return false;
-}
-
-/* The status code of an HTTP/1.x response head, or -1. */
-static int http_status(const char *h, size_t hlen)
-{
-    if (hlen < 12 || memcmp(h, "HTTP/1.", 7) != 0 || h[8] != ' ')
-        return -1;
-    int code = 0;
-    for (int i = 9; i < 12; i++) {
-        if (h[i] < '0' || h[i] > '9')
-            return -1;
-        code = code * 10 + (h[i] - '0');
-    }
-    return code;
-}
-
-/* Minimal JSON field access for the hot path: the unsigned integer after `key` (which
- * includes the quotes and colon, e.g. "\"seq\":"). Our envelopes never nest a same-named key
- * before the one we mean. */
-static bool json_u64(const char *p, size_t n, const char *key, uint64_t *out)
-{
-    size_t kl = strlen(key);
-    const char *k = memmem(p, n, key, kl);
-    if (!k)
-        return false;
-    const char *d = k + kl, *end = p + n;
-    while (d < end && *d == ' ')
-        d++;
-    if (d >= end || *d < '0' || *d > '9')
-        return false;
-    uint64_t v = 0;
-    while (d < end && *d >= '0' && *d <= '9')
-        v = v * 10 + (uint64_t)(*d++ - '0');
-    *out = v;
-    return true;
-}
-
-/* The string value after `key` (quotes and colon included, e.g. "\"type\":"), without its
- * quotes; escapes are not decoded (the values we read never need them). */
-static bool json_str(const char *p, size_t n, const char *key, const char **val, size_t *vlen)
-{
-    size_t kl = strlen(key);
-    const char *k = memmem(p, n, key, kl);
-    if (!k)
-        return false;
-    const char *d = k + kl, *end = p + n;
-    while (d < end && *d == ' ')
-        d++;
-    if (d >= end || *d != '"')
-        return false;
-    d++;
-    const char *q = memchr(d, '"', (size_t)(end - d));
-    if (!q)
-        return false;
-    *val = d;
-    *vlen = (size_t)(q - d);
-    return true;
-}
-
-static int u64_to_dec(char *out, uint64_t v)
-{
-    char tmp[20];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (int i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return n;
-}
-
-/* ---------------------------------------------------------------- latency histogram */
-
-/* Log-linear buckets over nanoseconds: exact below 64, then 64 sub-buckets per power of two
- * (under 1.6% error), enough for any latency a run can see. */
-#define HIST_SUB_BITS 6
-#define HIST_SUB (1u << HIST_SUB_BITS)
-#define HIST_BUCKETS ((64 - HIST_SUB_BITS + 1) * HIST_SUB)
-
-struct hist {
-    uint64_t count;
-    uint64_t max;
-    uint64_t sum;
-    uint64_t b[HIST_BUCKETS];
-};
-
-static unsigned hist_index(uint64_t v)
-{
-    if (v < HIST_SUB)
-        return (unsigned)v;
-    unsigned k = 63u - (unsigned)__builtin_clzll(v);
-    unsigned sub = (unsigned)(v >> (k - HIST_SUB_BITS)) & (HIST_SUB - 1);
-    return (k - HIST_SUB_BITS + 1) * HIST_SUB + sub;
-}
-
-static uint64_t hist_value(unsigned i)
-{
-    if (i < HIST_SUB)
-        return i;
-    unsigned k = i / HIST_SUB + HIST_SUB_BITS - 1;
-    uint64_t width = 1ull << (k - HIST_SUB_BITS);
-    return (HIST_SUB + i % HIST_SUB) * width + width / 2;
-}
-
-static void hist_add(struct hist *h, uint64_t v)
-{
-    h->b[hist_index(v)]++;
-    h->count++;
-    h->sum += v;
-    if (v > h->max)
-        h->max = v;
-}
-
-/* The q-quantile (0 < q <= 1), or 0 for an empty histogram. */
-static uint64_t hist_quantile(const struct hist *h, double q)
-{
-    if (!h->count)
-        return 0;
-    uint64_t rank = (uint64_t)(q * (double)h->count + 0.999999);
-    if (rank < 1)
-        rank = 1;
-    uint64_t seen = 0;
-    for (unsigned i = 0; i < HIST_BUCKETS; i++) {
-        seen += h->b[i];
-        if (seen >= rank) {
-            uint64_t v = hist_value(i);
-            return v < h->max ? v : h->max;
-        }
-    }
-    return h->max;
-}
-
-/* ---------------------------------------------------------------- server process stats */
-
-/* VmRSS of `pid` in KiB, or -1. */
-static long proc_rss_kb(int pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    long kb = -1;
-    while (fgets(line, sizeof(line), f)) {
-        if (strncmp(line, "VmRSS:", 6) == 0) {
-            kb = strtol(line + 6, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return kb;
-}
-
-/* utime + stime of `pid` in seconds, or -1. */
-static double proc_cpu_s(int pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-    fclose(f);
-    buf[n] = '\0';
-    const char *p = strrchr(buf, ')'); /* comm may hold spaces */
-    unsigned long ut, st;
-    if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return -1;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static double self_cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
 }
 
 /* ---------------------------------------------------------------- run state */
 
 enum conn_state { CS_NEW, CS_CONNECTING, CS_HANDSHAKE, CS_OPEN, CS_CLOSED };
 
-/* One user WebSocket connection. */
+/* One user WebSocket connection. Its seq bookkeeping survives a storm's reconnect. */
 struct conn {
     int fd;
     uint8_t state;
-    bool connected;      /* `connected` envelope seen */
+    bool connected;      /* `connected` envelope seen on the current socket */
+    bool resume;         /* the next handshake asks for last_seq + epoch */
+    bool storm_wait;     /* dropped by the storm and not whole again yet */
     uint16_t close_code; /* from the server's close frame, 0 if none */
     uint32_t user;
-    uint64_t base_seq; /* data.last_seq of `connected`: seq before our first event */
+    uint64_t base_seq; /* data.last_seq of the first `connected`: seq before our first event */
     uint64_t last_seq;
     uint64_t received; /* distinct events (seq advanced) */
+    uint64_t whole_at; /* storm: events its user had when it reconnected */
     char key[25];      /* Sec-WebSocket-Key */
+    char epoch[17];    /* data.epoch of `connected` */
     uint8_t *rest;     /* bytes of an incomplete head or frame; owned */
     uint32_t rest_len, rest_cap;
     uint8_t *out; /* unsent bytes; owned */
     uint32_t out_len;
 };
 
-/* One keep-alive HTTP connection publishing the events of users u with u % C == index. */
+/* One token-streaming run: agent_started (k = 0), chunks agent_thinking (k = 1..chunks),
+ * agent_completed (k = chunks + 1), published in order by the publisher owning its user. */
+struct run {
+    uint32_t user;
+    uint32_t next; /* k of the next event to publish */
+};
+
+/* One publisher connection (keep-alive HTTP or a /v1/agent WebSocket) publishing the events
+ * of users u with u % C == index, so every user's events stay in order on one connection. */
 struct pub {
     int fd;
     uint32_t index;
     bool dead;
-    uint64_t to_send;   /* events not yet put in a request */
-    uint32_t in_flight; /* requests sent, response pending */
-    uint32_t *sizes;    /* ring of in-flight batch sizes, `window` long; owned */
+    uint64_t to_send;   /* events not yet put in a body */
+    uint64_t built;     /* events put in bodies (the rate pacing counts these) */
+    uint32_t in_flight; /* bodies sent, reply pending */
+    uint32_t *sizes;    /* ring of in-flight body sizes, `window` long; owned */
     uint32_t ring_head;
+    uint32_t *runs; /* stream mode: indexes of its runs with events left; owned */
+    uint32_t nruns, cursor, burst_used;
     char *out; /* owned */
     size_t out_len, out_off, out_cap;
     char *in; /* owned */
@@ -531,11 +358,14 @@ struct counters {
     uint64_t misrouted;
     uint64_t out_of_order; /* seq gaps */
     uint64_t n_mismatch;   /* data.n differs from the position in the user's stream */
+    uint64_t run_order;    /* stream mode: run_id, k or type not what the run needs next */
+    uint64_t runs_done;    /* stream mode: agent_completed received, over all connections */
     uint64_t proto_errors;
-    uint64_t server_errors; /* `error` envelopes */
+    uint64_t server_errors; /* `error` and other unexpected envelopes */
     uint64_t closed_by_server;
     uint64_t conn_lost; /* EOF or socket error on a user connection */
     uint64_t connect_failed;
+    uint64_t not_recovered; /* a resume answered recovered:false */
     uint64_t pings;
     uint64_t pub_requests, pub_responses, pub_events_sent, pub_events_ok, pub_non200;
     uint64_t pub_delivered_sum, pub_unsent;
@@ -559,7 +389,24 @@ struct lg {
     uint64_t need;       /* deliveries still owed to open connections */
 
     struct pub *pubs;
-    char *body; /* scratch for one publish body */
+    char *body;       /* scratch for one publish body */
+    size_t body_cap;  /* its size */
+    double period_ns; /* rate mode: ns between two events of one publisher */
+    int tfd;          /* rate mode: a timerfd armed for the next event due */
+    int64_t t_armed;  /* when it is armed for */
+
+    /* stream mode */
+    struct run *runs;
+    uint32_t runs_per_user; /* ceil(stream_runs / users) */
+    uint32_t *run_pos;      /* [conn * runs_per_user + run / users]: next k expected */
+    char nonce[9];          /* run_id = r<index>-<nonce>, fresh per loadgen run */
+    char *chunk;            /* chunk_bytes of text */
+
+    /* storm mode */
+    bool dropped;
+    uint32_t storm_waiting; /* connections not whole again */
+    int64_t t_drop, t_reconnected, t_whole;
+    long listen_overflows0; /* machine-wide TcpExt ListenOverflows at the drop */
 
     struct counters c;
     struct hist lat;
@@ -567,6 +414,7 @@ struct lg {
     int64_t t_start, t_connected, t_pub_start, t_pub_written, t_pub_acked, t_last_delivery;
     int64_t deadline, next_progress, idle_until;
     uint64_t prog_deliveries;
+    bool publishing;
     bool server_gone;
 };
 
@@ -583,14 +431,14 @@ static void ep_set(struct lg *lg, int fd, uint32_t kind, uint32_t idx, uint32_t 
 
 static void conn_close(struct lg *lg, struct conn *c)
 {
-    if (c->state == CS_CLOSED)
+    if (c->state == CS_CLOSED || c->state == CS_NEW)
         return;
     if (c->connected) {
         lg->open--;
         lg->user_open[c->user]--;
         uint64_t owed = lg->user_sent[c->user] - c->received;
         lg->need -= owed < lg->need ? owed : lg->need;
-    } else if (c->state != CS_NEW) {
+    } else {
         lg->handshaking--;
     }
     close(c->fd);
@@ -606,6 +454,11 @@ static void conn_close(struct lg *lg, struct conn *c)
 static void conn_fail(struct lg *lg, struct conn *c, const char *why)
 {
     uint32_t i = (uint32_t)(c - lg->conns);
+    if (c->storm_wait) {
+        /* it will not be whole again; the run fails on connect_failed or conn_lost */
+        c->storm_wait = false;
+        lg->storm_waiting--;
+    }
     if (!c->connected) {
         if (lg->c.connect_failed++ < 5)
             fprintf(stderr, "loadgen: conn %u (u%u) failed before connected: %s\n", i, c->user,
@@ -648,14 +501,13 @@ static int conn_send(struct lg *lg, struct conn *c, const void *data, size_t len
 static int conn_send_control(struct lg *lg, struct conn *c, unsigned opcode, const uint8_t *pl,
                              size_t len)
 {
-    uint8_t f[6 + 125];
-    uint32_t mask = (uint32_t)rng_next(&lg->rng);
-    f[0] = (uint8_t)(0x80 | opcode);
-    f[1] = (uint8_t)(0x80 | len);
-    memcpy(f + 2, &mask, 4);
-    for (size_t i = 0; i < len; i++)
-        f[6 + i] = pl[i] ^ f[2 + i % 4];
-    return conn_send(lg, c, f, 6 + len);
+    uint8_t f[14 + 125];
+    size_t hl = ws_client_header(f, opcode, len, (uint32_t)rng_next(&lg->rng));
+    uint32_t mask;
+    memcpy(&mask, f + hl - 4, 4);
+    memcpy(f + hl, pl, len);
+    ws_mask(f + hl, len, mask);
+    return conn_send(lg, c, f, hl + len);
 }
 
 static void conn_start(struct lg *lg, struct conn *c)
@@ -680,6 +532,7 @@ static void conn_start(struct lg *lg, struct conn *c)
     }
     c->fd = fd;
     c->state = CS_CONNECTING;
+    c->connected = false;
     lg->handshaking++;
     ep_set(lg, fd, EP_CONN, i, EPOLLOUT, EPOLL_CTL_ADD);
     if (connect(fd, (struct sockaddr *)&lg->server, sizeof(lg->server)) < 0 && errno != EINPROGRESS)
@@ -695,17 +548,16 @@ static void conn_send_handshake(struct lg *lg, struct conn *c)
         conn_fail(lg, c, strerror(err));
         return;
     }
-    uint8_t raw[16];
-    uint64_t r1 = rng_next(&lg->rng), r2 = rng_next(&lg->rng);
-    memcpy(raw, &r1, 8);
-    memcpy(raw + 8, &r2, 8);
-    base64_encode(raw, 16, c->key);
-    char req[512];
+    ws_new_key(&lg->rng, c->key);
+    char resume[80] = "";
+    if (c->resume)
+        snprintf(resume, sizeof(resume), "&last_seq=%" PRIu64 "&epoch=%s", c->last_seq, c->epoch);
+    char req[640];
     int n = snprintf(req, sizeof(req),
-                     "GET /ws?user_id=u%u HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "GET /ws?user_id=u%u%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n\r\n",
-                     c->user, lg->o.host, lg->o.port, c->key);
+                     c->user, resume, lg->o.host, lg->o.port, c->key);
     c->state = CS_HANDSHAKE;
     if (conn_send(lg, c, req, (size_t)n) < 0)
         conn_fail(lg, c, "send handshake");
@@ -747,6 +599,17 @@ static long conn_on_handshake(struct lg *lg, struct conn *c, const uint8_t *p, s
     return (long)hlen;
 }
 
+/* A storm-dropped connection is whole again once it holds every event its user had when it
+ * reconnected: those before the drop and those published while it was away. */
+static void storm_check_whole(struct lg *lg, struct conn *c)
+{
+    if (!c->storm_wait || !c->connected || c->received < c->whole_at)
+        return;
+    c->storm_wait = false;
+    if (--lg->storm_waiting == 0)
+        lg->t_whole = now_ns();
+}
+
 static void on_connected(struct lg *lg, struct conn *c, const char *p, size_t n)
 {
     uint64_t last = 0;
@@ -755,11 +618,62 @@ static void on_connected(struct lg *lg, struct conn *c, const char *p, size_t n)
         conn_fail(lg, c, "connected envelope without data.last_seq, or twice");
         return;
     }
+    const char *ep;
+    size_t elen;
+    if (json_str(p, n, "\"epoch\":", &ep, &elen) && elen < sizeof(c->epoch)) {
+        memcpy(c->epoch, ep, elen);
+        c->epoch[elen] = '\0';
+    }
     c->connected = true;
-    c->base_seq = c->last_seq = last;
     lg->handshaking--;
     lg->open++;
     lg->user_open[c->user]++;
+    if (c->resume) {
+        /* the replay of what this connection missed follows; it is owed again */
+        if (!memmem(p, n, "\"recovered\":true", 16) && lg->c.not_recovered++ < 5)
+            fprintf(stderr, "loadgen: resume of u%u at %" PRIu64 " not recovered: %.*s\n", c->user,
+                    c->last_seq, (int)(n < 300 ? n : 300), p);
+        lg->need += lg->user_sent[c->user] - c->received;
+        c->whole_at = lg->user_sent[c->user];
+        if (lg->open == lg->nconns && lg->t_reconnected == 0)
+            lg->t_reconnected = now_ns();
+        storm_check_whole(lg, c);
+        return;
+    }
+    c->base_seq = c->last_seq = last;
+}
+
+/* Stream mode: the event must be the next one of a run of this connection's user. */
+static void check_run_order(struct lg *lg, struct conn *c, const char *p, size_t n)
+{
+    const char *rid = NULL, *type = NULL;
+    size_t rlen = 0, tlen = 0;
+    uint64_t run = 0, k = 0;
+    bool ok = json_str(p, n, "\"run_id\":", &rid, &rlen) && rlen > 2 && rid[0] == 'r' &&
+              json_u64(p, n, "\"k\":", &k) && json_str(p, n, "\"type\":", &type, &tlen);
+    size_t i = 1;
+    for (; ok && i < rlen && rid[i] >= '0' && rid[i] <= '9'; i++)
+        run = run * 10 + (uint64_t)(rid[i] - '0');
+    ok = ok && i > 1 && i < rlen && rid[i] == '-' && rlen - i - 1 == strlen(lg->nonce) &&
+         memcmp(rid + i + 1, lg->nonce, rlen - i - 1) == 0 && run < lg->o.stream_runs &&
+         run % lg->o.users == c->user;
+    uint32_t *pos = NULL;
+    if (ok) {
+        pos = &lg->run_pos[(size_t)(c - lg->conns) * lg->runs_per_user + run / lg->o.users];
+        const char *want = k == 0                  ? "agent_started"
+                           : k == lg->o.chunks + 1 ? "agent_completed"
+                                                   : "agent_thinking";
+        ok = k == *pos && tlen == strlen(want) && memcmp(type, want, tlen) == 0;
+    }
+    if (!ok) {
+        if (lg->c.run_order++ < 5)
+            fprintf(stderr, "loadgen: run order on u%u (want k %u): %.*s\n", c->user,
+                    pos ? *pos : 0, (int)(n < 200 ? n : 200), p);
+        return;
+    }
+    (*pos)++;
+    if (k == lg->o.chunks + 1)
+        lg->c.runs_done++;
 }
 
 static void on_event(struct lg *lg, struct conn *c, const char *p, size_t n, uint64_t seq)
@@ -804,6 +718,8 @@ static void on_event(struct lg *lg, struct conn *c, const char *p, size_t n, uin
     lg->c.distinct++;
     if (lg->need)
         lg->need--;
+    if (c->storm_wait)
+        storm_check_whole(lg, c);
 
     uint64_t ev_n = 0, t = 0;
     if (!json_u64(p, n, "\"n\":", &ev_n) || ev_n != seq - c->base_seq) {
@@ -812,10 +728,15 @@ static void on_event(struct lg *lg, struct conn *c, const char *p, size_t n, uin
                     "loadgen: u%u seq %" PRIu64 " carries n %" PRIu64 ", want %" PRIu64 "\n",
                     c->user, seq, ev_n, seq - c->base_seq);
     }
+    if (lg->o.stream_runs)
+        check_run_order(lg, c, p, n);
     if (json_u64(p, n, "\"t\":", &t) && (int64_t)t <= now)
         hist_add(&lg->lat, (uint64_t)(now - (int64_t)t));
-    else
+    else if (!json_u64(p, n, "\"t\":", &t))
         lg->c.proto_errors++;
+    /* a t in the future is a paced event stamped with its schedule, received early: 0 us */
+    else
+        hist_add(&lg->lat, 0);
 }
 
 static void on_text(struct lg *lg, struct conn *c, const char *p, size_t n)
@@ -882,40 +803,50 @@ static void on_frame(struct lg *lg, struct conn *c, unsigned b0, const uint8_t *
     }
 }
 
+/* The header of the server frame at f (n bytes available): its length and payload length;
+ * 0 when incomplete, -1 when masked or too large. */
+static int server_frame_header(const uint8_t *f, size_t n, size_t *hl, uint64_t *len)
+{
+    if (n < 2)
+        return 0;
+    if (f[1] & 0x80)
+        return -1;
+    *len = f[1] & 0x7f;
+    *hl = 2;
+    if (*len == 126) {
+        if (n < 4)
+            return 0;
+        *len = (uint64_t)f[2] << 8 | f[3];
+        *hl = 4;
+    } else if (*len == 127) {
+        if (n < 10)
+            return 0;
+        *len = 0;
+        for (int i = 0; i < 8; i++)
+            *len = *len << 8 | f[2 + i];
+        *hl = 10;
+    }
+    if (*len > RBUF_SIZE / 2)
+        return -1;
+    return n - *hl >= *len ? 1 : 0;
+}
+
 /* Parses complete frames out of p[0..n); returns bytes consumed or -1 once closed. */
 static long conn_parse_frames(struct lg *lg, struct conn *c, const uint8_t *p, size_t n)
 {
     size_t off = 0;
-    while (n - off >= 2) {
-        const uint8_t *f = p + off;
-        uint64_t len = f[1] & 0x7f;
-        size_t hl = 2;
-        if (f[1] & 0x80) {
-            lg->c.proto_errors++;
-            conn_fail(lg, c, "masked frame from server");
-            return -1;
-        }
-        if (len == 126) {
-            if (n - off < 4)
-                break;
-            len = (uint64_t)f[2] << 8 | f[3];
-            hl = 4;
-        } else if (len == 127) {
-            if (n - off < 10)
-                break;
-            len = 0;
-            for (int i = 0; i < 8; i++)
-                len = len << 8 | f[2 + i];
-            hl = 10;
-        }
-        if (len > RBUF_SIZE / 2) {
-            lg->c.proto_errors++;
-            conn_fail(lg, c, "frame larger than loadgen accepts");
-            return -1;
-        }
-        if (n - off - hl < len)
+    for (;;) {
+        size_t hl;
+        uint64_t len;
+        int r = server_frame_header(p + off, n - off, &hl, &len);
+        if (r == 0)
             break;
-        on_frame(lg, c, f[0], f + hl, (size_t)len);
+        if (r < 0) {
+            lg->c.proto_errors++;
+            conn_fail(lg, c, "masked or oversized frame from server");
+            return -1;
+        }
+        on_frame(lg, c, p[off], p + off + hl, (size_t)len);
         if (c->state == CS_CLOSED)
             return -1;
         off += hl + (size_t)len;
@@ -994,17 +925,164 @@ static void conn_on_event(struct lg *lg, struct conn *c, uint32_t events)
 /* Starts connections until connect_concurrency handshakes are in flight. */
 static void conns_start_more(struct lg *lg)
 {
-    while (lg->next_conn < lg->nconns && lg->handshaking < lg->o.connect_concurrency)
-        conn_start(lg, &lg->conns[lg->next_conn++]);
+    while (lg->next_conn < lg->nconns && lg->handshaking < lg->o.connect_concurrency) {
+        struct conn *c = &lg->conns[lg->next_conn++];
+        if (c->state == CS_NEW)
+            conn_start(lg, c);
+    }
+}
+
+/* The storm: every user connection is dropped at once (RST, as a network failure would),
+ * then all reconnect with last_seq and epoch while the publishers keep going. */
+static void storm_drop(struct lg *lg)
+{
+    lg->dropped = true;
+    lg->t_drop = now_ns();
+    lg->listen_overflows0 = tcpext_counter("ListenOverflows");
+    struct linger lin = {.l_onoff = 1, .l_linger = 0};
+    for (uint32_t i = 0; i < lg->nconns; i++) {
+        struct conn *c = &lg->conns[i];
+        if (c->state == CS_CLOSED || c->state == CS_NEW)
+            continue;
+        bool was = c->connected;
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lin, sizeof(lin));
+        conn_close(lg, c);
+        c->connected = false;
+        c->state = CS_NEW;
+        c->resume = was;
+        c->storm_wait = true;
+        lg->storm_waiting++;
+    }
+    lg->next_conn = 0;
+    if (!lg->o.quiet)
+        fprintf(stderr, "[%6.1fs] storm: dropped %u connections after %" PRIu64 " events\n",
+                (double)(lg->t_drop - lg->t_start) / NS_PER_S, lg->storm_waiting,
+                lg->c.pub_events_sent);
+    conns_start_more(lg);
+}
+
+/* ---------------------------------------------------------------- events and bodies */
+
+static char *put(char *b, const char *s, size_t n)
+{
+    memcpy(b, s, n);
+    return b + n;
+}
+
+static char *put_str(char *b, const char *s)
+{
+    return put(b, s, strlen(s));
+}
+
+static char *put_u64(char *b, uint64_t v)
+{
+    return b + u64_to_dec(b, v);
+}
+
+/* One event for `user`, whose stream position it is `n`; `run` is NULL outside stream mode.
+ * data carries n (checked against seq), k (the run position) and t (ns, for latency). */
+static char *put_event(const struct lg *lg, char *b, uint32_t user, uint64_t n,
+                       const struct run *run, uint32_t run_index, uint32_t k, int64_t t)
+{
+    b = put_str(b, "{\"user_id\":\"u");
+    b = put_u64(b, user);
+    if (!run) {
+        b = put_str(b, "\",\"type\":\"agent_thinking\",\"data\":{\"thought\":\"x\"");
+    } else {
+        const char *type = k == 0                  ? "agent_started"
+                           : k == lg->o.chunks + 1 ? "agent_completed"
+                                                   : "agent_thinking";
+        b = put_str(b, "\",\"type\":\"");
+        b = put_str(b, type);
+        b = put_str(b, "\",\"run_id\":\"r");
+        b = put_u64(b, run_index);
+        *b++ = '-';
+        b = put_str(b, lg->nonce);
+        if (k == 0) {
+            b = put_str(b, "\",\"data\":{\"agent\":\"bench\"");
+        } else if (k == lg->o.chunks + 1) {
+            b = put_str(b, "\",\"data\":{\"result\":\"done\"");
+        } else {
+            b = put_str(b, "\",\"data\":{\"thought\":\"");
+            b = put(b, lg->chunk, lg->o.chunk_bytes);
+            *b++ = '"';
+        }
+        b = put_str(b, ",\"k\":");
+        b = put_u64(b, k);
+    }
+    b = put_str(b, ",\"n\":");
+    b = put_u64(b, n);
+    b = put_str(b, ",\"t\":");
+    b = put_u64(b, (uint64_t)t);
+    return put_str(b, "}}");
+}
+
+/* The next run event of publisher p: its run and k. Runs take turns, each giving up to
+ * chunk_burst consecutive events per turn; a finished run leaves the rotation. */
+static uint32_t pub_next_run_event(struct lg *lg, struct pub *p, uint32_t *k)
+{
+    uint32_t *burst_used = &p->burst_used;
+    uint32_t ri = p->runs[p->cursor];
+    struct run *r = &lg->runs[ri];
+    *k = r->next++;
+    if (r->next == lg->o.chunks + 2) {
+        p->runs[p->cursor] = p->runs[--p->nruns];
+        *burst_used = 0;
+        if (p->cursor >= p->nruns)
+            p->cursor = 0;
+    } else if (++*burst_used >= lg->o.chunk_burst) {
+        *burst_used = 0;
+        p->cursor = (p->cursor + 1) % p->nruns;
+    }
+    return ri;
+}
+
+/* Builds one body of `count` events into lg->body (a JSON array, or one object when the
+ * batch is 1); returns its length. */
+static size_t pub_build_body(struct lg *lg, struct pub *p, uint32_t count)
+{
+    uint32_t C = lg->o.publishers;
+    uint32_t owned = (lg->o.users - p->index + C - 1) / C;
+    bool array = lg->o.batch > 1;
+    int64_t now = now_ns();
+    char *b = lg->body;
+    if (array)
+        *b++ = '[';
+    for (uint32_t i = 0; i < count; i++) {
+        /* paced events are stamped with when they were due, so a late send shows up as
+         * latency (no coordinated omission) */
+        int64_t t =
+            lg->o.rate > 0 ? lg->t_pub_start + (int64_t)((double)p->built * lg->period_ns) : now;
+        if (i)
+            *b++ = ',';
+        if (lg->o.stream_runs) {
+            uint32_t k;
+            uint32_t ri = pub_next_run_event(lg, p, &k);
+            uint32_t user = lg->runs[ri].user;
+            uint64_t n = ++lg->user_sent[user];
+            lg->need += lg->user_open[user];
+            b = put_event(lg, b, user, n, &lg->runs[ri], ri, k, t);
+        } else {
+            uint32_t user = p->index + C * (uint32_t)(rng_next(&lg->rng) % owned);
+            uint64_t n = ++lg->user_sent[user];
+            lg->need += lg->user_open[user];
+            b = put_event(lg, b, user, n, NULL, 0, 0, t);
+        }
+        p->built++;
+    }
+    if (array)
+        *b++ = ']';
+    return (size_t)(b - lg->body);
 }
 
 /* ---------------------------------------------------------------- publishers */
 
 static void pub_fail(struct lg *lg, struct pub *p, const char *why)
 {
-    fprintf(stderr, "loadgen: publisher %u failed: %s (%u requests unanswered)\n", p->index, why,
+    fprintf(stderr, "loadgen: publisher %u failed: %s (%u bodies unanswered)\n", p->index, why,
             p->in_flight);
-    lg->c.pub_non200 += p->in_flight;
+    for (uint32_t i = 0; i < p->in_flight; i++)
+        lg->c.pub_non200 += p->sizes[(p->ring_head + i) % lg->o.window];
     lg->c.pub_unsent += p->to_send;
     p->in_flight = 0;
     p->to_send = 0;
@@ -1013,7 +1091,7 @@ static void pub_fail(struct lg *lg, struct pub *p, const char *why)
     p->fd = -1;
 }
 
-static int pub_reserve(char **buf, size_t *cap, size_t need)
+static int buf_reserve(char **buf, size_t *cap, size_t need)
 {
     if (need <= *cap)
         return 0;
@@ -1028,52 +1106,30 @@ static int pub_reserve(char **buf, size_t *cap, size_t need)
     return 0;
 }
 
-/* Serialises one POST of `count` events for this publisher's users into p->out. */
-static int pub_build_request(struct lg *lg, struct pub *p, uint32_t count)
+/* Serialises one publish of `count` events (a POST or a masked text frame) into p->out. */
+static int pub_build(struct lg *lg, struct pub *p, uint32_t count)
 {
-    uint32_t C = lg->o.publishers;
-    uint32_t owned = (lg->o.users - p->index + C - 1) / C;
-    char tbuf[24];
-    int tlen = u64_to_dec(tbuf, (uint64_t)now_ns());
-    char *b = lg->body;
-    size_t blen = 0;
-    b[blen++] = '[';
-    for (uint32_t i = 0; i < count; i++) {
-        uint32_t user = p->index + C * (uint32_t)(rng_next(&lg->rng) % owned);
-        uint64_t n = ++lg->user_sent[user];
-        lg->need += lg->user_open[user];
-        if (i)
-            b[blen++] = ',';
-        static const char a[] = "{\"user_id\":\"u";
-        static const char m[] = "\",\"type\":\"agent_thinking\",\"data\":{\"thought\":\"x\",\"n\":";
-        memcpy(b + blen, a, sizeof(a) - 1);
-        blen += sizeof(a) - 1;
-        blen += (size_t)u64_to_dec(b + blen, user);
-        memcpy(b + blen, m, sizeof(m) - 1);
-        blen += sizeof(m) - 1;
-        blen += (size_t)u64_to_dec(b + blen, n);
-        memcpy(b + blen, ",\"t\":", 5);
-        blen += 5;
-        memcpy(b + blen, tbuf, (size_t)tlen);
-        blen += (size_t)tlen;
-        memcpy(b + blen, "}}", 2);
-        blen += 2;
+    size_t blen = pub_build_body(lg, p, count);
+    if (buf_reserve(&p->out, &p->out_cap, p->out_len + blen + 512) < 0)
+        return -1;
+    if (lg->o.via == VIA_AGENT) {
+        uint32_t mask = (uint32_t)rng_next(&lg->rng);
+        p->out_len += ws_client_header((uint8_t *)p->out + p->out_len, 0x1, blen, mask);
+        memcpy(p->out + p->out_len, lg->body, blen);
+        ws_mask((uint8_t *)p->out + p->out_len, blen, mask);
+    } else {
+        char auth[300] = "";
+        if (lg->o.api_key)
+            snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", lg->o.api_key);
+        int hl = snprintf(p->out + p->out_len, 512,
+                          "POST /v1/publish HTTP/1.1\r\nHost: %s:%d\r\n%s"
+                          "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                          lg->o.host, lg->o.port, auth, blen);
+        if (hl < 0 || hl >= 512)
+            return -1;
+        p->out_len += (size_t)hl;
+        memcpy(p->out + p->out_len, lg->body, blen);
     }
-    b[blen++] = ']';
-
-    if (pub_reserve(&p->out, &p->out_cap, p->out_len + blen + 512) < 0)
-        return -1;
-    char auth[300] = "";
-    if (lg->o.api_key)
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", lg->o.api_key);
-    int hl = snprintf(p->out + p->out_len, 512,
-                      "POST /v1/publish HTTP/1.1\r\nHost: %s:%d\r\n%s"
-                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                      lg->o.host, lg->o.port, auth, blen);
-    if (hl < 0 || hl >= 512)
-        return -1;
-    p->out_len += (size_t)hl;
-    memcpy(p->out + p->out_len, b, blen);
     p->out_len += blen;
     p->sizes[(p->ring_head + p->in_flight) % lg->o.window] = count;
     p->in_flight++;
@@ -1104,39 +1160,58 @@ static void pub_flush(struct lg *lg, struct pub *p)
     ep_set(lg, p->fd, EP_PUB, p->index, EPOLLIN | (pending ? EPOLLOUT : 0), EPOLL_CTL_MOD);
 }
 
-/* Tops the window up with new requests and writes what it can. */
+/* Events publisher p may put in bodies now: all of them, or in rate mode those due. */
+static uint64_t pub_due(const struct lg *lg, const struct pub *p, int64_t now)
+{
+    if (!(lg->o.rate > 0))
+        return p->to_send;
+    double elapsed = (double)(now - lg->t_pub_start);
+    uint64_t allowed = elapsed < 0 ? 0 : (uint64_t)(elapsed / lg->period_ns) + 1;
+    uint64_t due = allowed > p->built ? allowed - p->built : 0;
+    return due < p->to_send ? due : p->to_send;
+}
+
+/* Tops the window up with new bodies and writes what it can. */
 static void pub_fill(struct lg *lg, struct pub *p)
 {
-    if (p->dead)
+    if (p->dead || !lg->publishing)
         return;
+    uint64_t due = pub_due(lg, p, now_ns());
     bool added = false;
-    while (p->in_flight < lg->o.window && p->to_send) {
-        uint32_t count = p->to_send < lg->o.batch ? (uint32_t)p->to_send : lg->o.batch;
-        if (pub_build_request(lg, p, count) < 0) {
+    while (p->in_flight < lg->o.window && due) {
+        uint32_t count = due < lg->o.batch ? (uint32_t)due : lg->o.batch;
+        if (pub_build(lg, p, count) < 0) {
             pub_fail(lg, p, "out of memory or request head too long");
             return;
         }
+        due -= count;
         added = true;
     }
     if (added)
         pub_flush(lg, p);
 }
 
-static void pub_on_response(struct lg *lg, struct pub *p, int status, const char *body, size_t blen)
+/* One reply (an HTTP response body or a reply frame) to the oldest body in flight. */
+static void pub_on_reply(struct lg *lg, struct pub *p, bool ok, const char *body, size_t blen)
 {
+    if (p->in_flight == 0) {
+        pub_fail(lg, p, "reply without a publish");
+        return;
+    }
     uint32_t count = p->sizes[p->ring_head];
     p->ring_head = (p->ring_head + 1) % lg->o.window;
     p->in_flight--;
     lg->c.pub_responses++;
-    if (status != 200) {
-        if (lg->c.pub_non200++ < 5)
-            fprintf(stderr, "loadgen: publish answered %d: %.*s\n", status,
-                    (int)(blen < 200 ? blen : 200), body);
+    if (!ok) {
+        lg->c.pub_non200 += count;
+        if (lg->c.pub_non200 <= 5 * count)
+            fprintf(stderr, "loadgen: publish refused: %.*s\n", (int)(blen < 200 ? blen : 200),
+                    body);
         return;
     }
     lg->c.pub_events_ok += count;
     lg->t_pub_acked = now_ns();
-    /* the 200 body is an array of {"seq":N,"delivered":K}; sum K as a cross-check */
+    /* the reply is {"seq":N,"delivered":K} or an array of them; sum K as a cross-check */
     static const char dk[] = "\"delivered\":";
     const char *q = body, *end = body + blen;
     uint32_t seen = 0;
@@ -1152,9 +1227,110 @@ static void pub_on_response(struct lg *lg, struct pub *p, int status, const char
         fprintf(stderr, "loadgen: publish of %u events answered %u results\n", count, seen);
 }
 
+/* Parses HTTP responses out of p->in; returns bytes consumed, or -1 after failing p. */
+static long pub_parse_http(struct lg *lg, struct pub *p)
+{
+    size_t off = 0;
+    while (off < p->in_len) {
+        const char *h = p->in + off;
+        size_t avail = p->in_len - off;
+        const char *e = memmem(h, avail, "\r\n\r\n", 4);
+        if (!e) {
+            if (avail > MAX_HTTP_HEAD) {
+                pub_fail(lg, p, "response head too large");
+                return -1;
+            }
+            break;
+        }
+        size_t hlen = (size_t)(e - h) + 4;
+        const char *v;
+        size_t vlen;
+        uint64_t clen;
+        char num[24];
+        if (!http_header(h, hlen, "Content-Length", &v, &vlen) || vlen == 0 || vlen > 18) {
+            pub_fail(lg, p, "response without Content-Length");
+            return -1;
+        }
+        memcpy(num, v, vlen);
+        num[vlen] = '\0';
+        if (parse_u64(num, &clen) < 0) {
+            pub_fail(lg, p, "bad Content-Length");
+            return -1;
+        }
+        if (avail - hlen < clen)
+            break;
+        pub_on_reply(lg, p, http_status(h, hlen) == 200, h + hlen, (size_t)clen);
+        if (p->dead)
+            return -1;
+        off += hlen + (size_t)clen;
+        if (http_header(h, hlen, "Connection", &v, &vlen) && vlen == 5 &&
+            strncasecmp(v, "close", 5) == 0) {
+            pub_fail(lg, p, "server sent Connection: close");
+            return -1;
+        }
+    }
+    return (long)off;
+}
+
+/* Parses reply frames of the /v1/agent socket out of p->in; returns bytes consumed, or -1
+ * after failing p. */
+static long pub_parse_agent(struct lg *lg, struct pub *p)
+{
+    size_t off = 0;
+    for (;;) {
+        const uint8_t *f = (const uint8_t *)p->in + off;
+        size_t hl;
+        uint64_t len;
+        int r = server_frame_header(f, p->in_len - off, &hl, &len);
+        if (r == 0)
+            break;
+        if (r < 0 || (f[0] & 0x70) || !(f[0] & 0x80)) {
+            lg->c.proto_errors++;
+            pub_fail(lg, p, "masked, fragmented or oversized reply frame");
+            return -1;
+        }
+        const char *pl = (const char *)f + hl;
+        switch (f[0] & 0x0f) {
+        case 0x1:
+            /* {"error":...,"status":N} refuses the whole body */
+            pub_on_reply(lg, p, !(len > 0 && pl[0] == '{' && memmem(pl, len, "\"error\"", 7)), pl,
+                         (size_t)len);
+            break;
+        case 0x9: {
+            uint8_t fr[14 + 125];
+            uint32_t mask = (uint32_t)rng_next(&lg->rng);
+            size_t fl = ws_client_header(fr, 0xA, len, mask);
+            memcpy(fr + fl, pl, (size_t)len);
+            ws_mask(fr + fl, (size_t)len, mask);
+            if (len > 125 || buf_reserve(&p->out, &p->out_cap, p->out_len + fl + len) < 0) {
+                pub_fail(lg, p, "bad ping");
+                return -1;
+            }
+            memcpy(p->out + p->out_len, fr, fl + (size_t)len);
+            p->out_len += fl + (size_t)len;
+            pub_flush(lg, p);
+            break;
+        }
+        case 0xA:
+            break;
+        case 0x8:
+            pub_fail(lg, p, "server closed the publisher socket");
+            return -1;
+        default:
+            lg->c.proto_errors++;
+            pub_fail(lg, p, "unexpected opcode on the publisher socket");
+            return -1;
+        }
+        if (p->dead)
+            return -1;
+        off += hl + (size_t)len;
+    }
+    return (long)off;
+}
+
 static void pub_on_readable(struct lg *lg, struct pub *p)
 {
-    if (pub_reserve(&p->in, &p->in_cap, p->in_len + 65536) < 0) {
+    if (buf_reserve(&p->in, &p->in_cap, p->in_len + 65536) < 0) {
         pub_fail(lg, p, "out of memory");
         return;
     }
@@ -1166,50 +1342,72 @@ static void pub_on_readable(struct lg *lg, struct pub *p)
     if (r < 0)
         return;
     p->in_len += (size_t)r;
-    size_t off = 0;
-    while (off < p->in_len) {
-        const char *h = p->in + off;
-        size_t avail = p->in_len - off;
-        const char *e = memmem(h, avail, "\r\n\r\n", 4);
-        if (!e) {
-            if (avail > MAX_HTTP_HEAD) {
-                pub_fail(lg, p, "response head too large");
-                return;
-            }
-            break;
-        }
-        size_t hlen = (size_t)(e - h) + 4;
-        const char *v;
-        size_t vlen;
-        uint64_t clen;
-        char num[24];
-        if (!http_header(h, hlen, "Content-Length", &v, &vlen) || vlen == 0 || vlen > 18) {
-            pub_fail(lg, p, "response without Content-Length");
-            return;
-        }
-        memcpy(num, v, vlen);
-        num[vlen] = '\0';
-        if (parse_u64(num, &clen) < 0) {
-            pub_fail(lg, p, "bad Content-Length");
-            return;
-        }
-        if (avail - hlen < clen)
-            break;
-        if (p->in_flight == 0) {
-            pub_fail(lg, p, "response without a request");
-            return;
-        }
-        pub_on_response(lg, p, http_status(h, hlen), h + hlen, (size_t)clen);
-        off += hlen + (size_t)clen;
-        if (http_header(h, hlen, "Connection", &v, &vlen) && vlen == 5 &&
-            strncasecmp(v, "close", 5) == 0) {
-            pub_fail(lg, p, "server sent Connection: close");
-            return;
-        }
-    }
-    memmove(p->in, p->in + off, p->in_len - off);
-    p->in_len -= off;
+    long off = lg->o.via == VIA_AGENT ? pub_parse_agent(lg, p) : pub_parse_http(lg, p);
+    if (off < 0)
+        return;
+    memmove(p->in, p->in + off, p->in_len - (size_t)off);
+    p->in_len -= (size_t)off;
     pub_fill(lg, p);
+}
+
+/* The /v1/agent upgrade on a blocking socket; bytes after the 101 head stay in p->in. */
+static int pub_agent_handshake(struct lg *lg, struct pub *p)
+{
+    char key[25], want[29], auth[300] = "", req[1024];
+    ws_new_key(&lg->rng, key);
+    ws_accept_for(key, want);
+    if (lg->o.api_key)
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", lg->o.api_key);
+    int n = snprintf(req, sizeof(req),
+                     "GET /v1/agent HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                     "Sec-WebSocket-Version: 13\r\n%s\r\n",
+                     lg->o.host, lg->o.port, key, auth);
+    if (send(p->fd, req, (size_t)n, MSG_NOSIGNAL) != n)
+        return -1;
+    if (buf_reserve(&p->in, &p->in_cap, MAX_HTTP_HEAD + 1) < 0)
+        return -1;
+    const char *e = NULL;
+    while (!(e = memmem(p->in, p->in_len, "\r\n\r\n", 4))) {
+        ssize_t r = p->in_len < MAX_HTTP_HEAD
+                        ? recv(p->fd, p->in + p->in_len, MAX_HTTP_HEAD - p->in_len, 0)
+                        : 0;
+        if (r <= 0)
+            return -1;
+        p->in_len += (size_t)r;
+    }
+    size_t hlen = (size_t)(e - p->in) + 4;
+    const char *v;
+    size_t vlen;
+    if (http_status(p->in, hlen) != 101 ||
+        !http_header(p->in, hlen, "Sec-WebSocket-Accept", &v, &vlen) || vlen != 28 ||
+        memcmp(v, want, 28) != 0) {
+        fprintf(stderr, "loadgen: /v1/agent refused: %.*s\n", (int)(hlen < 300 ? hlen : 300),
+                p->in);
+        return -1;
+    }
+    memmove(p->in, p->in + hlen, p->in_len - hlen);
+    p->in_len -= hlen;
+    return 0;
+}
+
+/* Stream mode: deals the runs to the publishers owning their users. */
+static int runs_deal(struct lg *lg)
+{
+    uint32_t C = lg->o.publishers;
+    for (uint32_t i = 0; i < C; i++) {
+        lg->pubs[i].runs = calloc(lg->o.stream_runs / C + 1, sizeof(uint32_t));
+        if (!lg->pubs[i].runs)
+            return -1;
+    }
+    for (uint32_t r = 0; r < lg->o.stream_runs; r++) {
+        uint32_t user = r % lg->o.users;
+        struct pub *p = &lg->pubs[user % C];
+        lg->runs[r] = (struct run){.user = user};
+        p->runs[p->nruns++] = r;
+        p->to_send += lg->o.chunks + 2;
+    }
+    return 0;
 }
 
 static void pubs_start(struct lg *lg)
@@ -1218,24 +1416,59 @@ static void pubs_start(struct lg *lg)
     for (uint32_t i = 0; i < C; i++) {
         struct pub *p = &lg->pubs[i];
         p->index = i;
-        p->to_send = lg->o.events / C + (i < lg->o.events % C);
+        if (!lg->o.stream_runs)
+            p->to_send = lg->o.events / C + (i < lg->o.events % C);
         p->sizes = calloc(lg->o.window, sizeof(*p->sizes));
         int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int one = 1;
-        /* a blocking connect keeps setup simple; the server is local */
-        if (fd < 0 || !p->sizes ||
-            connect(fd, (struct sockaddr *)&lg->server, sizeof(lg->server)) < 0) {
-            perror("loadgen: publisher connect");
+        struct timeval tv = {.tv_sec = 10};
+        /* a blocking connect and upgrade keep setup simple; the server is local */
+        if (fd < 0 || !p->sizes) {
+            perror("loadgen: publisher socket");
+            exit(2);
+        }
+        p->fd = fd;
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        if (connect(fd, (struct sockaddr *)&lg->server, sizeof(lg->server)) < 0 ||
+            (lg->o.via == VIA_AGENT && pub_agent_handshake(lg, p) < 0)) {
+            fprintf(stderr, "loadgen: publisher %u: connect or /v1/agent upgrade failed\n", i);
             exit(2);
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-        p->fd = fd;
         ep_set(lg, fd, EP_PUB, i, EPOLLIN, EPOLL_CTL_ADD);
     }
+    lg->period_ns = lg->o.rate > 0 ? (double)C * NS_PER_S / lg->o.rate : 0;
+    lg->publishing = true;
     lg->t_pub_start = now_ns();
     for (uint32_t i = 0; i < C; i++)
         pub_fill(lg, &lg->pubs[i]);
+}
+
+/* Rate mode: fills every publisher and arms the timer for the next event due. The loop
+ * sleeps in epoll_wait between events rather than spinning: a spinning loadgen loses whole
+ * scheduler slices whenever anything else wants its CPU. */
+static void pubs_tick(struct lg *lg)
+{
+    if (!lg->publishing || !(lg->o.rate > 0))
+        return;
+    int64_t now = now_ns(), next = INT64_MAX;
+    for (uint32_t i = 0; i < lg->o.publishers; i++) {
+        struct pub *p = &lg->pubs[i];
+        pub_fill(lg, p);
+        if (!p->dead && p->to_send && p->in_flight < lg->o.window) {
+            int64_t due = lg->t_pub_start + (int64_t)((double)p->built * lg->period_ns);
+            if (due < next)
+                next = due;
+        }
+    }
+    if (next == INT64_MAX || next == lg->t_armed)
+        return;
+    if (next <= now)
+        next = now + 1000;
+    struct itimerspec its = {.it_value = {.tv_sec = next / NS_PER_S, .tv_nsec = next % NS_PER_S}};
+    if (timerfd_settime(lg->tfd, TFD_TIMER_ABSTIME, &its, NULL) == 0)
+        lg->t_armed = next;
 }
 
 /* ---------------------------------------------------------------- the loop */
@@ -1261,6 +1494,8 @@ static bool publish_done(struct lg *lg)
         if (p->to_send || p->in_flight)
             return false;
     }
+    if (lg->o.storm && (!lg->dropped || lg->storm_waiting))
+        return false;
     return lg->need == 0;
 }
 
@@ -1275,11 +1510,13 @@ static void progress(struct lg *lg, const char *phase, int64_t now)
     if (strcmp(phase, "publish") == 0) {
         fprintf(stderr,
                 "[%6.1fs] publish sent %" PRIu64 "/%" PRIu64 " acked %" PRIu64
-                " deliveries %" PRIu64 " (+%" PRIu64 "/s) owed %" PRIu64
-                " p99 %.0fus open %u rss %ldkB\n",
+                " deliveries %" PRIu64 " (+%" PRIu64 "/s) owed %" PRIu64 " p99 %.0fus open %u",
                 t, lg->c.pub_events_sent, lg->o.events, lg->c.pub_events_ok, lg->c.distinct,
                 lg->c.distinct - lg->prog_deliveries, lg->need, hist_quantile(&lg->lat, 0.99) / 1e3,
-                lg->open, rss);
+                lg->open);
+        if (lg->dropped)
+            fprintf(stderr, " storm-waiting %u", lg->storm_waiting);
+        fprintf(stderr, " rss %ldkB\n", rss);
         lg->prog_deliveries = lg->c.distinct;
     } else {
         fprintf(stderr, "[%6.1fs] %s open %u/%u handshaking %u failed %" PRIu64 " rss %ldkB\n", t,
@@ -1305,6 +1542,10 @@ static int run_until(struct lg *lg, const char *phase, lg_done_fn done)
             fprintf(stderr, "loadgen: server pid %d is gone\n", lg->o.pid);
             return -1;
         }
+        if (lg->o.storm && lg->publishing && !lg->dropped &&
+            (double)lg->c.pub_events_sent >= lg->o.storm_at * (double)lg->o.events)
+            storm_drop(lg);
+        pubs_tick(lg);
         int n = epoll_wait(lg->ep, evs, 512, 20);
         if (n < 0 && errno != EINTR) {
             perror("loadgen: epoll_wait");
@@ -1314,9 +1555,16 @@ static int run_until(struct lg *lg, const char *phase, lg_done_fn done)
             uint32_t kind = (uint32_t)(evs[i].data.u64 >> 32);
             uint32_t idx = (uint32_t)evs[i].data.u64;
             uint32_t e = evs[i].events;
+            if (kind == EP_TIMER) {
+                uint64_t expirations;
+                if (read(lg->tfd, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
+                    perror("loadgen: timerfd");
+                lg->t_armed = 0;
+                continue;
+            }
             if (kind == EP_CONN) {
                 struct conn *c = &lg->conns[idx];
-                if (c->state != CS_CLOSED)
+                if (c->state != CS_CLOSED && c->state != CS_NEW)
                     conn_on_event(lg, c, e);
                 continue;
             }
@@ -1368,10 +1616,64 @@ static int phase_connect(struct lg *lg)
     return rc;
 }
 
+/* Bytes in each kernel slab cache (num_objs x objsize, from /proc/slabinfo, readable by
+ * root), so an idle run can say which caches grew per socket. */
+#define SLAB_MAX 512
+struct slab_snap {
+    unsigned n;
+    char name[SLAB_MAX][32];
+    long bytes[SLAB_MAX];
+};
+
+static void slab_snap(struct slab_snap *s)
+{
+    char line[512];
+    s->n = 0;
+    FILE *f = fopen("/proc/slabinfo", "r");
+    if (!f)
+        return;
+    while (s->n < SLAB_MAX && fgets(line, sizeof(line), f)) {
+        long active, num, size;
+        if (line[0] == '#' ||
+            sscanf(line, "%31s %ld %ld %ld", s->name[s->n], &active, &num, &size) != 4)
+            continue;
+        s->bytes[s->n++] = num * size;
+    }
+    fclose(f);
+}
+
+/* Prints "kernel_slab_top":{"cache":bytes per socket,...} for the caches that grew most. */
+static void slab_print_top(const struct slab_snap *a, const struct slab_snap *b, double sockets)
+{
+    long delta[SLAB_MAX] = {0};
+    for (unsigned i = 0; i < b->n; i++)
+        for (unsigned j = 0; j < a->n; j++)
+            if (strcmp(a->name[j], b->name[i]) == 0) {
+                delta[i] = b->bytes[i] - a->bytes[j];
+                break;
+            }
+    printf("\"kernel_slab_top\":{");
+    bool used[SLAB_MAX] = {false};
+    for (int k = 0; k < 8; k++) {
+        int best = -1;
+        for (unsigned i = 0; i < b->n; i++)
+            if (!used[i] && delta[i] > 0 && (best < 0 || delta[i] > delta[best]))
+                best = (int)i;
+        if (best < 0 || sockets <= 0)
+            break;
+        used[best] = true;
+        printf("%s\"%s\":%.0f", k ? "," : "", b->name[best], (double)delta[best] / sockets);
+    }
+    printf("},");
+}
+
 static int run_idle(struct lg *lg)
 {
+    static struct slab_snap slab_a, slab_b;
+    slab_snap(&slab_a);
     long rss0 = proc_rss_kb(lg->o.pid);
     double cpu0 = proc_cpu_s(lg->o.pid);
+    long slab0 = kernel_slab_kb(), tcpmem0 = kernel_tcp_mem_pages();
     if (rss0 < 0) {
         fprintf(stderr, "loadgen: cannot read /proc/%d\n", lg->o.pid);
         return 2;
@@ -1383,14 +1685,24 @@ static int run_idle(struct lg *lg)
     }
     long rss1 = proc_rss_kb(lg->o.pid);
     double cpu1 = proc_cpu_s(lg->o.pid);
+    long slab1 = kernel_slab_kb(), tcpmem1 = kernel_tcp_mem_pages();
+    slab_snap(&slab_b);
     bool ok = rc == 0 && rss1 >= 0 && lg->open == lg->nconns && lg->c.proto_errors == 0;
     double per_conn = lg->open ? (double)(rss1 - rss0) * 1024 / lg->open : 0;
+    /* both ends of every loopback connection live in this kernel: two sockets each */
+    double kern_per_sock = lg->open && slab0 >= 0 && slab1 >= 0
+                               ? (double)(slab1 - slab0) * 1024 / (2.0 * lg->open)
+                               : -1;
     json_head(lg, "idle");
     printf("\"server_rss_before_kb\":%ld,\"server_rss_after_kb\":%ld,\"bytes_per_conn\":%.0f,"
-           "\"server_cpu_s\":%.2f,\"loadgen_cpu_s\":%.2f,\"proto_errors\":%" PRIu64 ","
+           "\"kernel_slab_delta_kb\":%ld,\"kernel_slab_bytes_per_socket\":%.0f,"
+           "\"kernel_tcp_mem_pages_delta\":%ld,",
+           rss0, rss1, per_conn, slab1 - slab0, kern_per_sock, tcpmem1 - tcpmem0);
+    slab_print_top(&slab_a, &slab_b, 2.0 * lg->open);
+    printf("\"server_cpu_s\":%.2f,\"loadgen_cpu_s\":%.2f,\"proto_errors\":%" PRIu64 ","
            "\"closed_by_server\":%" PRIu64 ",\"pings\":%" PRIu64 ",\"ok\":%s}\n",
-           rss0, rss1, per_conn, cpu1 - cpu0, self_cpu_s(), lg->c.proto_errors,
-           lg->c.closed_by_server, lg->c.pings, ok ? "true" : "false");
+           cpu1 - cpu0, self_cpu_s(), lg->c.proto_errors, lg->c.closed_by_server, lg->c.pings,
+           ok ? "true" : "false");
     fflush(stdout);
     return ok ? 0 : 1;
 }
@@ -1412,27 +1724,35 @@ static int run_load(struct lg *lg)
     long rss2 = have_pid ? proc_rss_kb(lg->o.pid) : -1;
     double cpu2 = have_pid ? proc_cpu_s(lg->o.pid) : -1;
 
-    uint64_t expected = 0, lost = 0;
+    uint64_t expected = 0, lost = 0, runs_expected = 0;
     for (uint32_t i = 0; i < lg->nconns; i++) {
         const struct conn *c = &lg->conns[i];
         if (!c->connected)
             continue;
         expected += lg->user_sent[c->user];
         lost += lg->user_sent[c->user] - c->received;
+        if (lg->o.stream_runs)
+            runs_expected +=
+                lg->o.stream_runs / lg->o.users + (c->user < lg->o.stream_runs % lg->o.users);
     }
     const struct counters *k = &lg->c;
     int64_t t0 = lg->t_pub_start ? lg->t_pub_start : t_end; /* 0 when publishing never began */
     int64_t t_deliv = lg->t_last_delivery > t0 ? lg->t_last_delivery : t_end;
     bool ok = rc == 0 && !timed_out && lost == 0 && k->dup == 0 && k->misrouted == 0 &&
               k->out_of_order == 0 && k->n_mismatch == 0 && k->pub_non200 == 0 &&
-              k->pub_unsent == 0 && k->pub_events_ok == lg->o.events && k->proto_errors == 0;
+              k->pub_unsent == 0 && k->pub_events_ok == lg->o.events && k->proto_errors == 0 &&
+              k->run_order == 0 && k->runs_done == runs_expected && k->not_recovered == 0 &&
+              lg->open == lg->nconns;
+    const char *mode = lg->o.storm ? "storm" : lg->o.stream_runs ? "stream" : "load";
 
-    json_head(lg, "load");
-    printf("\"events\":%" PRIu64 ",\"batch\":%u,\"window\":%u,\"publishers\":%u,"
-           "\"published\":%" PRIu64 ",\"accepted\":%" PRIu64 ",\"publish_non200\":%" PRIu64 ","
-           "\"publish_s\":%.3f,\"events_per_s_published\":%.0f,\"events_per_s_accepted\":%.0f,",
-           lg->o.events, lg->o.batch, lg->o.window, lg->o.publishers, k->pub_events_sent,
-           k->pub_events_ok, k->pub_non200 + k->pub_unsent, secs(t0, lg->t_pub_acked),
+    json_head(lg, mode);
+    printf("\"via\":\"%s\",\"rate\":%.0f,\"events\":%" PRIu64 ",\"batch\":%u,\"window\":%u,"
+           "\"publishers\":%u,\"published\":%" PRIu64 ",\"accepted\":%" PRIu64
+           ",\"publish_non200\":%" PRIu64 ",\"publish_s\":%.3f,\"events_per_s_published\":%.0f,"
+           "\"events_per_s_accepted\":%.0f,",
+           lg->o.via == VIA_AGENT ? "agent" : "http", lg->o.rate, lg->o.events, lg->o.batch,
+           lg->o.window, lg->o.publishers, k->pub_events_sent, k->pub_events_ok,
+           k->pub_non200 + k->pub_unsent, secs(t0, lg->t_pub_acked),
            rate(k->pub_events_sent, t0, lg->t_pub_written),
            rate(k->pub_events_ok, t0, lg->t_pub_acked));
     printf("\"deliveries\":%" PRIu64 ",\"deliveries_expected\":%" PRIu64 ","
@@ -1443,6 +1763,22 @@ static int run_load(struct lg *lg)
            rate(k->distinct, t0, t_deliv), hist_quantile(&lg->lat, 0.5) / 1e3,
            hist_quantile(&lg->lat, 0.99) / 1e3, hist_quantile(&lg->lat, 0.999) / 1e3,
            lg->lat.max / 1e3, lg->lat.count ? (double)lg->lat.sum / lg->lat.count / 1e3 : 0);
+    if (lg->o.stream_runs)
+        printf("\"stream_runs\":%u,\"chunks\":%u,\"chunk_bytes\":%u,\"chunk_burst\":%u,"
+               "\"runs_completed\":%" PRIu64 ",\"runs_expected\":%" PRIu64
+               ",\"run_order_errors\":%" PRIu64 ",",
+               lg->o.stream_runs, lg->o.chunks, lg->o.chunk_bytes, lg->o.chunk_burst, k->runs_done,
+               runs_expected, k->run_order);
+    if (lg->o.storm)
+        printf(
+            "\"storm_at_events\":%.0f,\"storm_dropped\":%s,\"storm_reconnect_s\":%.3f,"
+            "\"storm_whole_s\":%.3f,\"storm_not_whole\":%u,\"not_recovered\":%" PRIu64 ","
+            "\"storm_listen_overflows\":%ld,",
+            lg->o.storm_at * (double)lg->o.events, lg->dropped ? "true" : "false",
+            lg->t_reconnected ? secs(lg->t_drop, lg->t_reconnected) : -1.0,
+            lg->t_whole ? secs(lg->t_drop, lg->t_whole) : -1.0, lg->storm_waiting, k->not_recovered,
+            lg->listen_overflows0 >= 0 ? tcpext_counter("ListenOverflows") - lg->listen_overflows0
+                                       : -1);
     printf("\"lost\":%" PRIu64 ",\"dup\":%" PRIu64 ",\"misrouted\":%" PRIu64
            ",\"out_of_order\":%" PRIu64 ",\"n_mismatch\":%" PRIu64 ",\"proto_errors\":%" PRIu64
            ",\"unexpected_messages\":%" PRIu64 ",\"closed_by_server\":%" PRIu64
@@ -1493,6 +1829,23 @@ static int raise_nofile(uint64_t need)
     return 0;
 }
 
+/* Stream mode: the runs, the per-connection run positions, the chunk text, the nonce. */
+static int stream_setup(struct lg *lg)
+{
+    static const char words[] = "the quick agent thinks about the next tool to call and ";
+    const struct lg_opts *o = &lg->o;
+    lg->runs_per_user = (o->stream_runs + o->users - 1) / o->users;
+    lg->runs = calloc(o->stream_runs, sizeof(*lg->runs));
+    lg->run_pos = calloc((size_t)lg->nconns * lg->runs_per_user, sizeof(*lg->run_pos));
+    lg->chunk = malloc(o->chunk_bytes);
+    if (!lg->runs || !lg->run_pos || !lg->chunk)
+        return -1;
+    for (uint32_t i = 0; i < o->chunk_bytes; i++)
+        lg->chunk[i] = words[i % (sizeof(words) - 1)];
+    snprintf(lg->nonce, sizeof(lg->nonce), "%08x", (unsigned)(rng_next(&lg->rng) >> 32));
+    return runs_deal(lg);
+}
+
 static int lg_setup(struct lg *lg)
 {
     const struct lg_opts *o = &lg->o;
@@ -1502,14 +1855,18 @@ static int lg_setup(struct lg *lg)
     if (getrandom(&lg->rng, sizeof(lg->rng), 0) != sizeof(lg->rng) || lg->rng == 0)
         lg->rng = (uint64_t)now_ns() | 1;
     lg->ep = epoll_create1(EPOLL_CLOEXEC);
+    lg->tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (lg->ep >= 0 && lg->tfd >= 0)
+        ep_set(lg, lg->tfd, EP_TIMER, 0, EPOLLIN, EPOLL_CTL_ADD);
     lg->rbuf = malloc(RBUF_SIZE);
     lg->conns = calloc(lg->nconns, sizeof(*lg->conns));
     lg->user_sent = calloc(o->users, sizeof(*lg->user_sent));
     lg->user_open = calloc(o->users, sizeof(*lg->user_open));
     lg->pubs = calloc(o->publishers, sizeof(*lg->pubs));
-    lg->body = malloc((size_t)o->batch * EVENT_JSON_MAX + 16);
-    if (lg->ep < 0 || !lg->rbuf || !lg->conns || !lg->user_sent || !lg->user_open || !lg->pubs ||
-        !lg->body) {
+    lg->body_cap = (size_t)o->batch * (EVENT_JSON_BASE + o->chunk_bytes) + 16;
+    lg->body = malloc(lg->body_cap);
+    if (lg->ep < 0 || lg->tfd < 0 || !lg->rbuf || !lg->conns || !lg->user_sent || !lg->user_open ||
+        !lg->pubs || !lg->body) {
         fprintf(stderr, "loadgen: setup: out of memory or epoll\n");
         return -1;
     }
@@ -1520,27 +1877,40 @@ static int lg_setup(struct lg *lg)
     }
     for (uint32_t i = 0; i < o->publishers; i++)
         lg->pubs[i].fd = -1;
+    if (o->stream_runs && stream_setup(lg) < 0) {
+        fprintf(stderr, "loadgen: setup: out of memory\n");
+        return -1;
+    }
     return 0;
 }
 
 static void lg_free(struct lg *lg)
 {
-    for (uint32_t i = 0; i < lg->nconns; i++)
-        conn_close(lg, &lg->conns[i]);
-    for (uint32_t i = 0; i < lg->o.publishers; i++) {
-        struct pub *p = &lg->pubs[i];
-        if (p->fd >= 0)
-            close(p->fd);
-        free(p->sizes);
-        free(p->out);
-        free(p->in);
+    if (lg->conns)
+        for (uint32_t i = 0; i < lg->nconns; i++)
+            conn_close(lg, &lg->conns[i]);
+    if (lg->pubs) {
+        for (uint32_t i = 0; i < lg->o.publishers; i++) {
+            struct pub *p = &lg->pubs[i];
+            if (p->fd >= 0)
+                close(p->fd);
+            free(p->sizes);
+            free(p->runs);
+            free(p->out);
+            free(p->in);
+        }
     }
     if (lg->ep >= 0)
         close(lg->ep);
+    if (lg->tfd >= 0)
+        close(lg->tfd);
     free(lg->conns);
     free(lg->user_sent);
     free(lg->user_open);
     free(lg->pubs);
+    free(lg->runs);
+    free(lg->run_pos);
+    free(lg->chunk);
     free(lg->body);
     free(lg->rbuf);
     free(lg);
@@ -1551,7 +1921,7 @@ int main(int argc, char **argv)
     struct lg *lg = calloc(1, sizeof(*lg));
     if (!lg)
         return 2;
-    lg->ep = -1;
+    lg->ep = lg->tfd = -1;
     if (opts_parse(&lg->o, argc, argv) < 0) {
         usage(stderr);
         free(lg);

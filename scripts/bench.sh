@@ -1,31 +1,38 @@
 #!/usr/bin/env bash
-# Benchmarks agentcastd with build/bench/loadgen: (a) idle memory per connection, (b) 10k users
-# fan-out, (c) 1k users x 3 connections. One fresh daemon per scenario; prints each loadgen JSON
-# line and appends it to bench/results/<date>/raw.jsonl. BENCH_QUICK=1 shortens (b) and (c).
+# The benchmark of bench/README.md: every scenario against agentcastd and the Node.js peer
+# (bench/peers/node-ws), interleaved, BENCH_REPS repetitions (3; 1 with BENCH_QUICK=1), one
+# fresh server per run pinned to CPU 0 and build/bench/loadgen pinned to CPU 1, plus
+# build/bench/sendprobe (this machine's write() ceiling) once per repetition. Appends each
+# JSON line to bench/results/<date>/raw.jsonl, then writes summary.md (medians, min..max,
+# targets) and PNG charts (gnuplot) there. BENCH_QUICK=1 is a one-minute subset.
 # `scripts/bench.sh smoke` is the few-second correctness run of `make test` (saves nothing).
-# Not a test of recovery, auth or TLS. Env: AGENTCAST_BIN, AGENTCAST_BENCH, BENCH_SERVER_ARGS,
-# BENCH_RESULTS_DIR.
+# Not a test of auth or TLS. Env: AGENTCAST_BIN, AGENTCAST_BENCH, BENCH_SERVER_ARGS (extra
+# agentcastd flags), BENCH_RESULTS_DIR, BENCH_REPS, BENCH_PEERS ("agentcast node"),
+# BENCH_ONLY (a regex of scenario names), BENCH_PERF=1 (perf record agentcastd per run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BIN=${AGENTCAST_BIN:-build/agentcastd}
-LOADGEN=${AGENTCAST_BENCH:-build/bench}/loadgen
+BENCH_BIN=${AGENTCAST_BENCH:-build/bench}
+LOADGEN=$BENCH_BIN/loadgen
+SENDPROBE=$BENCH_BIN/sendprobe
+PEER_DIR=bench/peers/node-ws
 MODE=${1:-full}
 QUICK=${BENCH_QUICK:-0}
 
+case "$MODE" in full | smoke) ;; *)
+    echo "usage: scripts/bench.sh [smoke]" >&2
+    exit 2
+    ;;
+esac
 for f in "$BIN" "$LOADGEN"; do
     if [ ! -x "$f" ]; then
         echo "bench: $f not built (make all)" >&2
         exit 2
     fi
 done
-case "$MODE" in full | smoke) ;; *)
-    echo "usage: scripts/bench.sh [smoke]" >&2
-    exit 2
-    ;;
-esac
 
-# 10k connections need 10k descriptors in the daemon and in the loadgen.
+# 19k connections need 19k descriptors in the server and in the loadgen.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 SRV_PIN=()
@@ -39,6 +46,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/agentcast-bench.XXXXXX")
 SRV_PID=
 SRV_PORT=
 SRV_LOG=
+PERF_PID=
 
 stop_server() {
     [ -n "$SRV_PID" ] || return 0
@@ -46,7 +54,7 @@ stop_server() {
     SRV_PID=
     if ! kill -0 "$pid" 2>/dev/null; then
         wait "$pid" || rc=$?
-        echo "bench: daemon had already exited (status $rc); log tail:" >&2
+        echo "bench: server had already exited (status $rc); log tail:" >&2
         tail -n 20 "$SRV_LOG" >&2
         return 1
     fi
@@ -57,14 +65,14 @@ stop_server() {
         sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then
-        echo "bench: daemon ignored SIGTERM for 12 s; killing it" >&2
+        echo "bench: server ignored SIGTERM for 12 s; killing it" >&2
         kill -KILL "$pid"
         wait "$pid" 2>/dev/null || true
         return 1
     fi
     wait "$pid" || rc=$?
     if [ "$rc" -ne 0 ]; then
-        echo "bench: daemon exited with status $rc after SIGTERM; log tail:" >&2
+        echo "bench: server exited with status $rc after SIGTERM; log tail:" >&2
         tail -n 20 "$SRV_LOG" >&2
         return 1
     fi
@@ -72,27 +80,39 @@ stop_server() {
 
 # shellcheck disable=SC2317 # called by the EXIT trap
 cleanup() {
+    if [ -n "$PERF_PID" ]; then
+        kill -INT "$PERF_PID" 2>/dev/null || true
+        wait "$PERF_PID" 2>/dev/null || true
+    fi
     stop_server || true
     rm -rf "$TMP"
 }
 trap cleanup EXIT
 
-# start_server NAME: starts the daemon on a free port; sets SRV_PID, SRV_PORT, SRV_LOG.
+# start_server NAME PEER: starts agentcastd or the Node peer on a free port; sets SRV_PID,
+# SRV_PORT, SRV_LOG.
 start_server() {
-    SRV_LOG=$TMP/$1.log
-    # exec in a subshell: $! must be the daemon itself (its /proc is what loadgen reads), not a
+    local exe
+    SRV_LOG=$TMP/$1-$2.log
+    # exec in a subshell: $! must be the server itself (its /proc is what loadgen reads), not a
     # shell that forked it
-    # shellcheck disable=SC2086 # BENCH_SERVER_ARGS is a list of flags
-    (exec "${SRV_PIN[@]}" "$BIN" --listen 127.0.0.1:0 --auth=none --max-conns-per-user 3 \
-        ${BENCH_SERVER_ARGS:-} 2>"$SRV_LOG") &
+    if [ "$2" = node ]; then
+        exe=$(command -v node)
+        (exec "${SRV_PIN[@]}" node "$PEER_DIR/server.mjs" --listen 127.0.0.1:0 2>"$SRV_LOG") &
+    else
+        exe=$BIN
+        # shellcheck disable=SC2086 # BENCH_SERVER_ARGS is a list of flags
+        (exec "${SRV_PIN[@]}" "$BIN" --listen 127.0.0.1:0 --auth=none --max-conns-per-user 3 \
+            ${BENCH_SERVER_ARGS:-} 2>"$SRV_LOG") &
+    fi
     SRV_PID=$!
     SRV_PORT=
     for _ in $(seq 1 100); do
         SRV_PORT=$(sed -n 's/.*event=listening addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$SRV_LOG" |
             head -n 1)
         if [ -n "$SRV_PORT" ]; then
-            if [ "$(readlink -f "/proc/$SRV_PID/exe")" != "$(readlink -f "$BIN")" ]; then
-                echo "bench: pid $SRV_PID is not $BIN" >&2
+            if [ "$(readlink -f "/proc/$SRV_PID/exe")" != "$(readlink -f "$exe")" ]; then
+                echo "bench: pid $SRV_PID is not $exe" >&2
                 stop_server || true
                 return 1
             fi
@@ -103,31 +123,71 @@ start_server() {
         fi
         sleep 0.1
     done
-    echo "bench: daemon did not report event=listening; log:" >&2
+    echo "bench: $2 did not report event=listening; log:" >&2
     cat "$SRV_LOG" >&2
     stop_server || true
     return 1
 }
 
-# scenario NAME [loadgen flags...]: one fresh daemon, one loadgen run; prints the JSON line.
+# Busy CPU ticks of the whole machine (user nice system irq softirq steal), for the share of
+# the run's CPU that neither the server nor the loadgen used: other tenants of the machine.
+busy_ticks() {
+    awk '/^cpu /{print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat
+}
+
+# record JSON PEER REP WALL_S BUSY_TICKS: prints the line and appends it with run fields.
+record() {
+    local line=$1
+    if [ -n "${RESULTS:-}" ]; then
+        local hz busy
+        hz=$(getconf CLK_TCK)
+        busy=$(awk -v t="$5" -v hz="$hz" 'BEGIN{printf "%.2f", t / hz}')
+        line="{\"run\":\"$RUN_ID\",\"peer\":\"$2\",\"rep\":$3,\"wall_s\":$4,\"machine_busy_s\":$busy,${line#\{}"
+        echo "$line" >>"$RESULTS"
+    fi
+    echo "$line"
+}
+
+now_s() {
+    date +%s.%N
+}
+
+# scenario NAME PEER REP [loadgen flags...]: one fresh server, one loadgen run.
 failed=0
 scenario() {
-    local name=$1 out rc=0 quiet=()
-    shift
+    local name=$1 peer=$2 rep=$3 out rc=0 quiet=() t0 b0 wall busy
+    shift 3
     [ "$MODE" = smoke ] && quiet=(--quiet)
-    start_server "$name" || {
+    start_server "$name" "$peer" || {
         failed=1
         return 0
     }
-    echo "bench: $name: loadgen --port $SRV_PORT --pid $SRV_PID $*" >&2
+    if [ "${BENCH_PERF:-0}" = 1 ] && [ "$peer" = agentcast ] && [ -n "${RESULTS_DIR:-}" ] &&
+        command -v perf >/dev/null; then
+        perf record -q -F 499 -g -p "$SRV_PID" -o "$RESULTS_DIR/perf-$name-$rep.data" \
+            2>/dev/null &
+        PERF_PID=$!
+    fi
+    local what="$name [$peer, rep $rep]"
+    [ "$MODE" = smoke ] && what=$name
+    echo "bench: $what: loadgen --port $SRV_PORT --pid $SRV_PID $*" >&2
+    t0=$(now_s)
+    b0=$(busy_ticks)
     out=$("${LG_PIN[@]}" "$LOADGEN" --port "$SRV_PORT" --pid "$SRV_PID" --label "$name" \
         "${quiet[@]}" "$@") || rc=$?
-    [ -n "$out" ] && echo "$out"
-    if [ -n "$out" ] && [ -n "${RESULTS:-}" ]; then
-        echo "$out" >>"$RESULTS"
+    wall=$(awk -v a="$t0" -v b="$(now_s)" 'BEGIN{printf "%.2f", b - a}')
+    busy=$(($(busy_ticks) - b0))
+    if [ -n "$PERF_PID" ]; then
+        kill -INT "$PERF_PID" 2>/dev/null || true
+        wait "$PERF_PID" 2>/dev/null || true
+        PERF_PID=
+        perf report -i "$RESULTS_DIR/perf-$name-$rep.data" --stdio --no-children \
+            --percent-limit 0.7 2>/dev/null | grep -v '^$' | head -n 400 \
+            >"$RESULTS_DIR/perf-$name-$rep.txt" || true
     fi
+    [ -n "$out" ] && record "$out" "$peer" "$rep" "$wall" "$busy"
     if [ "$rc" -ne 0 ]; then
-        echo "bench: $name: loadgen exited $rc; daemon log tail:" >&2
+        echo "bench: $name [$peer]: loadgen exited $rc; server log tail:" >&2
         tail -n 20 "$SRV_LOG" >&2
         failed=1
     fi
@@ -135,28 +195,131 @@ scenario() {
 }
 
 if [ "$MODE" = smoke ]; then
-    scenario smoke --users 50 --conns-per-user 2 --events 500 --batch 100 --timeout 20
+    scenario smoke agentcast 1 --users 50 --conns-per-user 2 --events 500 --batch 100 --timeout 20
     exit $failed
 fi
 
+# ---- full and quick: what they need beyond make all
+
+if [ ! -x "$SENDPROBE" ]; then
+    echo "bench: $SENDPROBE not built (make all)" >&2
+    exit 2
+fi
+if ! command -v node >/dev/null 2>&1; then
+    echo "bench: node is required for the Node.js peer (scripts/deps.sh)" >&2
+    exit 2
+fi
+if [ ! -d "$PEER_DIR/node_modules/ws" ]; then
+    echo "bench: npm ci ($PEER_DIR)" >&2
+    (cd "$PEER_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if ! command -v gnuplot >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "bench: installing gnuplot-nox for the charts" >&2
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get install -y -qq gnuplot-nox >/dev/null 2>&1 ||
+            { apt-get update -qq && apt-get install -y -qq gnuplot-nox >/dev/null; } ||
+            echo "bench: could not install gnuplot-nox; no charts" >&2
+    else
+        echo "bench: no charts without gnuplot: sudo apt-get install -y gnuplot-nox" >&2
+    fi
+fi
+
 if [ "$QUICK" = 1 ]; then
-    EV_B=100000
-    EV_C=30000
+    REPS=${BENCH_REPS:-1}
+    EV1=100000 EV2=100000 EV4=30000 RUNS5=1000 EV6=60000 EV7B=200000 EV7S=20000
+    IDLE=(s3-idle-10k)
     TIMEOUT=120
 else
-    EV_B=1000000
-    EV_C=300000
+    REPS=${BENCH_REPS:-3}
+    EV1=1000000 EV2=400000 EV4=300000 RUNS5=1000 EV6=200000 EV7B=1000000 EV7S=100000
+    IDLE=(s3-idle-10k s3-idle-19k)
     TIMEOUT=300
 fi
+read -r -a PEERS <<<"${BENCH_PEERS:-agentcast node}"
+RUN_ID=$(date +%Y%m%dT%H%M%S)
 RESULTS_DIR=${BENCH_RESULTS_DIR:-bench/results/$(date +%F)}
 mkdir -p "$RESULTS_DIR"
 RESULTS=$RESULTS_DIR/raw.jsonl
 
-scenario idle-10k --users 10000 --conns-per-user 1 --idle --timeout "$TIMEOUT"
-scenario fanout-10k --users 10000 --conns-per-user 1 --events "$EV_B" --batch 100 \
-    --timeout "$TIMEOUT"
-scenario multi-1kx3 --users 1000 --conns-per-user 3 --events "$EV_C" --batch 100 \
-    --timeout "$TIMEOUT"
+# run_scenario NAME PEER REP: the loadgen flags of each scenario, in one place.
+run_scenario() {
+    local name=$1 peer=$2 rep=$3 f
+    case "$name" in
+    s1-fanout) # 10k users x 1, events to random users, 1,000 events in flight
+        f=(--users 10000 --events "$EV1" --via agent --batch 100 --window 10) ;;
+    s2-latency) # 10k users x 1, a fixed 20,000 events/s, one event per publish frame
+        f=(--users 10000 --events "$EV2" --rate 20000 --via agent --batch 1 --window 1000) ;;
+    s3-idle-10k) f=(--users 10000 --idle) ;;
+    s3-idle-19k) f=(--users 19000 --idle) ;;
+    s4-multi) # 1k users x 3 connections: every event to all three
+        f=(--users 1000 --conns-per-user 3 --events "$EV4" --via agent --batch 100 --window 10) ;;
+    s5-stream) # 1k concurrent runs x (agent_started, 200 x 40-byte thoughts, agent_completed)
+        f=(--users 1000 --stream-runs "$RUNS5" --chunks 200 --chunk-bytes 40 --chunk-burst 10
+            --via agent --batch 100 --window 10) ;;
+    s6-storm) # 10k users at 20,000 events/s; all dropped at once halfway, resumed
+        f=(--users 10000 --events "$EV6" --rate 20000 --via agent --batch 1 --window 1000
+            --storm --storm-at 0.5 --connect-concurrency 10000) ;;
+    s7-http-batch) # 16 keep-alive publishers, 100-event arrays, one request in flight each
+        f=(--users 1000 --events "$EV7B" --via http --publishers 16 --batch 100 --window 1) ;;
+    s7-http-single) # the same with one event (an object) per request
+        f=(--users 1000 --events "$EV7S" --via http --publishers 16 --batch 1 --window 1) ;;
+    *)
+        echo "bench: unknown scenario $name" >&2
+        return 1
+        ;;
+    esac
+    scenario "$name" "$peer" "$rep" "${f[@]}" --timeout "$TIMEOUT"
+}
+
+SCENARIOS=(s1-fanout s2-latency "${IDLE[@]}" s4-multi s5-stream s6-storm s7-http-batch
+    s7-http-single)
+echo "bench: run $RUN_ID, $REPS repetition(s), peers: ${PEERS[*]}, results in $RESULTS_DIR" >&2
+for rep in $(seq 1 "$REPS"); do
+    if [ -z "${BENCH_ONLY:-}" ] || [[ sendprobe =~ $BENCH_ONLY ]]; then
+        echo "bench: sendprobe [rep $rep]" >&2
+        t0=$(now_s)
+        b0=$(busy_ticks)
+        if out=$("$SENDPROBE" --pairs 5000 --frame-bytes 150 --batch 8 --seconds 3 \
+            --writer-cpu 0 --reader-cpu 1); then
+            record "$out" machine "$rep" "$(awk -v a="$t0" -v b="$(now_s)" \
+                'BEGIN{printf "%.2f", b - a}')" $(($(busy_ticks) - b0))
+        else
+            echo "bench: sendprobe failed" >&2
+            failed=1
+        fi
+    fi
+    # alternate which peer goes first, so a drift in the machine's load hits both alike
+    order=("${PEERS[@]}")
+    if [ $((rep % 2)) -eq 0 ]; then
+        order=()
+        for ((i = ${#PEERS[@]} - 1; i >= 0; i--)); do order+=("${PEERS[i]}"); done
+    fi
+    for name in "${SCENARIOS[@]}"; do
+        if [ -n "${BENCH_ONLY:-}" ] && ! [[ $name =~ $BENCH_ONLY ]]; then
+            continue
+        fi
+        for peer in "${order[@]}"; do
+            # the Node peer keeps no history: it cannot resume, so the storm is agentcast's
+            [ "$name" = s6-storm ] && [ "$peer" = node ] && continue
+            run_scenario "$name" "$peer" "$rep"
+        done
+    done
+done
 
 echo "bench: results appended to $RESULTS" >&2
+# what was measured: the commit, and whether the daemon's sources differed from it
+BUILT_FROM=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ "$BUILT_FROM" != unknown ] && ! git diff --quiet HEAD -- src include 2>/dev/null; then
+    BUILT_FROM="$BUILT_FROM + uncommitted changes in src/ or include/"
+fi
+if node bench/summarize.mjs "$RESULTS" "$RUN_ID" "$RESULTS_DIR" "$QUICK" "$BUILT_FROM"; then
+    if command -v gnuplot >/dev/null 2>&1; then
+        (cd "$RESULTS_DIR" && gnuplot charts.gp) || echo "bench: gnuplot failed" >&2
+    fi
+    cat "$RESULTS_DIR/summary.md"
+else
+    echo "bench: summarize failed" >&2
+    failed=1
+fi
 exit $failed
