@@ -18,8 +18,8 @@ typedef struct item_s {
     uint64_t conn_id;
 } item_t;
 
-/* Reasons that name a value are formatted here; loop thread only. */
-static char reason_buf[160];
+/* Reasons that name a value are formatted here (per thread: one server per loop thread). */
+static __thread char reason_buf[160];
 
 static const char *const known_fields[] = {"user_id",   "type",          "data",           "run_id",
                                            "thread_id", "connection_id", "idempotency_key"};
@@ -253,15 +253,16 @@ static int execute(ac_server_t *s, const item_t *it, int64_t ts, ac_publish_resu
     return r;
 }
 
-static json_t *result_json(const item_t *it, const ac_publish_result_t *res)
+/* One reply object, written by hand: this runs once per published event. */
+static int put_result(ac__sbuf_t *out, const item_t *it, const ac_publish_result_t *res)
 {
     if (res->duplicate)
-        return json_pack("{s:I,s:i,s:b}", "seq", (json_int_t)res->seq, "delivered", 0, "duplicate",
-                         1);
+        return ac__sbuf_printf(out, "{\"seq\":%llu,\"delivered\":0,\"duplicate\":true}",
+                               (unsigned long long)res->seq);
     if (it->direct)
-        return json_pack("{s:I}", "delivered", (json_int_t)res->delivered);
-    return json_pack("{s:I,s:I}", "seq", (json_int_t)res->seq, "delivered",
-                     (json_int_t)res->delivered);
+        return ac__sbuf_printf(out, "{\"delivered\":%u}", res->delivered);
+    return ac__sbuf_printf(out, "{\"seq\":%llu,\"delivered\":%u}", (unsigned long long)res->seq,
+                           res->delivered);
 }
 
 static json_t *error_json(const char *reason, long index)
@@ -284,37 +285,40 @@ static json_t *error_json(const char *reason, long index)
 }
 
 /* Publishes one body (an event object or an array of them, all or nothing). Returns the
- * HTTP status and sets *reply to the JSON answer (caller decrefs; NULL when out of
- * memory). Shared by POST /v1/publish and the publisher socket. */
-static unsigned publish_body(ac_server_t *s, const char *body, size_t len, json_t **reply)
+ * HTTP status and writes the JSON answer into `out` (emptied first); with `with_status`
+ * an error answer also carries "status" (the publisher socket's form). 0 when out of
+ * memory. Shared by POST /v1/publish and the publisher socket. */
+static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int with_status,
+                             ac__sbuf_t *out)
 {
     json_error_t jerr;
-    json_t *root, *out = NULL;
+    json_t *root, *err = NULL;
     item_t one, *items = &one;
     size_t n = 1;
     int is_array;
     unsigned status = 200;
     int64_t ts = ac__now_ms();
 
-    *reply = NULL;
+    out->len = 0;
     root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (root == NULL) {
         snprintf(reason_buf, sizeof(reason_buf), "invalid JSON: %.100s (line %d, column %d)",
                  jerr.text, jerr.line, jerr.column);
-        *reply = error_json(reason_buf, -1);
-        return 400;
+        err = error_json(reason_buf, -1);
+        status = 400;
+        goto done;
     }
     is_array = json_is_array(root);
     if (is_array) {
         n = json_array_size(root);
         if (n == 0) {
-            *reply = error_json("body: empty array", -1);
+            err = error_json("body: empty array", -1);
             status = 400;
             goto done;
         }
         items = calloc(n, sizeof(*items));
         if (items == NULL) {
-            *reply = error_json("out of memory", -1);
+            err = error_json("out of memory", -1);
             status = 503;
             goto done;
         }
@@ -323,7 +327,7 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, json_
         const char *reason = NULL;
         int st = validate(s, is_array ? json_array_get(root, i) : root, &items[i], &reason);
         if (st != 0) {
-            *reply = error_json(reason, is_array ? (long)i : -1);
+            err = error_json(reason, is_array ? (long)i : -1);
             status = (unsigned)st;
             goto done;
         }
@@ -333,30 +337,43 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, json_
         size_t bad = 0;
         int st = check_runs(s, items, n, &bad, &reason);
         if (st != 0) {
-            *reply = error_json(reason, is_array ? (long)bad : -1);
+            err = error_json(reason, is_array ? (long)bad : -1);
             status = (unsigned)st;
             goto done;
         }
     }
-    out = is_array ? json_array() : NULL;
-    for (size_t i = 0; i < n; i++) {
+    if (is_array && ac__sbuf_append(out, "[", 1) != 0)
+        status = 0;
+    for (size_t i = 0; i < n && status == 200; i++) {
         ac_publish_result_t res;
         int r = execute(s, &items[i], ts, &res);
         if (r != 0 && !(r == AC_ENOENT && items[i].direct)) {
             /* Only memory can fail here; what was published stays published. */
-            *reply = error_json(ac_strerror(r), is_array ? (long)i : -1);
+            out->len = 0;
+            err = error_json(ac_strerror(r), is_array ? (long)i : -1);
             status = r == AC_EUNAVAIL ? 503 : 500;
             goto done;
         }
-        if (is_array)
-            json_array_append_new(out, result_json(&items[i], &res));
-        else
-            out = result_json(&items[i], &res);
+        if ((i > 0 && ac__sbuf_append(out, ",", 1) != 0) || put_result(out, &items[i], &res) != 0)
+            status = 0;
     }
-    *reply = out;
-    out = NULL;
+    if (status == 200 && is_array && ac__sbuf_append(out, "]", 1) != 0)
+        status = 0;
 done:
-    json_decref(out);
+    if (err != NULL) {
+        size_t need;
+        if (with_status)
+            json_object_set_new(err, "status", json_integer(status));
+        need = json_dumpb(err, NULL, 0, JSON_COMPACT);
+        if (need == 0 || ac__sbuf_reserve(out, need) != 0 ||
+            json_dumpb(err, out->p + out->len, need, JSON_COMPACT) != need)
+            status = 0;
+        else
+            out->len += need;
+        json_decref(err);
+    } else if (status != 200 && status != 0) {
+        status = 0; /* an error without its answer: out of memory */
+    }
     if (items != &one)
         free(items);
     json_decref(root);
@@ -365,43 +382,32 @@ done:
 
 void ac__api_publish(ac__conn_t *c, const ac__http_req_t *req)
 {
-    json_t *reply;
-    unsigned status = publish_body(ac__conn_server(c), req->body, req->body_len, &reply);
-    char *body = reply ? json_dumps(reply, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    ac_server_t *s = ac__conn_server(c);
+    unsigned status = publish_body(s, req->body, req->body_len, 0, &s->reply);
 
-    json_decref(reply);
-    if (body == NULL) {
+    if (status == 0) {
         ac__conn_destroy(c);
         return;
     }
-    ac__conn_respond(c, status, NULL, body, strlen(body), NULL,
+    ac__conn_respond(c, status, NULL, s->reply.p, s->reply.len, NULL,
                      status == 200 ? req->keep_alive
                                    : c->http != NULL && http_should_keep_alive(&c->http->parser));
-    free(body);
 }
 
 void ac__api_agent_message(ac__conn_t *c, const char *p, size_t len, int binary)
 {
-    json_t *reply = NULL;
+    ac_server_t *s = ac__conn_server(c);
+    static const char binary_err[] =
+        "{\"error\":\"binary messages are not supported\",\"status\":400}";
     unsigned status;
-    char *text;
+    ac__buf_t *b;
 
     if (binary) {
-        status = 400;
-        reply = error_json("binary messages are not supported", -1);
+        b = ac__frame_raw(AC_WS_TEXT, binary_err, sizeof(binary_err) - 1);
     } else {
-        status = publish_body(ac__conn_server(c), p, len, &reply);
+        status = publish_body(s, p, len, 1, &s->reply);
+        b = status ? ac__frame_raw(AC_WS_TEXT, s->reply.p, s->reply.len) : NULL;
     }
-    if (reply != NULL && status != 200)
-        json_object_set_new(reply, "status", json_integer(status));
-    text = reply ? json_dumps(reply, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    json_decref(reply);
-    if (text == NULL) {
-        ac__conn_destroy(c);
-        return;
-    }
-    ac__buf_t *b = ac__frame_raw(AC_WS_TEXT, text, strlen(text));
-    free(text);
     if (b == NULL) {
         ac__conn_destroy(c);
         return;

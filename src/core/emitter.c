@@ -30,26 +30,69 @@ ac__buf_t *ac__frame_raw(unsigned opcode, const void *payload, size_t len)
     return b;
 }
 
-static int dump_cb(const char *buffer, size_t size, void *arg)
-{
-    return ac__sbuf_append(arg, buffer, size) == 0 ? 0 : -1;
-}
-
+/* `,"key":"value"` (value escaped); nothing when the value is absent. `key` is the
+ * literal with its quotes and colon, e.g. ",\"run_id\":". */
 static int put_str_field(ac__sbuf_t *s, const char *key, ac__str_t v)
 {
     if (v.p == NULL)
         return 0;
-    if (ac__sbuf_printf(s, ",\"%s\":", key) != 0)
+    if (ac__sbuf_append(s, key, strlen(key)) != 0)
         return AC_ENOMEM;
     return ac__sbuf_json_str(s, v.p, v.len);
 }
 
-static int put_timestamp(ac__sbuf_t *s, int64_t ts_ms)
+static int put_u64(ac__sbuf_t *s, uint64_t v)
 {
-    char ts[25];
+    char digits[20];
+    size_t n = 0;
 
-    ac__iso8601_ms(ts_ms, ts);
-    return ac__sbuf_printf(s, ",\"timestamp\":\"%s\"", ts);
+    do {
+        digits[sizeof(digits) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return ac__sbuf_append(s, digits + sizeof(digits) - n, n);
+}
+
+/* The seconds part of the timestamp changes once a second: format it then, not per event. */
+static int put_timestamp(ac__emitter_t *e, ac__sbuf_t *s, int64_t ts_ms)
+{
+    char frac[6];
+    int64_t sec = ts_ms / 1000;
+
+    if (sec != e->ts_sec || e->ts_prefix[0] == '\0') {
+        char ts[25];
+        ac__iso8601_ms(ts_ms, ts);
+        memcpy(e->ts_prefix, ts, 19);
+        e->ts_prefix[19] = '\0';
+        e->ts_sec = sec;
+    }
+    frac[0] = '.';
+    frac[1] = (char)('0' + (ts_ms / 100) % 10);
+    frac[2] = (char)('0' + (ts_ms / 10) % 10);
+    frac[3] = (char)('0' + ts_ms % 10);
+    frac[4] = 'Z';
+    frac[5] = '"';
+    if (ac__sbuf_append(s, ",\"timestamp\":\"", 14) != 0 ||
+        ac__sbuf_append(s, e->ts_prefix, 19) != 0)
+        return AC_ENOMEM;
+    return ac__sbuf_append(s, frac, sizeof(frac));
+}
+
+/* The data object, compact, written straight into the buffer (one pass when it fits). */
+static int put_json(ac__sbuf_t *s, const json_t *v)
+{
+    size_t room = s->cap - s->len;
+    size_t n = json_dumpb(v, s->p ? s->p + s->len : NULL, s->p ? room : 0, JSON_COMPACT);
+
+    if (n == 0)
+        return AC_ENOMEM;
+    if (n > room) {
+        if (ac__sbuf_reserve(s, n) != 0 ||
+            json_dumpb(v, s->p + s->len, s->cap - s->len, JSON_COMPACT) != n)
+            return AC_ENOMEM;
+    }
+    s->len += n;
+    return 0;
 }
 
 /* Builds the envelope of an event into e->scratch; seq 0 means no seq field. */
@@ -62,14 +105,14 @@ static int build_event(ac__emitter_t *e, const ac__user_t *u, const ac__event_t 
     if (ac__sbuf_append(s, "{\"type\":", 8) != 0 ||
         ac__sbuf_json_str(s, ev->type_name.p, ev->type_name.len) != 0)
         return AC_ENOMEM;
-    if (seq != 0 && ac__sbuf_printf(s, ",\"seq\":%llu", (unsigned long long)seq) != 0)
+    if (seq != 0 && (ac__sbuf_append(s, ",\"seq\":", 7) != 0 || put_u64(s, seq) != 0))
         return AC_ENOMEM;
-    if (put_str_field(s, "user_id", (ac__str_t){u->id, u->id_len}) != 0 ||
-        put_str_field(s, "run_id", ev->run_id) != 0 ||
-        put_str_field(s, "thread_id", ev->thread_id) != 0 || put_timestamp(s, ts_ms) != 0 ||
-        ac__sbuf_append(s, ",\"data\":", 8) != 0)
+    if (put_str_field(s, ",\"user_id\":", (ac__str_t){u->id, u->id_len}) != 0 ||
+        put_str_field(s, ",\"run_id\":", ev->run_id) != 0 ||
+        put_str_field(s, ",\"thread_id\":", ev->thread_id) != 0 ||
+        put_timestamp(e, s, ts_ms) != 0 || ac__sbuf_append(s, ",\"data\":", 8) != 0)
         return AC_ENOMEM;
-    if (json_dump_callback(ev->data, dump_cb, s, JSON_COMPACT) != 0)
+    if (put_json(s, ev->data) != 0)
         return AC_ENOMEM;
     return ac__sbuf_append(s, "}", 1);
 }
@@ -109,8 +152,8 @@ ac__buf_t *ac__emitter_server_msg(ac__emitter_t *e, const char *type, ac__str_t 
 
     s->len = 0;
     if (ac__sbuf_printf(s, "{\"type\":\"%s\"", type) != 0 ||
-        put_str_field(s, "user_id", user) != 0 || put_str_field(s, "thread_id", thread) != 0 ||
-        put_timestamp(s, ts_ms) != 0)
+        put_str_field(s, ",\"user_id\":", user) != 0 ||
+        put_str_field(s, ",\"thread_id\":", thread) != 0 || put_timestamp(e, s, ts_ms) != 0)
         return NULL;
     if (data_json != NULL && ac__sbuf_printf(s, ",\"data\":%s", data_json) != 0)
         return NULL;

@@ -18,6 +18,8 @@ typedef struct ac__emitter_s {
     uint64_t events_total; /* events given a seq */
     uint64_t direct_total; /* direct messages */
     ac__sbuf_t scratch;    /* reused for every envelope */
+    int64_t ts_sec;        /* the second ts_prefix was formatted for */
+    char ts_prefix[20];    /* "YYYY-MM-DDTHH:MM:SS" of ts_sec */
 } ac__emitter_t;
 
 /* A string that may be absent (p == NULL). */

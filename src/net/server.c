@@ -197,6 +197,7 @@ void ac_server_free(ac_server_t *s)
     ac__idem_dispose(&s->idem);
     ac__manager_dispose(&s->manager);
     ac__http_free(s->scratch_http);
+    ac__sbuf_dispose(&s->reply);
     while (s->outq_cache != NULL) {
         struct ac__outq_s *q = s->outq_cache;
         s->outq_cache = q->next_free;

@@ -53,9 +53,10 @@ struct ac_server_s {
     uint64_t start_ms; /* uv_now() at creation */
 
     char *rbuf;                    /* the one read buffer of the loop */
-    struct ssl_ctx_st *tls; /* --tls-cert/--tls-key; NULL: plain TCP */
-    char *tls_buf;          /* the one plaintext buffer of the loop, with TLS */
+    struct ssl_ctx_st *tls;        /* --tls-cert/--tls-key; NULL: plain TCP */
+    char *tls_buf;                 /* the one plaintext buffer of the loop, with TLS */
     ac__http_t *scratch_http;      /* parser state for requests that arrive whole */
+    ac__sbuf_t reply;              /* publish answers are written here, then copied out once */
     struct ac__outq_s *outq_cache; /* idle output queues for reuse */
     size_t outq_cached;
     int rbuf_busy;
@@ -84,8 +85,8 @@ struct ac_server_s {
     uint64_t queued_bytes;
     uint64_t accepted_total;
     uint64_t messages_total;
-    uint64_t closes_std[16];  /* closes we sent with 1000 + i */
-    uint64_t closes_app[16];  /* closes we sent with 4000 + i */
+    uint64_t closes_std[16]; /* closes we sent with 1000 + i */
+    uint64_t closes_app[16]; /* closes we sent with 4000 + i */
     /* publish-to-send latency of event frames, le = AC__LAT_BOUNDS_US[i] */
     uint64_t lat_buckets[AC__LAT_NBUCKETS + 1];
     uint64_t lat_count;
@@ -93,7 +94,7 @@ struct ac_server_s {
 
     ac_message_cb message_cb; /* user messages: an embedded agent */
     void *message_arg;
-    struct ac__static_s *statics; /* web files read once, then served from memory */
+    struct ac__static_s *statics;  /* web files read once, then served from memory */
     struct ac__webhook_s *webhook; /* --message-webhook */
     uint64_t duplicates_total;
 };
