@@ -11,23 +11,13 @@
 #include "api/api.h"
 #include "core/log.h"
 #include "net/conn.h"
+#include "net/conn_int.h"
 #include "net/tls.h"
 #include "net/ws.h"
 
 #define MAX_IOV 64
 
 static void on_close(uv_handle_t *h);
-static void ws_input(ac__conn_t *c, char *p, size_t n);
-
-static uint32_t now32(const ac_server_t *s)
-{
-    return (uint32_t)ac__server_now(s);
-}
-
-static int is_gone(const ac__conn_t *c)
-{
-    return c->state == AC__CONN_CLOSED;
-}
 
 /* ---- deadline list ---------------------------------------------------------------- */
 
@@ -51,7 +41,7 @@ static void dl_set(ac__conn_t *c, uint64_t after_ms)
 {
     ac_server_t *s = ac__conn_server(c);
 
-    c->deadline = now32(s) + (uint32_t)after_ms;
+    c->deadline = ac__conn_now32(s) + (uint32_t)after_ms;
     if (c->flags & AC__CF_IN_DL)
         return;
     c->dl_prev = NULL;
@@ -64,7 +54,7 @@ static void dl_set(ac__conn_t *c, uint64_t after_ms)
 
 void ac__conn_expire(ac_server_t *s)
 {
-    uint32_t now = now32(s);
+    uint32_t now = ac__conn_now32(s);
     ac__conn_t *c = s->dl_head;
 
     while (c != NULL) {
@@ -80,7 +70,7 @@ void ac__conn_expire(ac_server_t *s)
 
 /* ---- byte buffers ----------------------------------------------------------------- */
 
-static int bytes_append(ac__bytes_t **bp, const char *p, size_t n)
+int ac__bytes_append(ac__bytes_t **bp, const char *p, size_t n)
 {
     ac__bytes_t *b = *bp;
     size_t len = b ? b->len : 0;
@@ -105,7 +95,7 @@ static int bytes_append(ac__bytes_t **bp, const char *p, size_t n)
 }
 
 /* Keeps the bytes from `off` on; frees the buffer when none are left. */
-static void bytes_consume(ac__bytes_t **bp, size_t off)
+void ac__bytes_consume(ac__bytes_t **bp, size_t off)
 {
     ac__bytes_t *b = *bp;
 
@@ -296,7 +286,7 @@ static void on_write(uv_write_t *req, int status)
     }
     outq_consume(c, n);
     q->inflight = 0;
-    if (is_gone(c))
+    if (ac__conn_gone(c))
         return;
     if (status < 0) {
         ac__log(AC_LOG_DEBUG, "event=write_error error=%s", uv_strerror(status));
@@ -338,7 +328,7 @@ static void flush(ac__conn_t *c)
     unsigned n;
     int r;
 
-    if (is_gone(c))
+    if (ac__conn_gone(c))
         return;
     if (c->ssl != NULL && tls_move_out(c) != 0) {
         ac__conn_destroy(c);
@@ -392,7 +382,7 @@ void ac__conn_flush_dirty(ac_server_t *s)
 }
 
 /* Drops queued frames nobody has started writing, so a close can go out next. */
-static void drop_backlog(ac__conn_t *c)
+void ac__conn_drop_backlog(ac__conn_t *c)
 {
     ac__outq_t *q = c->out;
     uint32_t keep;
@@ -423,7 +413,7 @@ int ac__conn_send(ac__conn_t *c, ac__buf_t *frame)
         ac__log(AC_LOG_WARN, "event=slow_consumer conn=%llx user=%s queued=%llu",
                 (unsigned long long)c->m.id, c->m.user ? c->m.user->id : "-",
                 (unsigned long long)backlog(c));
-        drop_backlog(c);
+        ac__conn_drop_backlog(c);
         ac__conn_close_ws(c, AC_WS_CLOSE_TOO_SLOW, "too slow, resume with last_seq", 0);
         return 0;
     }
@@ -453,7 +443,7 @@ int ac__conn_send_replay(ac__conn_t *c, ac__buf_t *frame)
 
 void ac__conn_send_control(ac__conn_t *c, ac__buf_t *frame)
 {
-    if (is_gone(c))
+    if (ac__conn_gone(c))
         return;
     if (outq_push(c, frame) != 0)
         ac__conn_destroy(c);
@@ -465,7 +455,7 @@ void ac__conn_destroy(ac__conn_t *c)
 {
     ac_server_t *s = ac__conn_server(c);
 
-    if (is_gone(c))
+    if (ac__conn_gone(c))
         return;
     ac__manager_detach(&s->manager, &c->m, ac__server_now(s));
     ac__server_agent_remove(s, c);
@@ -499,7 +489,7 @@ static void on_close(uv_handle_t *h)
 
 /* Enters the closing state: input is read only for a peer's close frame, output drains,
  * then the write side is shut and the socket closed on EOF or the deadline. */
-static void begin_closing(ac__conn_t *c, uint64_t timeout_ms)
+void ac__conn_begin_closing(ac__conn_t *c, uint64_t timeout_ms)
 {
     ac_server_t *s = ac__conn_server(c);
 
@@ -514,7 +504,7 @@ static void begin_closing(ac__conn_t *c, uint64_t timeout_ms)
         mark_dirty(c);
 }
 
-static void send_close_frame(ac__conn_t *c, unsigned code, const char *reason)
+void ac__conn_send_close_frame(ac__conn_t *c, unsigned code, const char *reason)
 {
     uint8_t payload[125];
     size_t rlen = reason ? strlen(reason) : 0;
@@ -540,7 +530,7 @@ static void send_close_frame(ac__conn_t *c, unsigned code, const char *reason)
 void ac__conn_end(ac__conn_t *c)
 {
     if (c->state == AC__CONN_HTTP)
-        begin_closing(c, AC__CLOSE_TIMEOUT_MS);
+        ac__conn_begin_closing(c, AC__CLOSE_TIMEOUT_MS);
 }
 
 void ac__conn_close_ws(ac__conn_t *c, unsigned code, const char *reason, int announce)
@@ -567,10 +557,10 @@ void ac__conn_close_ws(ac__conn_t *c, unsigned code, const char *reason, int ann
     ac__log(code >= 4000 || code == AC_WS_CLOSE_GOING_AWAY ? AC_LOG_INFO : AC_LOG_DEBUG,
             "event=ws_close conn=%llx code=%u reason=\"%s\"", (unsigned long long)c->m.id, code,
             reason);
-    send_close_frame(c, code, reason);
+    ac__conn_send_close_frame(c, code, reason);
     if (s->shutting_down)
         timeout = (uint64_t)(s->opts.shutdown_timeout * 1000);
-    begin_closing(c, timeout);
+    ac__conn_begin_closing(c, timeout);
 }
 
 /* ---- HTTP ------------------------------------------------------------------------- */
@@ -594,7 +584,7 @@ void ac__conn_respond(ac__conn_t *c, unsigned status, const char *content_type, 
     ac__conn_send_control(c, b);
     ac__buf_unref(b);
     if (!keep_alive && c->state == AC__CONN_HTTP)
-        begin_closing(c, AC__CLOSE_TIMEOUT_MS);
+        ac__conn_begin_closing(c, AC__CLOSE_TIMEOUT_MS);
 }
 
 void ac__conn_respond_error(ac__conn_t *c, unsigned status, const char *msg,
@@ -627,7 +617,7 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
     size_t len = n;
 
     if (c->in != NULL) {
-        if (bytes_append(&c->in, p, n) != 0) {
+        if (ac__bytes_append(&c->in, p, n) != 0) {
             ac__conn_destroy(c);
             return;
         }
@@ -651,7 +641,7 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
                 ac__conn_destroy(c);
                 return;
             }
-            if (c->in == NULL && bytes_append(&c->in, buf, len) != 0)
+            if (c->in == NULL && ac__bytes_append(&c->in, buf, len) != 0)
                 ac__conn_destroy(c);
             return;
         }
@@ -686,10 +676,10 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
         } else {
             ac__http_reset(c->http);
         }
-        if (is_gone(c) || st != AC__HTTP_DONE)
+        if (ac__conn_gone(c) || st != AC__HTTP_DONE)
             return;
         if (c->in != NULL) {
-            bytes_consume(&c->in, consumed);
+            ac__bytes_consume(&c->in, consumed);
             buf = c->in ? c->in->p : NULL;
             len = c->in ? c->in->len : 0;
         } else {
@@ -709,10 +699,10 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
             ac__bytes_t *rest = c->in;
             if (rest != NULL) {
                 c->in = NULL;
-                ws_input(c, rest->p, rest->len);
+                ac__conn_ws_input(c, rest->p, rest->len);
                 free(rest);
             } else {
-                ws_input(c, (char *)buf, len);
+                ac__conn_ws_input(c, (char *)buf, len);
             }
         }
         return;
@@ -748,214 +738,8 @@ int ac__conn_upgrade(ac__conn_t *c, const char accept_key[29])
         double burst = ac__conn_server(c)->opts.client_rate * 2000.0;
         c->tokens = (uint32_t)(burst < 1000 ? 1000 : burst > 4e9 ? 4e9 : burst);
     }
-    c->last_rx = now32(ac__conn_server(c));
+    c->last_rx = ac__conn_now32(ac__conn_server(c));
     return 0;
-}
-
-/* ---- WebSocket input -------------------------------------------------------------- */
-
-static void ws_fail(ac__conn_t *c, unsigned code, const char *reason)
-{
-    ac__log(AC_LOG_DEBUG, "event=ws_protocol_error conn=%llx code=%u reason=\"%s\"",
-            (unsigned long long)c->m.id, code, reason);
-    /* The stream cannot be parsed past this point (the rest of an oversized frame would
-     * read as garbage): ignore what follows, let our close frame go out, then close. */
-    c->flags |= AC__CF_DISCARD;
-    if (c->state == AC__CONN_WS) {
-        drop_backlog(c);
-        ac__conn_close_ws(c, code, reason, 0);
-    }
-}
-
-static void ws_message(ac__conn_t *c, unsigned opcode, const char *p, size_t n)
-{
-    if (opcode == AC_WS_TEXT) {
-        uint32_t st = 0;
-        if (ac__utf8_validate(&st, (const uint8_t *)p, n) != 0 || st != 0) {
-            ws_fail(c, AC_WS_CLOSE_BAD_DATA, "invalid UTF-8");
-            return;
-        }
-    }
-    if (c->state != AC__CONN_WS)
-        return;
-    ac__api_ws_message(c, p, n, opcode == AC_WS_BINARY);
-}
-
-static void ws_close_frame(ac__conn_t *c, const uint8_t *p, size_t n)
-{
-    unsigned code = 0;
-
-    if (n == 1) {
-        ws_fail(c, AC_WS_CLOSE_PROTOCOL, "close payload of 1 byte");
-        return;
-    }
-    if (n >= 2) {
-        uint32_t st = 0;
-        code = (unsigned)p[0] << 8 | p[1];
-        if (!ac__ws_close_code_valid(code)) {
-            ws_fail(c, AC_WS_CLOSE_PROTOCOL, "invalid close code");
-            return;
-        }
-        if (ac__utf8_validate(&st, p + 2, n - 2) != 0 || st != 0) {
-            ws_fail(c, AC_WS_CLOSE_BAD_DATA, "invalid UTF-8 in close reason");
-            return;
-        }
-    }
-    if (c->flags & AC__CF_CLOSE_SENT) {
-        /* Our close was answered: the handshake is done, the server closes TCP (once our
-         * own close frame has left). */
-        if (c->out == NULL && (c->ssl == NULL || BIO_ctrl_pending(SSL_get_wbio(c->ssl)) == 0))
-            ac__conn_destroy(c);
-        else
-            c->flags |= AC__CF_CLOSE_AFTER;
-        return;
-    }
-    send_close_frame(c, code ? code : AC_WS_CLOSE_NORMAL, NULL);
-    c->flags |= AC__CF_CLOSE_AFTER;
-    begin_closing(c, AC__CLOSE_TIMEOUT_MS);
-}
-
-static void ws_frame(ac__conn_t *c, const ac__ws_header_t *h, char *payload)
-{
-    ac_server_t *s = ac__conn_server(c);
-
-    switch (h->opcode) {
-    case AC_WS_CLOSE:
-        ws_close_frame(c, (const uint8_t *)payload, (size_t)h->len);
-        return;
-    case AC_WS_PING:
-        if (c->state == AC__CONN_WS) {
-            ac__buf_t *b = ac__frame_raw(AC_WS_PONG, payload, (size_t)h->len);
-            if (b == NULL) {
-                ac__conn_destroy(c);
-                return;
-            }
-            ac__conn_send_control(c, b);
-            ac__buf_unref(b);
-        }
-        return;
-    case AC_WS_PONG:
-        return;
-    case AC_WS_TEXT:
-    case AC_WS_BINARY:
-        if (h->fin) {
-            ws_message(c, h->opcode, payload, (size_t)h->len);
-            return;
-        }
-        c->msg_opcode = (uint8_t)h->opcode;
-        if (bytes_append(&c->msg, payload, (size_t)h->len) != 0)
-            ac__conn_destroy(c);
-        return;
-    case AC_WS_CONT:
-        if (h->len > 0 && bytes_append(&c->msg, payload, (size_t)h->len) != 0) {
-            ac__conn_destroy(c);
-            return;
-        }
-        if (h->fin) {
-            ac__bytes_t *m = c->msg;
-            c->msg = NULL;
-            ws_message(c, c->msg_opcode, m->p, m->len);
-            free(m);
-        }
-        return;
-    default:
-        (void)s;
-        return;
-    }
-}
-
-/* Refills the --client-rate bucket for the time since the last read (called before
- * last_rx moves on). Publisher sockets are trusted (API key) and not limited. */
-static void refill_tokens(ac__conn_t *c, uint32_t now)
-{
-    ac_server_t *s = ac__conn_server(c);
-    double cap = s->opts.client_rate * 2000.0;
-    double t;
-
-    if (s->opts.client_rate <= 0 || c->kind != AC__KIND_USER)
-        return;
-    if (cap < 1000)
-        cap = 1000;
-    t = (double)c->tokens + (double)(now - c->last_rx) * s->opts.client_rate;
-    c->tokens = (uint32_t)(t > cap ? cap : t);
-}
-
-static int take_token(ac__conn_t *c)
-{
-    ac_server_t *s = ac__conn_server(c);
-
-    if (s->opts.client_rate <= 0 || c->kind != AC__KIND_USER)
-        return 1;
-    if (c->tokens < 1000)
-        return 0;
-    c->tokens -= 1000;
-    return 1;
-}
-
-static void ws_input(ac__conn_t *c, char *data, size_t len)
-{
-    ac_server_t *s = ac__conn_server(c);
-    char *p = data;
-    size_t n = len;
-    size_t off = 0;
-    int from_in = 0;
-
-    if (c->in != NULL) {
-        if (bytes_append(&c->in, data, len) != 0) {
-            ac__conn_destroy(c);
-            return;
-        }
-        p = c->in->p;
-        n = c->in->len;
-        from_in = 1;
-    }
-    while (off < n && !is_gone(c) && !(c->flags & AC__CF_DISCARD)) {
-        ac__ws_header_t h;
-        int r = ac__ws_header_decode((const uint8_t *)p + off, n - off, &h);
-        if (r == 0)
-            break;
-        if (r < 0) {
-            ws_fail(c, AC_WS_CLOSE_PROTOCOL, "malformed frame header");
-            return;
-        }
-        /* A publisher's message is a publish body: it may be as large as one. */
-        int code = ac__ws_check_header(&h, c->msg != NULL, c->msg ? c->msg->len : 0,
-                                       c->kind == AC__KIND_AGENT ? s->opts.max_publish_size
-                                                                 : s->opts.max_message_size);
-        if (code != 0) {
-            ws_fail(c, (unsigned)code,
-                    code == AC_WS_CLOSE_TOO_BIG ? "message over max-message-size"
-                                                : "protocol error");
-            return;
-        }
-        if (n - off - (size_t)r < h.len)
-            break;
-        if (!take_token(c)) {
-            s->rate_limited_total++;
-            ws_fail(c, AC_WS_CLOSE_POLICY, "rate limit: over --client-rate");
-            return;
-        }
-        char *payload = p + off + r;
-        ac__ws_unmask((uint8_t *)payload, (size_t)h.len, h.mask, 0);
-        off += (size_t)r + (size_t)h.len;
-        ws_frame(c, &h, payload);
-        /* The frame's handler may have closed us, or freed c->in via the manager. */
-        if (is_gone(c) || c->state == AC__CONN_HTTP)
-            return;
-    }
-    if (is_gone(c))
-        return;
-    if (c->flags & AC__CF_DISCARD) {
-        free(c->in);
-        c->in = NULL;
-        return;
-    }
-    if (from_in) {
-        bytes_consume(&c->in, off);
-    } else if (off < n) {
-        if (bytes_append(&c->in, p + off, n - off) != 0)
-            ac__conn_destroy(c);
-    }
 }
 
 /* ---- reading and accepting -------------------------------------------------------- */
@@ -982,12 +766,12 @@ static void dispatch(ac__conn_t *c, char *p, size_t n)
         http_input(c, p, n);
         break;
     case AC__CONN_WS:
-        ws_input(c, p, n);
+        ac__conn_ws_input(c, p, n);
         break;
     case AC__CONN_CLOSING:
         /* An HTTP connection on its way out: discard. A WebSocket: watch for close. */
         if ((c->flags & AC__CF_WS) && !(c->flags & AC__CF_DISCARD))
-            ws_input(c, p, n);
+            ac__conn_ws_input(c, p, n);
         break;
     default:
         break;
@@ -1004,7 +788,7 @@ static void tls_input(ac__conn_t *c, const char *p, size_t n)
         ac__conn_destroy(c);
         return;
     }
-    while (!is_gone(c)) {
+    while (!ac__conn_gone(c)) {
         int r = SSL_read(c->ssl, s->tls_buf, AC__READ_BUF_SIZE);
         if (r > 0) {
             dispatch(c, s->tls_buf, (size_t)r);
@@ -1025,7 +809,7 @@ static void tls_input(ac__conn_t *c, const char *p, size_t n)
         }
         break;
     }
-    if (!is_gone(c) && BIO_ctrl_pending(SSL_get_wbio(c->ssl)) > 0)
+    if (!ac__conn_gone(c) && BIO_ctrl_pending(SSL_get_wbio(c->ssl)) > 0)
         mark_dirty(c);
 }
 
@@ -1043,8 +827,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (c->state == AC__CONN_WS)
-        refill_tokens(c, now32(s));
-    c->last_rx = now32(s);
+        ac__conn_refill_tokens(c, ac__conn_now32(s));
+    c->last_rx = ac__conn_now32(s);
     if (c->ssl != NULL)
         tls_input(c, buf->base, (size_t)nread);
     else
@@ -1075,7 +859,7 @@ void ac__conn_accept(ac_server_t *s)
         return;
     }
     c->state = AC__CONN_HTTP;
-    c->last_rx = now32(s);
+    c->last_rx = ac__conn_now32(s);
     dl_set(c, (uint64_t)(s->opts.handshake_timeout * 1000));
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
         ac__conn_destroy(c);
