@@ -100,7 +100,8 @@ tsan:
 # The integration suite with the daemon under valgrind memcheck (slow; not part of test).
 valgrind: deps
 	@$(MAKE) --no-print-directory debug
-	@AGENTCAST_BIN=$(abspath scripts/valgrind-daemon.sh) INTEGRATION_TEST_TIMEOUT_MS=900000 \
+	@AGENTCAST_BIN=$(abspath scripts/valgrind-daemon.sh) AGENTCAST_SANITIZED=1 \
+		INTEGRATION_TEST_TIMEOUT_MS=900000 \
 		INTEGRATION_SUITE_TIMEOUT=5400 scripts/integration.sh
 
 debug:
