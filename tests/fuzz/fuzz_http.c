@@ -17,6 +17,9 @@
 #include "net/http.h"
 #include "net/ws.h"
 
+#define FUZZ_NAME "fuzz_http"
+#include "fuzz_common.h"
+
 /* What a connection in its HTTP phase holds between reads. */
 typedef struct sim_s {
     ac__http_t *scratch; /* the server's parser for requests that arrive whole */
@@ -26,40 +29,12 @@ typedef struct sim_s {
     int open; /* 0 once the connection left HTTP (error, close, upgrade) */
 } sim_t;
 
-static void check(int ok, const char *what)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz_http: invariant broken: %s\n", what);
-        abort();
-    }
-}
-
-/* The code under test does not log today; if it ever does, not once per input. */
-static void null_sink(ac_log_level_t level, const char *line, void *arg)
-{
-    (void)level;
-    (void)line;
-    (void)arg;
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    ac_log_set_sink(null_sink, NULL);
-    ac_log_set_level(AC_LOG_ERROR);
+    fuzz_quiet_logs(AC_LOG_ERROR);
     return 0;
-}
-
-/* A copy in a block of exactly n bytes (1 when n is 0, so the pointer is never NULL). */
-static char *dup_exact(const char *p, size_t n)
-{
-    char *d = malloc(n ? n : 1);
-
-    check(d != NULL, "malloc");
-    if (n > 0)
-        memcpy(d, p, n);
-    return d;
 }
 
 static int within(const char *p, size_t n, const char *buf, size_t len)

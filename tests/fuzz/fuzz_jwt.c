@@ -20,45 +20,21 @@
 #include "agentcast.h"
 #include "api/auth.h"
 
+#define FUZZ_NAME "fuzz_jwt"
+#include "fuzz_common.h"
+
 static const char SECRET[] = "fuzz-secret-0123456789";
 #define SECRET_LEN (sizeof(SECRET) - 1)
 /* 2023-11-14T22:13:20Z: what the claims are checked against. */
 #define NOW INT64_C(1700000000)
 #define MAX_TOKEN 8192
 
-static void check(int ok, const char *what)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz_jwt: invariant broken: %s\n", what);
-        abort();
-    }
-}
-
-/* The code under test does not log today; if it ever does, not once per input. */
-static void null_sink(ac_log_level_t level, const char *line, void *arg)
-{
-    (void)level;
-    (void)line;
-    (void)arg;
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    ac_log_set_sink(null_sink, NULL);
-    ac_log_set_level(AC_LOG_ERROR);
+    fuzz_quiet_logs(AC_LOG_ERROR);
     return 0;
-}
-
-static char *dup_exact(const void *p, size_t n)
-{
-    char *d = malloc(n ? n : 1);
-
-    check(d != NULL, "malloc");
-    if (n > 0)
-        memcpy(d, p, n);
-    return d;
 }
 
 static const char B64URL[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";

@@ -23,34 +23,19 @@
 
 #include "agentcast.h"
 
+#define FUZZ_NAME "fuzz_publish"
+#include "fuzz_common.h"
+
 #define MAX_USERS 64
 #define SEQ_UNKNOWN UINT64_MAX
 
 static uv_loop_t loop;
 
-static void check(int ok, const char *what)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz_publish: invariant broken: %s\n", what);
-        abort();
-    }
-}
-
-/* Logging stays on at debug level (its formatting of fuzzed fields is code to run too), but
- * goes nowhere. */
-static void null_sink(ac_log_level_t level, const char *line, void *arg)
-{
-    (void)level;
-    (void)arg;
-    check(strlen(line) < 1024, "log line over its buffer");
-}
-
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    ac_log_set_sink(null_sink, NULL);
-    ac_log_set_level(AC_LOG_DEBUG);
+    fuzz_quiet_logs(AC_LOG_DEBUG);
     check(uv_loop_init(&loop) == 0, "uv_loop_init");
     return 0;
 }

@@ -16,41 +16,17 @@
 #include "agentcast.h"
 #include "net/ws.h"
 
+#define FUZZ_NAME "fuzz_ws"
+#include "fuzz_common.h"
+
 #define MAX_MESSAGE 65536
-
-static void check(int ok, const char *what)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz_ws: invariant broken: %s\n", what);
-        abort();
-    }
-}
-
-/* The code under test does not log today; if it ever does, not once per input. */
-static void null_sink(ac_log_level_t level, const char *line, void *arg)
-{
-    (void)level;
-    (void)line;
-    (void)arg;
-}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    ac_log_set_sink(null_sink, NULL);
-    ac_log_set_level(AC_LOG_ERROR);
+    fuzz_quiet_logs(AC_LOG_ERROR);
     return 0;
-}
-
-static uint8_t *dup_exact(const uint8_t *p, size_t n)
-{
-    uint8_t *d = malloc(n ? n : 1);
-
-    check(d != NULL, "malloc");
-    if (n > 0)
-        memcpy(d, p, n);
-    return d;
 }
 
 /* xorshift32: split points derived from the input, so every run of an input is the same. */
