@@ -74,8 +74,6 @@ static void ws_close_frame(ac__conn_t *c, const uint8_t *p, size_t n)
 
 static void ws_frame(ac__conn_t *c, const ac__ws_header_t *h, char *payload)
 {
-    ac_server_t *s = ac__conn_server(c);
-
     switch (h->opcode) {
     case AC_WS_CLOSE:
         ws_close_frame(c, (const uint8_t *)payload, (size_t)h->len);
@@ -116,8 +114,7 @@ static void ws_frame(ac__conn_t *c, const ac__ws_header_t *h, char *payload)
         }
         return;
     default:
-        (void)s;
-        return;
+        return; /* reserved opcodes were refused by ac__ws_check_header() */
     }
 }
 
