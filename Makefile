@@ -8,10 +8,10 @@ CC       ?= cc
 BUILD    ?= build
 OPT      ?= -O2 -g
 SAN      ?=
-PKGS     := libuv jansson openssl
+PKGS     := libuv jansson openssl hiredis
 
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
-              -fno-strict-aliasing -Iinclude -Isrc $(OPT) $(SAN) \
+              -fno-strict-aliasing -Iinclude -Isrc -I$(BUILD)/gen $(OPT) $(SAN) \
               $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS)
 LDLIBS_ALL := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -lpthread
 LDFLAGS_ALL := $(SAN) $(LDFLAGS)
@@ -34,6 +34,13 @@ all: $(BUILD)/agentcastd $(BUILD)/libagentcast.a $(BENCH_BIN) $(EXAMPLE_BIN)
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+# The Redis broker's Lua script, compiled in as a C string.
+$(BUILD)/gen/redis_lua.h: src/broker/redis.lua
+	@mkdir -p $(dir $@)
+	sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $< > $@
+
+$(BUILD)/obj/src/broker/redis.o: $(BUILD)/gen/redis_lua.h
 
 $(BUILD)/libagentcast.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)

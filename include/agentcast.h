@@ -80,6 +80,9 @@ typedef struct ac_server_opts_s {
     size_t max_publish_size;     /* publish body: 1 MiB */
     size_t max_message_size;     /* inbound WebSocket message: 64 KiB */
     size_t max_queue_bytes;      /* a connection's unsent backlog: 1 MiB */
+    const char *broker;          /* "memory" (one node) or redis://HOST:PORT[/DB]: "memory" */
+    const char *redis_password;  /* AUTH for the redis broker; NULL: none */
+    const char *redis_prefix;    /* namespace of the redis broker's keys and channels: "ac:" */
 } ac_server_opts_t;
 
 void ac_server_opts_init(ac_server_opts_t *opts);

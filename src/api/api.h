@@ -35,10 +35,10 @@ void ac__api_expire_runs(ac_server_t *s);
 /* GET /v1/runs/{run_id} (publish.c). */
 void ac__api_run_get(ac__conn_t *c, const ac__http_req_t *req, const char *id, size_t len);
 
-/* Validates and publishes one event now (loop thread): what ac_emit() queues ends here
- * (publish.c). Returns 0 or AC_E*, with *reason naming the field or rule. */
-int ac__emit_now(ac_server_t *s, const ac_event_t *event, ac_publish_result_t *result,
-                 const char **reason);
+/* Validates and publishes one event (loop thread): what ac_emit() queues ends here
+ * (publish.c). Calls cb once with the outcome (status, result, reason naming the field or
+ * rule): before returning with the memory broker, when Redis answers with a cluster. */
+void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void *arg);
 
 /* Runs every queued ac_emit() now (embed.c); the uv_async_t callback. */
 void ac__embed_drain(ac_server_t *s);
@@ -59,6 +59,16 @@ void ac__webhook_free(ac_server_t *s);
 
 /* POST /v1/disconnect (usersock.c). */
 void ac__api_disconnect(ac__conn_t *c, const ac__http_req_t *req);
+
+/* The broker's view of this node's connections (usersock.c). */
+void ac__api_broker_host(ac_server_t *s, ac__broker_host_t *h);
+
+/* With a cluster broker: the run timeout publishes through it (publish.c). */
+void ac__api_cluster_init(ac_server_t *s);
+
+/* A connection with publishes still awaiting the broker is being freed: their answers
+ * will be dropped (publish.c). */
+void ac__api_pend_orphan(ac__conn_t *c);
 
 /* Checks the Bearer API key when one is configured; answers 401 and returns -1 when it
  * is missing or wrong (router.c). */

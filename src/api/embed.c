@@ -100,14 +100,7 @@ void ac__embed_drain(ac_server_t *s)
     uv_mutex_unlock(&s->emit_lock);
     while (node != NULL) {
         emit_node_t *next = node->next;
-        ac_publish_result_t res = {0};
-        const char *reason = NULL;
-        int r = ac__emit_now(s, &node->ev, &res, &reason);
-        if (r != 0 && ac__log_enabled(AC_LOG_DEBUG))
-            ac__log(AC_LOG_DEBUG, "event=emit_refused user=%s type=%s reason=\"%s\"",
-                    node->ev.user_id, node->ev.type, reason ? reason : ac_strerror(r));
-        if (node->cb != NULL)
-            node->cb(s, r, r == 0 ? &res : NULL, reason ? reason : ac_strerror(r), node->arg);
+        ac__emit_start(s, &node->ev, node->cb, node->arg);
         free(node);
         node = next;
     }

@@ -15,8 +15,11 @@ typedef struct item_s {
     ac__str_t user;
     ac__str_t idem_key; /* p NULL: none */
     int direct;
+    int timeout; /* the gateway's own agent_error for a silent run */
     uint64_t conn_id;
 } item_t;
+
+typedef struct ac__pend_s pend_t;
 
 /* Reasons that name a value are formatted here (per thread: one server per loop thread). */
 static __thread char reason_buf[160];
@@ -148,8 +151,10 @@ static int validate(ac_server_t *s, json_t *obj, item_t *it, const char **reason
         }
         it->direct = 1;
         u = ac__manager_find_user(&s->manager, it->user.p, it->user.len);
+        /* With a cluster broker the connection may be on another node: the broker checks. */
         if (ac__conn_id_parse(json_string_value(v), json_string_length(v), &it->conn_id) != 0 ||
-            u == NULL || ac__manager_find_conn(u, it->conn_id) == NULL) {
+            (s->broker->vt->publish_batch == NULL &&
+             (u == NULL || ac__manager_find_conn(u, it->conn_id) == NULL))) {
             *reason = "connection_id: not open for this user";
             return 404;
         }
@@ -284,12 +289,228 @@ static json_t *error_json(const char *reason, long index)
     return o;
 }
 
+/* ---- the cluster path: answered when the broker is --------------------------------- */
+
+#define AC__PUB_LATER 1000u
+
+enum { PEND_HTTP, PEND_AGENT, PEND_EMIT, PEND_TIMEOUT };
+
+/* A publish whose answer comes later; on a connection's FIFO (c->pend) while it waits. */
+struct ac__pend_s {
+    struct ac__pend_s *next;
+    ac_server_t *s;
+    ac__conn_t *c; /* NULL once the connection is gone */
+    int kind;
+    int keep_alive;
+    int ready;        /* agent FIFO: the answer is in `frame` */
+    ac__buf_t *frame; /* agent FIFO: the answer */
+    ac_emit_cb cb;    /* ac_emit() */
+    void *cb_arg;
+    size_t n;
+    int is_array;
+    uint8_t *direct; /* per event */
+    uint8_t *types;  /* per event: ac__ev_type_t, for the counters */
+};
+
+static pend_t *pend_new(ac_server_t *s, int kind, ac__conn_t *c)
+{
+    pend_t *p = calloc(1, sizeof(*p));
+
+    if (p != NULL) {
+        p->s = s;
+        p->kind = kind;
+        p->c = c;
+    }
+    return p;
+}
+
+static void pend_append(ac__conn_t *c, pend_t *p)
+{
+    pend_t **pp = &c->pend;
+
+    while (*pp != NULL)
+        pp = &(*pp)->next;
+    *pp = p;
+}
+
+static void pend_free(pend_t *p)
+{
+    free(p->direct);
+    free(p->types);
+    if (p->frame != NULL)
+        ac__buf_unref(p->frame);
+    free(p);
+}
+
+void ac__api_pend_orphan(ac__conn_t *c)
+{
+    pend_t *p = c->pend;
+
+    c->pend = NULL;
+    while (p != NULL) {
+        pend_t *next = p->next;
+        p->next = NULL;
+        p->c = NULL;
+        if (p->ready)
+            pend_free(p); /* answered, not yet sent: nobody to send it to */
+        p = next;
+    }
+}
+
+static void agent_flush(ac__conn_t *c);
+static json_t *error_json(const char *reason, long index);
+static int put_result(ac__sbuf_t *out, const item_t *it, const ac_publish_result_t *res);
+
+/* The answer of a cluster publish, to whoever asked. */
+static void cluster_done(void *arg, unsigned status, size_t index, const char *reason,
+                         const ac_publish_result_t *results, size_t n)
+{
+    pend_t *p = arg;
+    ac_server_t *s = p->s;
+    ac__sbuf_t *out = &s->reply;
+    int ok = 1;
+
+    out->len = 0;
+    if (status == 200) {
+        for (size_t i = 0; i < n; i++) {
+            if (p->direct[i]) {
+                s->emitter.direct_total++;
+            } else if (results[i].duplicate) {
+                s->duplicates_total++;
+            } else {
+                ac__ev_type_t t = (ac__ev_type_t)p->types[i];
+                s->emitter.by_type[t < AC__EV_NTYPES ? t : AC__EV_CUSTOM]++;
+                s->emitter.events_total++;
+            }
+        }
+    }
+    if (p->kind == PEND_EMIT) {
+        int r = status == 200 ? 0
+                : status == 404 ? AC_ENOENT
+                : status == 409 ? AC_ESTATE
+                                : AC_EUNAVAIL;
+        if (p->cb != NULL)
+            p->cb(s, r, r == 0 ? &results[0] : NULL, r == 0 ? ac_strerror(0) : reason, p->cb_arg);
+        pend_free(p);
+        return;
+    }
+    if (p->kind == PEND_TIMEOUT) {
+        if (status != 200 && status != 409)
+            ac__log(AC_LOG_WARN, "event=run_timeout_publish_failed status=%u reason=\"%s\"",
+                    status, reason ? reason : "");
+        pend_free(p);
+        return;
+    }
+    if (status == 200) {
+        if (p->is_array && ac__sbuf_append(out, "[", 1) != 0)
+            ok = 0;
+        for (size_t i = 0; i < n && ok; i++) {
+            item_t it;
+            it.direct = p->direct[i];
+            if ((i > 0 && ac__sbuf_append(out, ",", 1) != 0) || put_result(out, &it, &results[i]) != 0)
+                ok = 0;
+        }
+        if (ok && p->is_array && ac__sbuf_append(out, "]", 1) != 0)
+            ok = 0;
+    } else {
+        json_t *err = error_json(reason ? reason : "broker error",
+                                 p->is_array && status != 503 ? (long)index : -1);
+        size_t need;
+        if (err != NULL && p->kind == PEND_AGENT)
+            json_object_set_new(err, "status", json_integer(status));
+        need = err ? json_dumpb(err, NULL, 0, JSON_COMPACT) : 0;
+        if (need == 0 || ac__sbuf_reserve(out, need) != 0 ||
+            json_dumpb(err, out->p + out->len, need, JSON_COMPACT) != need)
+            ok = 0;
+        else
+            out->len += need;
+        json_decref(err);
+    }
+    if (p->c == NULL) {
+        pend_free(p); /* the connection closed meanwhile */
+        return;
+    }
+    if (p->kind == PEND_HTTP) {
+        ac__conn_t *c = p->c;
+        c->pend = NULL;
+        if (!ok)
+            ac__conn_destroy(c);
+        else
+            ac__conn_respond(c, status, NULL, out->p, out->len, NULL, p->keep_alive);
+        pend_free(p);
+        ac__conn_http_resume(c);
+        return;
+    }
+    /* PEND_AGENT: it is on the connection's FIFO. */
+    p->frame = ok ? ac__frame_raw(AC_WS_TEXT, out->p, out->len) : NULL;
+    p->ready = 1;
+    if (p->frame == NULL) {
+        ac__conn_destroy(p->c); /* its FIFO, this entry included, goes when it is freed */
+        return;
+    }
+    agent_flush(p->c);
+}
+
+/* Hands a validated batch to the cluster broker with its envelopes. 0: `pend` will be
+ * answered; else AC_E* (nothing was sent). */
+static int cluster_start(ac_server_t *s, item_t *items, size_t n, int is_array, pend_t *pend)
+{
+    ac__sbuf_t env = {0};
+    ac__pub_item_t *pi = calloc(n, sizeof(*pi));
+    size_t *off = calloc(2 * n + 1, sizeof(*off));
+    int64_t ts = ac__now_ms();
+    int r = AC_ENOMEM;
+
+    pend->n = n;
+    pend->is_array = is_array;
+    pend->direct = calloc(n, 1);
+    pend->types = calloc(n, 1);
+    if (pi == NULL || off == NULL || pend->direct == NULL || pend->types == NULL)
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        size_t split = 0;
+        off[2 * i] = env.len;
+        if (ac__emitter_envelope(&s->emitter, &env, items[i].user, &items[i].ev, ts,
+                                 items[i].direct ? NULL : &split) != 0)
+            goto done;
+        off[2 * i + 1] = items[i].direct ? env.len : split;
+    }
+    off[2 * n] = env.len;
+    for (size_t i = 0; i < n; i++) {
+        size_t start = off[2 * i], mid = off[2 * i + 1], end = off[2 * i + 2];
+        pi[i].op = items[i].op;
+        pi[i].op.user_id = items[i].user;
+        pi[i].idem_key = items[i].idem_key;
+        pi[i].head = (ac__str_t){env.p + start, mid - start};
+        pi[i].tail = (ac__str_t){env.p + mid, end - mid};
+        pi[i].conn_id = items[i].direct ? items[i].conn_id : 0;
+        pi[i].timeout = items[i].timeout;
+        pend->direct[i] = (uint8_t)items[i].direct;
+        pend->types[i] = (uint8_t)items[i].ev.type;
+    }
+    r = s->broker->vt->publish_batch(s->broker, pi, n, cluster_done, pend);
+done:
+    ac__sbuf_dispose(&env);
+    free(pi);
+    free(off);
+    if (r != 0) {
+        free(pend->direct);
+        free(pend->types);
+        pend->direct = pend->types = NULL;
+    }
+    return r;
+}
+
 /* Publishes one body (an event object or an array of them, all or nothing). Returns the
  * HTTP status and writes the JSON answer into `out` (emptied first); with `with_status`
  * an error answer also carries "status" (the publisher socket's form). 0 when out of
- * memory. Shared by POST /v1/publish and the publisher socket. */
+ * memory; AC__PUB_LATER when `pend` was handed to the cluster broker (it answers). Shared by
+ * POST /v1/publish, the publisher socket and ac_emit(). */
+static void ac__api_run_get_local(ac__conn_t *c, const ac__http_req_t *req, const char *id,
+                                  size_t len);
+
 static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int with_status,
-                             ac__sbuf_t *out)
+                             ac__sbuf_t *out, pend_t *pend)
 {
     json_error_t jerr;
     json_t *root, *err = NULL;
@@ -332,6 +553,17 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
             goto done;
         }
     }
+    if (pend != NULL && s->broker->vt->publish_batch != NULL) {
+        /* The cluster decides lifecycle and idempotency, atomically, where its state is. */
+        int r = cluster_start(s, items, n, is_array, pend);
+        if (r == 0) {
+            status = AC__PUB_LATER;
+            goto done;
+        }
+        err = error_json(r == AC_ENOMEM ? "out of memory" : "broker unavailable", -1);
+        status = 503;
+        goto done;
+    }
     {
         const char *reason = NULL;
         size_t bad = 0;
@@ -371,7 +603,7 @@ done:
         else
             out->len += need;
         json_decref(err);
-    } else if (status != 200 && status != 0) {
+    } else if (status != 200 && status != 0 && status != AC__PUB_LATER) {
         status = 0; /* an error without its answer: out of memory */
     }
     if (items != &one)
@@ -383,8 +615,17 @@ done:
 void ac__api_publish(ac__conn_t *c, const ac__http_req_t *req)
 {
     ac_server_t *s = ac__conn_server(c);
-    unsigned status = publish_body(s, req->body, req->body_len, 0, &s->reply);
+    pend_t *pend = pend_new(s, PEND_HTTP, c);
+    unsigned status;
 
+    if (pend != NULL)
+        pend->keep_alive = req->keep_alive;
+    status = publish_body(s, req->body, req->body_len, 0, &s->reply, pend);
+    if (status == AC__PUB_LATER) {
+        c->pend = pend; /* reading stops until the answer (conn.c) */
+        return;
+    }
+    free(pend);
     if (status == 0) {
         ac__conn_destroy(c);
         return;
@@ -394,6 +635,20 @@ void ac__api_publish(ac__conn_t *c, const ac__http_req_t *req)
                                    : c->http != NULL && http_should_keep_alive(&c->http->parser));
 }
 
+/* Answers on a publisher socket leave in the order of the messages. */
+static void agent_flush(ac__conn_t *c)
+{
+    while (c->pend != NULL && c->pend->ready) {
+        pend_t *p = c->pend;
+        c->pend = p->next;
+        if (p->frame != NULL) {
+            ac__conn_send(c, p->frame);
+            ac__buf_unref(p->frame);
+        }
+        free(p);
+    }
+}
+
 void ac__api_agent_message(ac__conn_t *c, const char *p, size_t len, int binary)
 {
     ac_server_t *s = ac__conn_server(c);
@@ -401,45 +656,66 @@ void ac__api_agent_message(ac__conn_t *c, const char *p, size_t len, int binary)
         "{\"error\":\"binary messages are not supported\",\"status\":400}";
     unsigned status;
     ac__buf_t *b;
+    pend_t *pend = s->broker->vt->publish_batch ? pend_new(s, PEND_AGENT, c) : NULL;
 
     if (binary) {
         b = ac__frame_raw(AC_WS_TEXT, binary_err, sizeof(binary_err) - 1);
     } else {
-        status = publish_body(s, p, len, 1, &s->reply);
+        status = publish_body(s, p, len, 1, &s->reply, pend);
+        if (status == AC__PUB_LATER) {
+            pend_append(c, pend);
+            return;
+        }
         b = status ? ac__frame_raw(AC_WS_TEXT, s->reply.p, s->reply.len) : NULL;
     }
     if (b == NULL) {
+        free(pend);
         ac__conn_destroy(c);
         return;
     }
-    ac__conn_send(c, b);
-    ac__buf_unref(b);
+    if (c->pend == NULL) {
+        free(pend);
+        ac__conn_send(c, b);
+        ac__buf_unref(b);
+        return;
+    }
+    /* Earlier messages are still being answered: this answer waits its turn. */
+    if (pend == NULL) {
+        ac__buf_unref(b);
+        ac__conn_destroy(c);
+        return;
+    }
+    pend->frame = b;
+    pend->ready = 1;
+    pend_append(c, pend);
 }
 
-int ac__emit_now(ac_server_t *s, const ac_event_t *event, ac_publish_result_t *result,
-                 const char **reason)
+void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void *arg)
 {
     json_t *obj, *data = NULL;
     json_error_t jerr;
     item_t it;
-    ac_publish_result_t res;
+    ac_publish_result_t res = {0};
     const char *why = NULL;
     int st, r;
 
-    if (s->shutting_down)
-        return AC_ECLOSED;
+    if (s->shutting_down) {
+        r = AC_ECLOSED;
+        goto answer;
+    }
     if (event->data_json != NULL && event->data_json[0] != '\0') {
         data = json_loads(event->data_json, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
         if (data == NULL) {
-            if (reason != NULL)
-                *reason = "data: invalid JSON";
-            return AC_EINVAL;
+            why = "data: invalid JSON";
+            r = AC_EINVAL;
+            goto answer;
         }
     }
     obj = json_object();
     if (obj == NULL) {
         json_decref(data);
-        return AC_ENOMEM;
+        r = AC_ENOMEM;
+        goto answer;
     }
     if (event->user_id != NULL)
         json_object_set_new(obj, "user_id", json_string(event->user_id));
@@ -457,22 +733,42 @@ int ac__emit_now(ac_server_t *s, const ac_event_t *event, ac_publish_result_t *r
         json_object_set_new(obj, "idempotency_key", json_string(event->idempotency_key));
 
     st = validate(s, obj, &it, &why);
+    if (st == 0 && s->broker->vt->publish_batch != NULL) {
+        pend_t *p = pend_new(s, PEND_EMIT, NULL);
+        if (p == NULL) {
+            r = AC_ENOMEM;
+        } else {
+            p->cb = cb;
+            p->cb_arg = arg;
+            r = cluster_start(s, &it, 1, 0, p);
+            if (r == 0) {
+                json_decref(obj);
+                return; /* cluster_done calls cb */
+            }
+            free(p);
+        }
+        json_decref(obj);
+        goto answer;
+    }
     if (st == 0) {
         size_t bad;
         st = check_runs(s, &it, 1, &bad, &why);
     }
     if (st != 0) {
         r = st == 404 ? AC_ENOENT : st == 409 ? AC_ESTATE : st == 503 ? AC_ENOMEM : AC_EINVAL;
-        goto done;
+    } else {
+        r = execute(s, &it, ac__now_ms(), &res);
+        if (r == AC_ENOENT)
+            why = "connection_id: not open for this user";
     }
-    r = execute(s, &it, ac__now_ms(), result != NULL ? result : &res);
-    if (r == AC_ENOENT)
-        why = "connection_id: not open for this user";
-done:
-    if (reason != NULL)
-        *reason = why;
     json_decref(obj);
-    return r;
+answer:
+    if (r != 0 && ac__log_enabled(AC_LOG_DEBUG))
+        ac__log(AC_LOG_DEBUG, "event=emit_refused user=%s type=%s reason=\"%s\"",
+                event->user_id ? event->user_id : "", event->type ? event->type : "",
+                why ? why : ac_strerror(r));
+    if (cb != NULL)
+        cb(s, r, r == 0 ? &res : NULL, why ? why : ac_strerror(r), arg);
 }
 
 void ac__api_expire_runs(ac_server_t *s)
@@ -511,7 +807,90 @@ void ac__api_expire_runs(ac_server_t *s)
     ac__bridge_expire(&s->bridge, now, (uint64_t)(s->opts.history_ttl * 1000));
 }
 
+/* A run the cluster broker found silent: its agent_error, published by this node. */
+static void cluster_run_timeout(void *arg, const char *run_id, const char *user_id,
+                                const char *thread_id)
+{
+    ac_server_t *s = arg;
+    char data[96];
+    item_t it;
+    json_t *d;
+    pend_t *p;
+
+    snprintf(data, sizeof(data), "{\"error\":\"run timed out\",\"timeout_s\":%g}",
+             s->opts.run_timeout);
+    d = json_loads(data, 0, NULL);
+    p = pend_new(s, PEND_TIMEOUT, NULL);
+    if (d == NULL || p == NULL) {
+        json_decref(d);
+        free(p);
+        return;
+    }
+    memset(&it, 0, sizeof(it));
+    it.ev.type = AC__EV_AGENT_ERROR;
+    it.ev.type_name = (ac__str_t){"agent_error", 11};
+    it.ev.run_id = (ac__str_t){run_id, strlen(run_id)};
+    if (thread_id != NULL)
+        it.ev.thread_id = (ac__str_t){thread_id, strlen(thread_id)};
+    it.ev.data = d;
+    it.user = (ac__str_t){user_id, strlen(user_id)};
+    it.op.type = AC__EV_AGENT_ERROR;
+    it.op.run_id = it.ev.run_id;
+    it.op.user_id = it.user;
+    it.op.thread_id = it.ev.thread_id;
+    it.timeout = 1;
+    ac__log(AC_LOG_WARN, "event=run_timeout run=%s user=%s", run_id, user_id);
+    if (cluster_start(s, &it, 1, 0, p) != 0)
+        free(p);
+    json_decref(d);
+}
+
+void ac__api_cluster_init(ac_server_t *s)
+{
+    ac__broker_redis_on_timeout(s->broker, cluster_run_timeout, s);
+}
+
+static void run_done(void *arg, unsigned status, const char *json, size_t len)
+{
+    pend_t *p = arg;
+    ac__conn_t *c = p->c;
+
+    if (c != NULL) {
+        c->pend = NULL;
+        if (status == 200)
+            ac__conn_respond(c, 200, NULL, json, len, NULL, p->keep_alive);
+        else
+            ac__conn_respond_error(c, status, status == 404 ? "run_id: unknown run"
+                                                            : "broker unavailable",
+                                   NULL);
+        ac__conn_http_resume(c);
+    }
+    pend_free(p);
+}
+
 void ac__api_run_get(ac__conn_t *c, const ac__http_req_t *req, const char *id, size_t len)
+{
+    if (ac__conn_server(c)->broker->vt->run_get != NULL) {
+        ac_server_t *s = ac__conn_server(c);
+        pend_t *p = pend_new(s, PEND_HTTP, c);
+        if (p == NULL) {
+            ac__conn_respond_error(c, 503, "out of memory", NULL);
+            return;
+        }
+        p->keep_alive = req->keep_alive;
+        if (s->broker->vt->run_get(s->broker, id, len, run_done, p) != 0) {
+            free(p);
+            ac__conn_respond_error(c, 503, "broker unavailable", NULL);
+            return;
+        }
+        c->pend = p;
+        return;
+    }
+    ac__api_run_get_local(c, req, id, len);
+}
+
+static void ac__api_run_get_local(ac__conn_t *c, const ac__http_req_t *req, const char *id,
+                                  size_t len)
 {
     ac_server_t *s = ac__conn_server(c);
     const ac__run_t *r = ac__bridge_find(&s->bridge, id, len);

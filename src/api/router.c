@@ -70,9 +70,7 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
     for (int i = 0; i < AC_STAT_NTYPES; i++)
         json_object_set_new(by_type, ac__ev_type_name((ac__ev_type_t)i),
                             json_integer((json_int_t)st.events_by_type[i]));
-    respond_json(
-        c, req, 200,
-        json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I},s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,"
+    json_t *o = json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I},s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,"
                   "s:s,s:s}",
                   "total_users", (json_int_t)st.total_users, "total_connections",
                   (json_int_t)st.total_connections, "active_emitters",
@@ -89,7 +87,10 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
                   "user_messages_total", (json_int_t)st.messages_total,
                   "http_requests_total", (json_int_t)st.http_requests_total, "http_errors_total",
                   (json_int_t)st.http_errors_total, "uptime_s", st.uptime_s, "broker",
-                  s->broker->vt->name, "version", AC_VERSION));
+                  s->broker->vt->name, "version", AC_VERSION);
+    if (o != NULL)
+        s->broker->vt->stats(s->broker, o);
+    respond_json(c, req, 200, o);
 }
 
 static void handle_health(ac__conn_t *c, const ac__http_req_t *req)

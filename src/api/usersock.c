@@ -150,57 +150,101 @@ static int read_identity(ac__conn_t *c, const ac__http_req_t *req, handshake_t *
     return 0;
 }
 
-static void replay_one(ac__buf_t *frame, void *arg)
+static ac__conn_t *find_conn(ac__user_t *u, uint64_t conn_id)
 {
-    ac__conn_send_replay(arg, frame);
+    ac__mconn_t *m = ac__manager_find_conn(u, conn_id);
+    return m ? AC__CONN_OF(m) : NULL;
 }
 
 /* Sends `connected`; then, for a resume (last_seq=N), `resync` when the events after N
- * cannot all be replayed, then the retained events, all before any live event can be
- * queued (this runs on the loop thread, between two publishes). */
-static void send_greeting(ac__conn_t *c, ac__user_t *u, const handshake_t *hs)
+ * cannot all be replayed, then the retained events, all before any live event reaches
+ * the connection (the broker keeps it joining until then). */
+static int host_greet(void *arg, ac__user_t *u, uint64_t conn_id, const ac__join_res_t *res)
 {
-    ac_server_t *s = ac__conn_server(c);
-    char id[18], epoch[9], data[160];
+    ac_server_t *s = arg;
+    ac__conn_t *c = find_conn(u, conn_id);
+    char id[18], data[200];
     ac__str_t user = {u->id, u->id_len};
-    ac__str_t thread = {c->thread_id, c->thread_id ? strlen(c->thread_id) : 0};
+    ac__str_t thread;
     int64_t now = ac__now_ms();
-    uint64_t oldest = s->broker->vt->oldest(s->broker, u);
-    uint64_t from = 0;
-    int recovered = 0;
     ac__buf_t *b;
 
+    if (c == NULL || c->state != AC__CONN_WS)
+        return -1;
+    thread = (ac__str_t){c->thread_id, c->thread_id ? strlen(c->thread_id) : 0};
     ac__conn_id_str(c->m.id, id);
-    ac__user_epoch_str(u, epoch);
-    if (hs->has_last_seq) {
-        int same_epoch = hs->epoch_len < 0 || strcmp(hs->epoch, epoch) == 0;
-        /* Whole when every event after N is still retained (or none came after N). */
-        recovered = same_epoch && hs->last_seq <= u->seq && hs->last_seq + 1 >= oldest;
-        from = recovered ? hs->last_seq : oldest - 1;
-    }
     snprintf(data, sizeof(data),
              "{\"connection_id\":\"%s\",\"last_seq\":%llu,\"epoch\":\"%s\",\"recovered\":%s}", id,
-             (unsigned long long)u->seq, epoch, recovered ? "true" : "false");
+             (unsigned long long)res->seq, res->epoch,
+             res->recovered ? "true" : "false");
     b = ac__emitter_server_msg(&s->emitter, "connected", user, thread, data, now);
     if (b == NULL) {
         ac__conn_destroy(c);
-        return;
+        return -1;
     }
     ac__conn_send(c, b);
     ac__buf_unref(b);
-    if (!hs->has_last_seq)
-        return;
-    if (!recovered) {
-        snprintf(data, sizeof(data), "{\"from_seq\":%llu}", (unsigned long long)oldest);
+    if (!res->resume)
+        return 0; /* no last_seq: live from here */
+    if (!res->recovered) {
+        snprintf(data, sizeof(data), "{\"from_seq\":%llu}", (unsigned long long)res->oldest);
         b = ac__emitter_server_msg(&s->emitter, "resync", user, thread, data, now);
         if (b == NULL) {
             ac__conn_destroy(c);
-            return;
+            return -1;
         }
         ac__conn_send(c, b);
         ac__buf_unref(b);
     }
-    s->broker->vt->replay(s->broker, u, from, replay_one, c);
+    for (size_t i = 0; i < res->nframes && c->state == AC__CONN_WS; i++)
+        ac__conn_send_replay(c, res->frames[i]);
+    return c->state == AC__CONN_WS ? 0 : -1;
+}
+
+static void host_go_live(void *arg, ac__user_t *u, uint64_t conn_id)
+{
+    ac__conn_t *c = find_conn(u, conn_id);
+
+    if (c != NULL && c->kind == AC__KIND_JOINING)
+        c->kind = AC__KIND_USER;
+}
+
+static unsigned host_send_one(void *arg, ac__user_t *u, uint64_t conn_id, ac__buf_t *frame,
+                              int replay)
+{
+    ac_server_t *s = arg;
+    ac__conn_t *c = find_conn(u, conn_id);
+    unsigned n;
+
+    if (c == NULL)
+        return 0;
+    n = (unsigned)(replay ? ac__conn_send_replay(c, frame) : ac__conn_send(c, frame));
+    if (!replay)
+        s->deliveries_total += n;
+    return n;
+}
+
+static void host_close_one(void *arg, ac__user_t *u, uint64_t conn_id, unsigned code,
+                           const char *reason)
+{
+    ac_server_t *s = arg;
+    ac__conn_t *c = find_conn(u, conn_id);
+
+    if (c == NULL)
+        return;
+    if (code == AC_WS_CLOSE_EVICTED)
+        s->evictions_total++;
+    ac__conn_close_ws(c, code, reason, 1);
+}
+
+void ac__api_broker_host(ac_server_t *s, ac__broker_host_t *h)
+{
+    h->arg = s;
+    h->deliver = ac__server_deliver;
+    h->send_one = host_send_one;
+    h->greet = host_greet;
+    h->go_live = host_go_live;
+    h->close_one = host_close_one;
 }
 
 /* --handshake-rate: upgrades per second per client IP (the address bytes only). */
@@ -338,6 +382,10 @@ void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
     }
     if (read_identity(c, req, hs) != 0)
         goto done;
+    if (!s->broker->vt->up(s->broker)) {
+        ac__conn_respond_error(c, 503, "broker unavailable", "Retry-After: 1\r\n");
+        goto done;
+    }
     if (ac__manager_full(&s->manager)) {
         ac__log(AC_LOG_WARN, "event=max_conns_reached max=%u", s->opts.max_conns);
         ac__conn_respond_error(c, 503, "max-conns reached", NULL);
@@ -366,7 +414,18 @@ void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
         ac__conn_id_str(c->m.id, id);
         ac__log(AC_LOG_INFO, "event=ws_open conn=%s user=%s conns=%u", id, u->id, u->nconns);
     }
-    send_greeting(c, u, hs);
+    {
+        ac__join_req_t jr;
+        memset(&jr, 0, sizeof(jr));
+        jr.conn_id = c->m.id;
+        jr.has_after = hs->has_last_seq;
+        jr.after = hs->last_seq;
+        if (hs->epoch_len > 0)
+            memcpy(jr.epoch, hs->epoch, (size_t)hs->epoch_len);
+        c->kind = AC__KIND_JOINING;
+        if (s->broker->vt->join(s->broker, u, &jr) != 0)
+            ac__conn_close_ws(c, 1013, "broker unavailable: try again", 1);
+    }
     if (evicted != NULL) {
         char reason[80];
         snprintf(reason, sizeof(reason), "evicted: over max-conns-per-user (%u)",

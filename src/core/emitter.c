@@ -95,19 +95,22 @@ static int put_json(ac__sbuf_t *s, const json_t *v)
     return 0;
 }
 
-/* Builds the envelope of an event into e->scratch; seq 0 means no seq field. */
-static int build_event(ac__emitter_t *e, const ac__user_t *u, const ac__event_t *ev, uint64_t seq,
-                       int64_t ts_ms)
+/* Appends the envelope of an event to `s`. With `split`, a seq field is opened and left
+ * without its digits: *split is where they go. Else seq 0 means no seq field. */
+static int put_event(ac__emitter_t *e, ac__sbuf_t *s, ac__str_t user, const ac__event_t *ev,
+                     uint64_t seq, int64_t ts_ms, size_t *split)
 {
-    ac__sbuf_t *s = &e->scratch;
-
-    s->len = 0;
     if (ac__sbuf_append(s, "{\"type\":", 8) != 0 ||
         ac__sbuf_json_str(s, ev->type_name.p, ev->type_name.len) != 0)
         return AC_ENOMEM;
-    if (seq != 0 && (ac__sbuf_append(s, ",\"seq\":", 7) != 0 || put_u64(s, seq) != 0))
+    if (split != NULL) {
+        if (ac__sbuf_append(s, ",\"seq\":", 7) != 0)
+            return AC_ENOMEM;
+        *split = s->len;
+    } else if (seq != 0 && (ac__sbuf_append(s, ",\"seq\":", 7) != 0 || put_u64(s, seq) != 0)) {
         return AC_ENOMEM;
-    if (put_str_field(s, ",\"user_id\":", (ac__str_t){u->id, u->id_len}) != 0 ||
+    }
+    if (put_str_field(s, ",\"user_id\":", user) != 0 ||
         put_str_field(s, ",\"run_id\":", ev->run_id) != 0 ||
         put_str_field(s, ",\"thread_id\":", ev->thread_id) != 0 ||
         put_timestamp(e, s, ts_ms) != 0 || ac__sbuf_append(s, ",\"data\":", 8) != 0)
@@ -115,6 +118,20 @@ static int build_event(ac__emitter_t *e, const ac__user_t *u, const ac__event_t 
     if (put_json(s, ev->data) != 0)
         return AC_ENOMEM;
     return ac__sbuf_append(s, "}", 1);
+}
+
+/* Builds the envelope of an event into e->scratch; seq 0 means no seq field. */
+static int build_event(ac__emitter_t *e, const ac__user_t *u, const ac__event_t *ev, uint64_t seq,
+                       int64_t ts_ms)
+{
+    e->scratch.len = 0;
+    return put_event(e, &e->scratch, (ac__str_t){u->id, u->id_len}, ev, seq, ts_ms, NULL);
+}
+
+int ac__emitter_envelope(ac__emitter_t *e, ac__sbuf_t *out, ac__str_t user, const ac__event_t *ev,
+                         int64_t ts_ms, size_t *split)
+{
+    return put_event(e, out, user, ev, 0, ts_ms, split);
 }
 
 ac__buf_t *ac__emitter_event(ac__emitter_t *e, ac__user_t *u, const ac__event_t *ev, int64_t ts_ms)

@@ -48,6 +48,12 @@ ac__buf_t *ac__emitter_event(ac__emitter_t *e, ac__user_t *u, const ac__event_t 
 ac__buf_t *ac__emitter_direct(ac__emitter_t *e, const ac__user_t *u, const ac__event_t *ev,
                               int64_t ts_ms);
 
+/* Appends an event's envelope to `out` for a broker that numbers events itself: with
+ * `split`, the seq field is left open there (its digits go between the two parts);
+ * without, the envelope has no seq (a direct message). Counts nothing. 0 or AC_ENOMEM. */
+int ac__emitter_envelope(ac__emitter_t *e, ac__sbuf_t *out, ac__str_t user, const ac__event_t *ev,
+                         int64_t ts_ms, size_t *split);
+
 /* A server-only message: {"type":type[,"user_id"][,"thread_id"],"timestamp",["data":data_json]}.
  * `user` and `thread` may be absent; data_json is a JSON object text or NULL. */
 ac__buf_t *ac__emitter_server_msg(ac__emitter_t *e, const char *type, ac__str_t user,

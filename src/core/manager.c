@@ -193,7 +193,7 @@ size_t ac__manager_expire(ac__manager_t *m, uint64_t now, uint64_t ttl)
         ac__user_t **pp = &m->buckets[b];
         while (*pp != NULL) {
             ac__user_t *u = *pp;
-            if (u->nconns == 0 && u->last_active + ttl <= now) {
+            if (u->nconns == 0 && u->bs == NULL && u->last_active + ttl <= now) {
                 *pp = u->hnext;
                 ac__history_drop(&m->history, u);
                 free(u);

@@ -33,6 +33,7 @@ struct ac__user_s {
     ac__history_t *hist;  /* retained frames, NULL before the first event */
     ac__user_t *lru_prev; /* history store's order, see history.h */
     ac__user_t *lru_next;
+    void *bs;             /* the broker's state for this user (redis: subscription), or NULL */
     uint16_t id_len;
     char id[]; /* NUL-terminated */
 };
@@ -87,7 +88,7 @@ void ac__manager_detach(ac__manager_t *m, ac__mconn_t *c, uint64_t now);
 ac__mconn_t *ac__manager_find_conn(const ac__user_t *u, uint64_t id);
 
 /* Removes the records of users with no connection whose last activity is older than
- * `ttl` at `now`. Returns how many were removed. */
+ * `ttl` at `now` (not those the broker still keeps state for). Returns how many. */
 size_t ac__manager_expire(ac__manager_t *m, uint64_t now, uint64_t ttl);
 
 /* Calls fn for every attached connection. fn may detach the connection it is given (and

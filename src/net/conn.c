@@ -457,7 +457,7 @@ void ac__conn_destroy(ac__conn_t *c)
 
     if (ac__conn_gone(c))
         return;
-    ac__manager_detach(&s->manager, &c->m, ac__server_now(s));
+    ac__server_conn_leave(s, c);
     ac__server_agent_remove(s, c);
     dl_remove(c);
     c->state = AC__CONN_CLOSED;
@@ -477,6 +477,8 @@ static void on_close(uv_handle_t *h)
             }
         }
     }
+    if (c->pend != NULL)
+        ac__api_pend_orphan(c);
     outq_free(c);
     SSL_free(c->ssl);
     free(c->in);
@@ -493,7 +495,7 @@ void ac__conn_begin_closing(ac__conn_t *c, uint64_t timeout_ms)
 {
     ac_server_t *s = ac__conn_server(c);
 
-    ac__manager_detach(&s->manager, &c->m, ac__server_now(s));
+    ac__server_conn_leave(s, c);
     ac__server_agent_remove(s, c);
     c->state = AC__CONN_CLOSING;
     c->flags |= AC__CF_SHUTDOWN_AFTER;
@@ -616,11 +618,13 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
     const char *buf = p;
     size_t len = n;
 
-    if (c->in != NULL) {
-        if (ac__bytes_append(&c->in, p, n) != 0) {
+    if (c->in != NULL || c->pend != NULL) {
+        if (n > 0 && ac__bytes_append(&c->in, p, n) != 0) {
             ac__conn_destroy(c);
             return;
         }
+        if (c->pend != NULL || c->in == NULL)
+            return; /* a request is still being answered: the next one waits */
         buf = c->in->p;
         len = c->in->len;
     }
@@ -690,6 +694,16 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
             ac__http_free(c->http); /* idle keep-alive: nothing per connection */
             c->http = NULL;
         }
+        if (c->pend != NULL && c->state == AC__CONN_HTTP) {
+            /* Answered later: keep what follows and stop reading until then. */
+            if (c->in == NULL && len > 0 && ac__bytes_append(&c->in, buf, len) != 0) {
+                ac__conn_destroy(c);
+                return;
+            }
+            dl_set(c, (uint64_t)(s->opts.handshake_timeout * 1000));
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            return;
+        }
         if (c->state == AC__CONN_HTTP) {
             dl_set(c, (uint64_t)(s->opts.handshake_timeout * 1000));
             continue;
@@ -707,6 +721,21 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
         }
         return;
     }
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+void ac__conn_http_resume(ac__conn_t *c)
+{
+    if (ac__conn_gone(c) || c->state != AC__CONN_HTTP || c->pend != NULL)
+        return;
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+        ac__conn_destroy(c);
+        return;
+    }
+    if (c->in != NULL)
+        http_input(c, NULL, 0);
 }
 
 void ac__conn_bound_kernel_buffer(ac__conn_t *c)

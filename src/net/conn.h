@@ -34,7 +34,8 @@ enum {
 
 enum {
     AC__KIND_USER = 0, /* GET /ws: a user's connection, attached to the manager */
-    AC__KIND_AGENT = 1 /* GET /v1/agent: a publisher socket, on the server's agent list */
+    AC__KIND_AGENT = 1,  /* GET /v1/agent: a publisher socket, on the server's agent list */
+    AC__KIND_JOINING = 2 /* a user's connection waiting for its greeting (redis broker) */
 };
 
 typedef struct ac__outitem_s {
@@ -76,13 +77,14 @@ typedef struct ac__bytes_s {
  *   http         8  parser state of an incomplete request, else NULL
  *   thread_id    8  the thread_id= label, NULL when none
  *   ssl          8  the TLS session (NULL without --tls-cert; a session costs several KB)
+ *   pend         8  publishes answered later (redis broker), NULL when none
  *   dirty_next   8  flush list link
  *   dl_prev/next 16 deadline list links (HTTP phase and closing only)
  *   deadline     4  server ms when the connection is closed if still on the list
  *   last_rx      4  server ms (wrapping) of the last byte received
  *   tokens       4  inbound rate bucket (thousandths of a frame)
  *   state, flags, msg_opcode, kind  4
- * 368 in all (sizeof, checked by hand with this libuv); plus the user's record (88 + id)
+ * 376 in all (sizeof, checked by hand with this libuv); plus the user's record (88 + id)
  * shared by the user's connections; nothing else per connection while idle. */
 struct ac__conn_s {
     uv_tcp_t tcp;
@@ -93,7 +95,8 @@ struct ac__conn_s {
     ac__http_t
         *http; /* while a request is incomplete, or the server's scratch while one is handled */
     char *thread_id;
-    struct ssl_st *ssl; /* TLS session, NULL for plain TCP */
+    struct ssl_st *ssl;       /* TLS session, NULL for plain TCP */
+    struct ac__pend_s *pend;  /* publishes awaiting the broker, oldest first (api/publish.c) */
     struct ac__conn_s *dirty_next;
     struct ac__conn_s *dl_prev;
     struct ac__conn_s *dl_next;
@@ -150,6 +153,10 @@ void ac__conn_close_ws(ac__conn_t *c, unsigned code, const char *reason, int ann
 
 /* An HTTP connection that is done: close once what is queued has been written. */
 void ac__conn_end(ac__conn_t *c);
+
+/* An HTTP connection whose request was answered later (a publish through the broker):
+ * reading resumes, with any request that arrived meanwhile. */
+void ac__conn_http_resume(ac__conn_t *c);
 
 /* Closes the socket now. */
 void ac__conn_destroy(ac__conn_t *c);

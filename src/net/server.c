@@ -35,6 +35,8 @@ void ac_server_opts_init(ac_server_opts_t *o)
     o->max_publish_size = 1024 * 1024;
     o->max_message_size = 64 * 1024;
     o->max_queue_bytes = 1024 * 1024;
+    o->broker = "memory";
+    o->redis_prefix = "ac:";
 }
 
 const char *ac_strerror(int err)
@@ -129,9 +131,39 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
     if (ac__ratelimit_init(&s->handshakes, opts->handshake_rate) != 0)
         goto fail_ratelimit;
     ac__emitter_init(&s->emitter);
-    s->broker = ac__broker_memory_new(ac__server_deliver, s, &s->manager.history);
-    if (s->broker == NULL)
-        goto fail_broker;
+    {
+        ac__broker_host_t host;
+        ac__api_broker_host(s, &host);
+        if (opts->broker == NULL || opts->broker[0] == '\0' ||
+            strcmp(opts->broker, "memory") == 0) {
+            s->broker = ac__broker_memory_new(&host, &s->manager.history);
+            if (s->broker == NULL)
+                goto fail_broker;
+        } else {
+            char why[256];
+            ac__redis_opts_t ro = {
+                .url = opts->broker,
+                .password = opts->redis_password,
+                .prefix = opts->redis_prefix ? opts->redis_prefix : "ac:",
+                .max_per_user = opts->max_conns_per_user,
+                .history_size = opts->history_size,
+                .history_ttl_ms = (uint64_t)(opts->history_ttl * 1000),
+                .idem_ms = (uint64_t)(opts->idempotency_window * 1000),
+                .run_timeout_ms = (uint64_t)(opts->run_timeout * 1000),
+            };
+            r = ac__broker_redis_new(loop, &host, &s->manager, &ro, &s->broker, why, sizeof(why));
+            if (r != 0) {
+                ac__log(AC_LOG_ERROR, "event=broker_error broker=redis error=\"%s\"", why);
+                goto fail_broker;
+            }
+            /* The cap is the cluster's (the registry in Redis), not this node's. */
+            s->manager.max_per_user = ~0u;
+            /* Recent frames on this node only bridge a join's answer and the live events. */
+            if (s->manager.history.per_user > 256)
+                s->manager.history.per_user = 256;
+            ac__api_cluster_init(s);
+        }
+    }
     if (opts->tls_cert != NULL) {
         const char *why = NULL;
         r = AC_EINVAL;
@@ -305,6 +337,7 @@ static void on_sweep(uv_timer_t *t)
 
     ac__manager_foreach(&s->manager, sweep_one, s);
     foreach_agent(s, sweep_one, s);
+    s->broker->vt->sweep(s->broker);
     expired =
         ac__manager_expire(&s->manager, ac__server_now(s), (uint64_t)(s->opts.history_ttl * 1000));
     if (expired > 0)
@@ -481,11 +514,20 @@ unsigned ac__server_deliver(void *arg, ac__user_t *u, ac__buf_t *frame)
 
     while (m != NULL) {
         ac__mconn_t *next = m->next; /* a slow connection detaches itself */
-        n += (unsigned)ac__conn_send(AC__CONN_OF(m), frame);
+        ac__conn_t *c = AC__CONN_OF(m);
+        if (c->kind != AC__KIND_JOINING)
+            n += (unsigned)ac__conn_send(c, frame);
         m = next;
     }
     s->deliveries_total += n;
     return n;
+}
+
+void ac__server_conn_leave(ac_server_t *s, ac__conn_t *c)
+{
+    if (c->m.user != NULL)
+        s->broker->vt->leave(s->broker, c->m.user, c->m.id);
+    ac__manager_detach(&s->manager, &c->m, ac__server_now(s));
 }
 
 /* ---- shutdown --------------------------------------------------------------------- */
@@ -500,6 +542,7 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void close_handles(ac_server_t *s)
 {
+    s->broker->vt->close(s->broker);
     uv_close((uv_handle_t *)&s->flusher, on_handle_closed);
     uv_close((uv_handle_t *)&s->preflusher, on_handle_closed);
     uv_close((uv_handle_t *)&s->tick, on_handle_closed);

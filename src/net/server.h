@@ -108,6 +108,9 @@ static inline uint64_t ac__server_now(const ac_server_t *s)
 /* Fan-out of one frame to a user's connections (the broker's deliver callback). */
 unsigned ac__server_deliver(void *arg, ac__user_t *u, ac__buf_t *frame);
 
+/* A user connection closes: the broker is told, then it leaves the manager. */
+void ac__server_conn_leave(ac_server_t *s, ac__conn_t *c);
+
 /* Publisher sockets: listed for pings, the stale sweep and shutdown. They reuse the
  * connection's manager links (m.prev/m.next), never attached to a user. */
 void ac__server_agent_add(ac_server_t *s, ac__conn_t *c);

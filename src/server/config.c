@@ -68,6 +68,11 @@ static const flag_t flags[] = {
      "bytes of a client WebSocket message; beyond: close 1009"},
     {"max-queue-bytes", K_BYTES, OPT(max_queue_bytes),
      "unsent bytes per connection; beyond: close 4008"},
+    {"broker", K_STR, OPT(broker),
+     "memory (one node) or redis://HOST:PORT[/DB] (several nodes; password from "
+     "AGENTCAST_REDIS_PASSWORD)"},
+    {"redis-prefix", K_STR, OPT(redis_prefix),
+     "namespace of the redis broker's keys and channels (nodes of one cluster share it)"},
     {"log-level", K_LOGLEVEL, offsetof(ac_config_t, log_level), "error, warn, info or debug"},
     {"help", K_BOOL, offsetof(ac_config_t, help), "print this help and exit"},
     {"version", K_BOOL, offsetof(ac_config_t, version), "print the version and exit"},

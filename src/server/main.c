@@ -75,7 +75,13 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
 
+    cfg.server.redis_password = getenv("AGENTCAST_REDIS_PASSWORD");
     d.server = ac_server_new(loop, &cfg.server, &err);
+    if (d.server == NULL && err == AC_EUNAVAIL) {
+        fprintf(stderr, "agentcastd: the broker (%s) is unreachable; see the error above\n",
+                cfg.server.broker);
+        return 1;
+    }
     if (d.server == NULL) {
         fprintf(stderr, "agentcastd: invalid configuration: %s\n", ac_strerror(err));
         return 2;

@@ -1,0 +1,254 @@
+-- agentcast's cluster state in Redis. One script, loaded once per connection and called
+-- with EVALSHA; ARGV[1] names the operation, ARGV[2] is the key prefix. Every operation is
+-- one round trip and atomic: a publish checks idempotency and the run lifecycle for the
+-- whole batch, then numbers, retains and publishes each event, or does nothing at all.
+--
+-- Keys (P = prefix; a user or run id is a label: no control characters):
+--   P u:USER   hash   seq (newest), epoch (names the stream; new when it is created)
+--   P h:USER   list   envelopes of seq (seq - LLEN + 1) .. seq, oldest first
+--   P k:USER   zset   the user's connections in the cluster: CONNID@NODE by creation
+--   P c:USER   channel  "E EPOCH SEQ ENVELOPE" | "D CONNID ENVELOPE" | "X CONNID@NODE"
+--   P n:NODE   string a node's heartbeat (expires when the node stops)
+--   P i:USER\nKEY  string  the seq an idempotency key first got
+--   P r:RUN    hash   user, thread, state (open/closed), closed_by, started, updated,
+--                    last_seq, events
+--   P t:RUN    set    tool_call_ids executing
+--   P runs     zset   open runs by the time of their last event (ms)
+--   P cseq     string connection creation counter
+local op = ARGV[1]
+local P = ARGV[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function ukey(u) return P .. 'u:' .. u end
+local function hkey(u) return P .. 'h:' .. u end
+local function kkey(u) return P .. 'k:' .. u end
+local function chan(u) return P .. 'c:' .. u end
+local function rkey(r) return P .. 'r:' .. r end
+local function tkey(r) return P .. 't:' .. r end
+
+-- The user's registered connections whose node is alive; drops the others.
+local function live_conns(u)
+    local k = kkey(u)
+    local ms = redis.call('ZRANGE', k, 0, -1)
+    local live = {}
+    for _, m in ipairs(ms) do
+        local node = string.match(m, '@(.+)$')
+        if node and redis.call('EXISTS', P .. 'n:' .. node) == 1 then
+            live[#live + 1] = m
+        else
+            redis.call('ZREM', k, m)
+        end
+    end
+    return live
+end
+
+-- The user's stream (newest seq, epoch), created with epoch `ep` when missing.
+local function stream(u, ep)
+    local h = redis.call('HMGET', ukey(u), 'seq', 'epoch')
+    if not h[2] then
+        redis.call('HSET', ukey(u), 'seq', 0, 'epoch', ep)
+        redis.call('DEL', hkey(u)) -- retained events of an older stream
+        return 0, ep
+    end
+    return tonumber(h[1]), h[2]
+end
+
+if op == 'pub' then
+    -- ARGV: 3 history size, 4 stream ttl ms, 5 idempotency ms, 6 epoch for new streams,
+    -- 7 run ttl ms, 8 count, then per event 10 fields (see F below).
+    local hsize, ttl, iwin, ep, rttl = tonumber(ARGV[3]), tonumber(ARGV[4]),
+        tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+    local n = tonumber(ARGV[8])
+    local B, F = 8, 10
+    local function field(i, f) return ARGV[B + (i - 1) * F + f] end
+    -- fields: 1 user, 2 lifecycle op, 3 run, 4 thread, 5 tool_call_id, 6 idempotency key,
+    -- 7 envelope head, 8 envelope tail, 9 direct connection id, 10 "1" for a timeout
+
+    -- Pass 1: decide, writing nothing.
+    local runs, dup, seen = {}, {}, {}
+    local function run(id)
+        local r = runs[id]
+        if r == nil then
+            local h = redis.call('HMGET', rkey(id), 'state', 'user')
+            r = { state = h[1] or 'none', user = h[2], tools = {} }
+            if h[1] == 'open' then
+                for _, tc in ipairs(redis.call('SMEMBERS', tkey(id))) do r.tools[tc] = true end
+            end
+            runs[id] = r
+        end
+        return r
+    end
+    for i = 1, n do
+        local user, kind, rid, tool, ikey, direct =
+            field(i, 1), field(i, 2), field(i, 3), field(i, 5), field(i, 6), field(i, 9)
+        if ikey ~= '' and direct == '' then
+            local k = P .. 'i:' .. user .. '\n' .. ikey
+            if seen[k] then
+                dup[i] = { idx = seen[k] }
+            else
+                local s = redis.call('GET', k)
+                if s then dup[i] = { seq = s } else seen[k] = i end
+            end
+        end
+        if direct ~= '' then
+            local found = false
+            for _, m in ipairs(live_conns(user)) do
+                if string.sub(m, 1, #direct + 1) == direct .. '@' then found = true end
+            end
+            if not found then return { 'E', i - 1, 'connection_id: not open for this user', 404 } end
+        elseif not dup[i] and rid ~= '' then
+            local r = run(rid)
+            local why
+            if r.state ~= 'none' and r.user ~= user then
+                why = 'run_id: belongs to another user'
+            elseif kind == 'started' then
+                if r.state == 'open' then why = 'run_id: run already open'
+                elseif r.state == 'closed' then why = 'run_id: run closed'
+                else r.state, r.user, r.tools = 'open', user, {} end
+            elseif r.state == 'closed' then why = 'run_id: run closed'
+            elseif r.state ~= 'open' then why = 'run_id: run not open'
+            elseif kind == 'tool_executing' then
+                if r.tools[tool] then why = 'data.tool_call_id: already executing in this run'
+                else r.tools[tool] = true end
+            elseif kind == 'tool_completed' then
+                if not r.tools[tool] then why = 'data.tool_call_id: not executing in this run'
+                else r.tools[tool] = nil end
+            elseif kind == 'completed' or kind == 'error' then
+                r.state = 'closed'
+            end
+            if why then return { 'E', i - 1, why, 409 } end
+        end
+    end
+
+    -- Pass 2: apply. Reply: "OK", then seq, delivered, duplicate (0/1) per event.
+    local out, seqs, users = { 'OK' }, {}, {}
+    for i = 1, n do
+        local user, kind, rid, thread, tool, ikey, head, tail, direct = field(i, 1),
+            field(i, 2), field(i, 3), field(i, 4), field(i, 5), field(i, 6), field(i, 7),
+            field(i, 8), field(i, 9)
+        if dup[i] then
+            local s = dup[i].seq or seqs[dup[i].idx]
+            seqs[i] = s
+            out[#out + 1], out[#out + 2], out[#out + 3] = tonumber(s), 0, 1
+        elseif direct ~= '' then
+            redis.call('PUBLISH', chan(user), 'D ' .. direct .. ' ' .. head .. tail)
+            out[#out + 1], out[#out + 2], out[#out + 3] = 0, 1, 0
+        else
+            local st = users[user]
+            if not st then
+                local s, e = stream(user, ep)
+                st = { seq = s, epoch = e, live = #live_conns(user) }
+                users[user] = st
+            end
+            st.seq = st.seq + 1
+            local env = head .. string.format('%d', st.seq) .. tail
+            redis.call('RPUSH', hkey(user), env)
+            redis.call('PUBLISH', chan(user), 'E ' .. st.epoch .. ' ' .. string.format('%d', st.seq) .. ' ' .. env)
+            seqs[i] = st.seq
+            if rid ~= '' then
+                local k = rkey(rid)
+                if kind == 'started' then
+                    redis.call('DEL', tkey(rid))
+                    redis.call('HSET', k, 'user', user, 'thread', thread, 'state', 'open',
+                        'started', now, 'events', 0, 'closed_by', '')
+                end
+                redis.call('HSET', k, 'updated', now, 'last_seq', st.seq)
+                redis.call('HINCRBY', k, 'events', 1)
+                if kind == 'tool_executing' then
+                    redis.call('SADD', tkey(rid), tool)
+                elseif kind == 'tool_completed' then
+                    redis.call('SREM', tkey(rid), tool)
+                end
+                if kind == 'completed' or kind == 'error' then
+                    local by = kind
+                    if field(i, 10) == '1' then by = 'timeout' end
+                    redis.call('HSET', k, 'state', 'closed', 'closed_by', by)
+                    redis.call('DEL', tkey(rid))
+                    redis.call('ZREM', P .. 'runs', rid)
+                    redis.call('PEXPIRE', k, ttl)
+                else
+                    redis.call('ZADD', P .. 'runs', now, rid)
+                    redis.call('PEXPIRE', k, rttl)
+                    if redis.call('EXISTS', tkey(rid)) == 1 then redis.call('PEXPIRE', tkey(rid), rttl) end
+                end
+            end
+            if ikey ~= '' then
+                redis.call('SET', P .. 'i:' .. user .. '\n' .. ikey, st.seq, 'PX', iwin)
+            end
+            out[#out + 1], out[#out + 2], out[#out + 3] = st.seq, st.live, 0
+        end
+    end
+    for user, st in pairs(users) do
+        redis.call('HSET', ukey(user), 'seq', st.seq)
+        redis.call('PEXPIRE', ukey(user), ttl)
+        redis.call('LTRIM', hkey(user), -hsize, -1)
+        redis.call('PEXPIRE', hkey(user), ttl)
+    end
+    return out
+
+elseif op == 'join' then
+    -- ARGV: 3 user, 4 member CONNID@NODE ("" to only read the stream: a node's resync),
+    -- 5 per-user cap, 6 epoch for a new stream, 7 stream ttl ms, 8 after ("" none),
+    -- 9 the client's epoch ("" the current one).
+    -- Reply: epoch, newest seq, oldest replayable seq, recovered (0/1), envelopes.
+    local user, member, cap, ep, ttl = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6],
+        tonumber(ARGV[7])
+    if member ~= '' then
+        local k = kkey(user)
+        redis.call('ZADD', k, redis.call('INCR', P .. 'cseq'), member)
+        local live = live_conns(user)
+        for i = 1, #live - cap do
+            redis.call('ZREM', k, live[i])
+            redis.call('PUBLISH', chan(user), 'X ' .. live[i])
+        end
+    end
+    local seq, epoch = stream(user, ep)
+    redis.call('PEXPIRE', ukey(user), ttl)
+    local len = redis.call('LLEN', hkey(user))
+    local oldest = seq - len + 1
+    local out = { epoch, seq, oldest, 0 }
+    if ARGV[8] ~= '' then
+        local after = tonumber(ARGV[8])
+        local same = ARGV[9] == '' or ARGV[9] == epoch
+        local recovered = same and after <= seq and after + 1 >= oldest
+        local from = oldest - 1
+        if recovered then
+            out[4] = 1
+            from = after
+        end
+        if from < seq then
+            for _, e in ipairs(redis.call('LRANGE', hkey(user), from + 1 - oldest, -1)) do
+                out[#out + 1] = e
+            end
+        end
+    end
+    return out
+
+elseif op == 'claim' then
+    -- ARGV: 3 run timeout ms. Claims open runs silent that long (at most 64 per call; a
+    -- claim holds for one more timeout): reply run, user, thread per run.
+    local timeout = tonumber(ARGV[3])
+    local out = {}
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'runs', '-inf', now - timeout,
+        'LIMIT', 0, 64)) do
+        local h = redis.call('HMGET', rkey(id), 'state', 'user', 'thread')
+        if h[1] == 'open' then
+            redis.call('ZADD', P .. 'runs', now, id)
+            out[#out + 1], out[#out + 2], out[#out + 3] = id, h[2], h[3] or ''
+        else
+            redis.call('ZREM', P .. 'runs', id)
+        end
+    end
+    return out
+
+elseif op == 'run' then
+    -- ARGV: 3 run. Reply: the hash's fields and values, then "tools", then the tool ids;
+    -- empty when unknown.
+    local h = redis.call('HGETALL', rkey(ARGV[3]))
+    if #h == 0 then return {} end
+    h[#h + 1] = 'tools'
+    for _, tc in ipairs(redis.call('SMEMBERS', tkey(ARGV[3]))) do h[#h + 1] = tc end
+    return h
+end
+return redis.error_reply('agentcast: unknown operation ' .. tostring(op))
