@@ -70,6 +70,15 @@ void ac__api_cluster_init(ac_server_t *s);
  * will be dropped (publish.c). */
 void ac__api_pend_orphan(ac__conn_t *c);
 
+/* An HTTP request answered later (the broker's reply): the connection stops reading
+ * until then (c->pend). The connection is NULL once it closed; `flag` is the caller's. */
+typedef struct ac__pend_s ac__pend_t;
+ac__pend_t *ac__api_pend_new_http(ac__conn_t *c, int keep_alive, int flag);
+ac__conn_t *ac__api_pend_conn(const ac__pend_t *p);
+int ac__api_pend_keep_alive(const ac__pend_t *p);
+int ac__api_pend_flag(const ac__pend_t *p);
+void ac__api_pend_free(ac__pend_t *p);
+
 /* Checks the Bearer API key when one is configured; answers 401 and returns -1 when it
  * is missing or wrong (router.c). */
 int ac__api_check_key(ac__conn_t *c, const ac__http_req_t *req);

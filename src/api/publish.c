@@ -324,6 +324,40 @@ static pend_t *pend_new(ac_server_t *s, int kind, ac__conn_t *c)
     return p;
 }
 
+/* For other api files answering an HTTP request later (usersock.c). */
+pend_t *ac__api_pend_new_http(ac__conn_t *c, int keep_alive, int flag)
+{
+    pend_t *p = pend_new(ac__conn_server(c), PEND_HTTP, c);
+
+    if (p != NULL) {
+        p->keep_alive = keep_alive;
+        p->is_array = flag;
+    }
+    return p;
+}
+
+ac__conn_t *ac__api_pend_conn(const pend_t *p)
+{
+    return p->c;
+}
+
+int ac__api_pend_keep_alive(const pend_t *p)
+{
+    return p->keep_alive;
+}
+
+int ac__api_pend_flag(const pend_t *p)
+{
+    return p->is_array;
+}
+
+static void pend_free(pend_t *p);
+
+void ac__api_pend_free(pend_t *p)
+{
+    pend_free(p);
+}
+
 static void pend_append(ac__conn_t *c, pend_t *p)
 {
     pend_t **pp = &c->pend;

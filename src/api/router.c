@@ -182,6 +182,9 @@ static void handle_metrics(ac__conn_t *c, const ac__http_req_t *req)
     r |= metric(&b, "agentcast_http_errors_total", "counter", "HTTP responses with status >= 400.",
                 (double)st.http_errors_total);
     r |= metric(&b, "agentcast_uptime_seconds", "gauge", "Seconds since start.", st.uptime_s);
+    r |= metric(&b, "agentcast_broker_up", "gauge",
+                "1 when the broker takes events (memory: always).",
+                s->broker->vt->up(s->broker) ? 1.0 : 0.0);
     if (r != 0) {
         ac__sbuf_dispose(&b);
         ac__conn_respond_error(c, 500, "out of memory", NULL);

@@ -558,6 +558,28 @@ static void disconnect_match(ac__mconn_t *m, void *arg)
     }
 }
 
+static void cluster_disconnect_done(void *arg, int status, unsigned n)
+{
+    ac__pend_t *p = arg;
+    ac__conn_t *c = ac__api_pend_conn(p);
+    char reply[64];
+
+    if (c != NULL) {
+        c->pend = NULL;
+        if (status != 0) {
+            ac__conn_respond_error(c, 503, "broker unavailable", NULL);
+        } else if (n == 0 && ac__api_pend_flag(p)) {
+            ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
+        } else {
+            ac__log(AC_LOG_INFO, "event=operator_disconnect count=%u cluster=1", n);
+            snprintf(reply, sizeof(reply), "{\"disconnected\":%u}", n);
+            ac__conn_respond(c, 200, NULL, reply, strlen(reply), NULL, ac__api_pend_keep_alive(p));
+        }
+        ac__conn_http_resume(c);
+    }
+    ac__api_pend_free(p);
+}
+
 void ac__api_disconnect(ac__conn_t *c, const ac__http_req_t *req)
 {
     ac_server_t *s = ac__conn_server(c);
@@ -569,6 +591,28 @@ void ac__api_disconnect(ac__conn_t *c, const ac__http_req_t *req)
 
     if (!json_is_object(body) || (!json_is_string(cid) && !json_is_string(uid))) {
         ac__conn_respond_error(c, 400, "connection_id or user_id: required (a string)", NULL);
+        goto done;
+    }
+    if (s->broker->vt->disconnect != NULL && json_is_string(uid)) {
+        /* The user's connections may be on any node: the registry in the broker knows. */
+        ac__pend_t *p;
+        if (json_is_string(cid) &&
+            ac__conn_id_parse(json_string_value(cid), json_string_length(cid), &d.id) != 0) {
+            ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
+            goto done;
+        }
+        p = ac__api_pend_new_http(c, req->keep_alive, json_is_string(cid));
+        if (p == NULL) {
+            ac__conn_respond_error(c, 503, "out of memory", NULL);
+            goto done;
+        }
+        if (s->broker->vt->disconnect(s->broker, json_string_value(uid), json_string_length(uid),
+                                      d.id, cluster_disconnect_done, p) != 0) {
+            ac__api_pend_free(p);
+            ac__conn_respond_error(c, 503, "broker unavailable", NULL);
+            goto done;
+        }
+        c->pend = p;
         goto done;
     }
     if (json_is_string(cid)) {

@@ -93,6 +93,10 @@ typedef struct ac__broker_vtable_s {
                          ac__pub_done_cb done, void *arg);
     /* The run's state (NULL for the memory broker: the node's bridge has it). */
     int (*run_get)(ac__broker_t *b, const char *id, size_t len, ac__run_done_cb done, void *arg);
+    /* POST /v1/disconnect across the cluster: closes the user's connection `conn_id` (0:
+     * all of them) wherever it is; done gets how many (NULL for the memory broker). */
+    int (*disconnect)(ac__broker_t *b, const char *user, size_t ulen, uint64_t conn_id,
+                      void (*done)(void *arg, int status, unsigned n), void *arg);
     /* Periodic upkeep (the node's sweep): keep-alives, expiring runs, idle subscriptions. */
     void (*sweep)(ac__broker_t *b);
     /* The oldest seq the user can still be replayed (newest + 1 when none). */

@@ -753,8 +753,9 @@ static void on_message(rb_t *r, ac__user_t *u, const char *p, size_t n)
             h->send_one(h->arg, u, id, f, 0);
             ac__buf_unref(f);
         }
-    } else if (p[0] == 'X' && p[1] == ' ') {
-        /* X CONNID@NODE: over the per-user cap somewhere in the cluster. */
+    } else if ((p[0] == 'X' || p[0] == 'K') && p[1] == ' ') {
+        /* X CONNID@NODE: over the per-user cap somewhere in the cluster; K: an operator's
+         * disconnect. */
         const char *at = memchr(p + 2, '@', n - 2);
         uint64_t id = 0;
         char reason[80];
@@ -764,6 +765,10 @@ static void on_message(rb_t *r, ac__user_t *u, const char *p, size_t n)
             return;
         for (const char *q = p + 2; q < at; q++)
             id = id * 16 + (uint64_t)(*q <= '9' ? *q - '0' : *q - 'a' + 10);
+        if (p[0] == 'K') {
+            h->close_one(h->arg, u, id, 4003, "disconnected by an operator");
+            return;
+        }
         snprintf(reason, sizeof(reason), "evicted: over max-conns-per-user (%u)",
                  r->o.max_per_user);
         h->close_one(h->arg, u, id, 4001, reason);
@@ -1152,6 +1157,58 @@ static int redis_run_get(ac__broker_t *b, const char *id, size_t len, ac__run_do
     return 0;
 }
 
+/* ---- POST /v1/disconnect ------------------------------------------------------------ */
+
+typedef struct kctx_s {
+    rb_t *r;
+    uint64_t t0;
+    void (*done)(void *arg, int status, unsigned n);
+    void *arg;
+} kctx_t;
+
+static void on_kick_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    kctx_t *k = priv;
+    redisReply *x = reply;
+
+    if (x != NULL)
+        observe_rtt(k->r, k->t0);
+    if (x == NULL || x->type != REDIS_REPLY_INTEGER)
+        k->done(k->arg, AC_EUNAVAIL, 0);
+    else
+        k->done(k->arg, 0, (unsigned)x->integer);
+    free(k);
+}
+
+static int redis_disconnect(ac__broker_t *b, const char *user, size_t ulen, uint64_t conn_id,
+                            void (*done)(void *arg, int status, unsigned n), void *arg)
+{
+    rb_t *r = (rb_t *)b;
+    char id[17] = "";
+    const char *argv[7] = {"EVALSHA", r->sha, "0", "kick", r->prefix, user, id};
+    size_t lens[7];
+    kctx_t *k;
+
+    if (!r->up)
+        return AC_EUNAVAIL;
+    if ((k = malloc(sizeof(*k))) == NULL)
+        return AC_ENOMEM;
+    k->r = r;
+    k->t0 = uv_hrtime();
+    k->done = done;
+    k->arg = arg;
+    if (conn_id != 0)
+        snprintf(id, sizeof(id), "%016llx", (unsigned long long)conn_id);
+    for (int i = 0; i < 7; i++)
+        lens[i] = strlen(argv[i]);
+    lens[5] = ulen;
+    if (command(r, on_kick_reply, k, 7, argv, lens) != 0) {
+        free(k);
+        return AC_EUNAVAIL;
+    }
+    return 0;
+}
+
 /* ---- upkeep ------------------------------------------------------------------------- */
 
 static void on_claim_reply(redisAsyncContext *ac, void *reply, void *priv)
@@ -1201,7 +1258,12 @@ static void redis_sweep(ac__broker_t *b)
                 /* Connected users' streams stay, however quiet. */
                 refresh_user(r, u);
             } else if (st->sub == SUB_ON && st->joins == 0 && r->sub_ready) {
+                /* Its place in the stream is no longer kept: a later join starts afresh. */
                 st->sub = SUB_LEAVING;
+                st->synced = 0;
+                st->nwait = 0;
+                held_clear(st);
+                ac__history_drop(&r->manager->history, u);
                 subscribe_user(r, u, "UNSUBSCRIBE");
             } else if (st->sub == SUB_NONE || !r->sub_ready) {
                 if (st->sub != SUB_NONE)
@@ -1552,6 +1614,7 @@ static const ac__broker_vtable_t redis_vtable = {.name = "redis",
                                                  .leave = redis_leave,
                                                  .publish_batch = redis_publish_batch,
                                                  .run_get = redis_run_get,
+                                                 .disconnect = redis_disconnect,
                                                  .sweep = redis_sweep,
                                                  .oldest = redis_oldest,
                                                  .replay = redis_replay,

@@ -8,6 +8,7 @@
 --   P h:USER   list   envelopes of seq (seq - LLEN + 1) .. seq, oldest first
 --   P k:USER   zset   the user's connections in the cluster: CONNID@NODE by creation
 --   P c:USER   channel  "E EPOCH SEQ ENVELOPE" | "D CONNID ENVELOPE" | "X CONNID@NODE"
+--                       (evicted: over the cap) | "K CONNID@NODE" (an operator's disconnect)
 --   P n:NODE   string a node's heartbeat (expires when the node stops)
 --   P i:USER\nKEY  string  the seq an idempotency key first got
 --   P r:RUN    hash   user, thread, state (open/closed), closed_by, started, updated,
@@ -224,6 +225,20 @@ elseif op == 'join' then
         end
     end
     return out
+
+elseif op == 'kick' then
+    -- ARGV: 3 user, 4 connection id ("" all of the user's). Removes them from the registry
+    -- and tells their nodes ("K CONNID@NODE"); reply: how many.
+    local user, id = ARGV[3], ARGV[4]
+    local n = 0
+    for _, m in ipairs(live_conns(user)) do
+        if id == '' or string.sub(m, 1, #id + 1) == id .. '@' then
+            redis.call('ZREM', kkey(user), m)
+            redis.call('PUBLISH', chan(user), 'K ' .. m)
+            n = n + 1
+        end
+    end
+    return n
 
 elseif op == 'claim' then
     -- ARGV: 3 run timeout ms. Claims open runs silent that long (at most 64 per call; a
