@@ -675,11 +675,9 @@ static void agent_flush(ac__conn_t *c)
     while (c->pend != NULL && c->pend->ready) {
         pend_t *p = c->pend;
         c->pend = p->next;
-        if (p->frame != NULL) {
+        if (p->frame != NULL)
             ac__conn_send(c, p->frame);
-            ac__buf_unref(p->frame);
-        }
-        free(p);
+        pend_free(p);
     }
 }
 

@@ -85,6 +85,7 @@ typedef struct rb_s {
     uint64_t next_attempt; /* uv_now() of the next connection attempt */
     uint64_t ping_sent;    /* uv_now() of the PING in flight, 0: none */
     uint64_t connect_started; /* uv_now() of the attempt not yet up, 0: none */
+    uint64_t last_beat;       /* uv_now() of the last PING + heartbeat */
     uint64_t reconnects;
     uint64_t rng;
     size_t subscribed;
@@ -1346,12 +1347,24 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
         went_down(r, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
+static void heartbeat(rb_t *r)
+{
+    char key[128], ttl[16];
+    const char *hb[5] = {"SET", key, "1", "PX", ttl};
+
+    snprintf(key, sizeof(key), "%sn:%s", r->prefix, r->node);
+    snprintf(ttl, sizeof(ttl), "%d", HB_TTL_MS);
+    command(r, NULL, NULL, 5, hb, NULL);
+}
+
 static void maybe_up(rb_t *r)
 {
     ac__manager_t *m = r->manager;
 
     if (!r->cmd_ready || !r->sub_ready || r->up)
         return;
+    /* Alive before any connection is registered: the registry counts live nodes only. */
+    heartbeat(r);
     r->up = 1;
     r->connect_started = 0;
     r->backoff_ms = BACKOFF_MIN_MS;
@@ -1499,15 +1512,12 @@ static void on_timer(uv_timer_t *t)
         went_down(r, "no answer to PING");
         return;
     }
-    if (r->ping_sent == 0) {
-        char key[128], ttl[16];
+    if (r->ping_sent == 0 && now - r->last_beat >= HB_INTERVAL_MS) {
         const char *ping[1] = {"PING"};
-        const char *hb[5] = {"SET", key, "1", "PX", ttl};
-        snprintf(key, sizeof(key), "%sn:%s", r->prefix, r->node);
-        snprintf(ttl, sizeof(ttl), "%d", HB_TTL_MS);
         r->ping_sent = now;
+        r->last_beat = now;
         command(r, on_pong, (void *)(uintptr_t)uv_hrtime(), 1, ping, NULL);
-        command(r, NULL, NULL, 5, hb, NULL);
+        heartbeat(r);
     }
 }
 

@@ -162,7 +162,7 @@ if op == 'pub' then
                     redis.call('SREM', tkey(rid), tool)
                 end
                 if kind == 'completed' or kind == 'error' then
-                    local by = kind
+                    local by = 'agent_' .. kind
                     if field(i, 10) == '1' then by = 'timeout' end
                     redis.call('HSET', k, 'state', 'closed', 'closed_by', by)
                     redis.call('DEL', tkey(rid))

@@ -156,6 +156,19 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
                 ac__log(AC_LOG_ERROR, "event=broker_error broker=redis error=\"%s\"", why);
                 goto fail_broker;
             }
+            /* Serve only once connected: run the loop until the broker is up (its
+             * connections, script and subscriptions are set up on it), at most 5 s. */
+            {
+                uint64_t t0 = uv_now(loop);
+                while (!s->broker->vt->up(s->broker) && uv_now(loop) - t0 < 5000)
+                    uv_run(loop, UV_RUN_ONCE);
+                if (!s->broker->vt->up(s->broker)) {
+                    ac__log(AC_LOG_ERROR, "event=broker_error broker=redis error=\"not ready "
+                                          "within 5 s (see the errors above)\"");
+                    r = AC_EUNAVAIL;
+                    goto fail_tls;
+                }
+            }
             /* The cap is the cluster's (the registry in Redis), not this node's. */
             s->manager.max_per_user = ~0u;
             /* Recent frames on this node only bridge a join's answer and the live events. */
