@@ -806,12 +806,75 @@ static void test_event_over_125_bytes_has_16bit_header(void **st)
     json_decref(data);
 }
 
+/* ---- envelopes for a broker that numbers events itself (redis) ---- */
+
+/* head + seq digits + tail is exactly the envelope ac__emitter_event() builds. */
+static void test_envelope_split_joins_to_the_event(void **st)
+{
+    fx_t *f = *st;
+    ac__user_t *u = user(f, "al\"ice");
+    json_t *data = data_of("{\"thought\":\"a \\\"quoted\\\" word\",\"n\":[1,2]}");
+    ac__event_t ev = {.type = AC__EV_AGENT_THINKING,
+                      .type_name = str("agent_thinking"),
+                      .run_id = str("run-1"),
+                      .thread_id = str("t"),
+                      .data = data};
+    ac__sbuf_t out = {0};
+    size_t split = 0;
+    char joined[512];
+    ac__buf_t *b;
+    ac__ws_header_t h;
+    int hl;
+
+    assert_int_equal(ac__sbuf_append(&out, "xyz", 3), 0); /* appends: earlier bytes stay */
+    assert_int_equal(ac__emitter_envelope(&f->e, &out, (ac__str_t){u->id, u->id_len}, &ev, TS,
+                                          &split),
+                     0);
+    assert_true(split > 3 && split < out.len);
+    assert_memory_equal(out.p, "xyz", 3);
+    assert_memory_equal(out.p + split - 7, ",\"seq\":", 7);
+    snprintf(joined, sizeof(joined), "%.*s%d%.*s", (int)(split - 3), out.p + 3, 1,
+             (int)(out.len - split), out.p + split);
+    b = ac__emitter_event(&f->e, u, &ev, TS); /* seq 1 */
+    hl = ac__ws_header_decode((const uint8_t *)b->data, b->len, &h);
+    assert_true(hl > 0);
+    assert_int_equal(h.len, strlen(joined));
+    assert_memory_equal(b->data + hl, joined, strlen(joined));
+    /* Counting is the caller's: the split envelope counted nothing. */
+    assert_int_equal(f->e.events_total, 1);
+    ac__buf_unref(b);
+    ac__sbuf_dispose(&out);
+    json_decref(data);
+}
+
+/* Without split: a direct message's envelope, no seq field. */
+static void test_envelope_without_split_has_no_seq(void **st)
+{
+    fx_t *f = *st;
+    json_t *data = data_of("{}");
+    ac__event_t ev = {.type = AC__EV_CUSTOM, .type_name = str("note.x"), .data = data};
+    ac__sbuf_t out = {0};
+    json_t *v;
+
+    assert_int_equal(ac__emitter_envelope(&f->e, &out, str("bob"), &ev, TS, NULL), 0);
+    v = json_loadb(out.p, out.len, 0, NULL);
+    assert_non_null(v);
+    assert_null(json_object_get(v, "seq"));
+    assert_string_equal(json_string_value(json_object_get(v, "user_id")), "bob");
+    assert_string_equal(json_string_value(json_object_get(v, "timestamp")), TS_STR);
+    json_decref(v);
+    ac__sbuf_dispose(&out);
+    json_decref(data);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_event_envelope_fields_in_order),
+        T(test_envelope_split_joins_to_the_event),
+        T(test_envelope_without_split_has_no_seq),
         T(test_event_envelope_values),
         T(test_event_is_compact_single_line),
         T(test_event_omits_absent_run_and_thread),
