@@ -1,9 +1,10 @@
 // Several agentcastd nodes on one Redis (--broker=redis://..., issue #6): delivery across
 // nodes in seq order, cross-node resume after a node is SIGKILLed, the cluster-wide per-user
-// cap, a Redis outage and an empty restart (503, /healthz, 1012 + resync with a new epoch),
-// run lifecycle and idempotency across nodes, run timeouts with two sweepers, an unreachable
-// Redis at start, node and user isolation, --redis-prefix namespacing, and the flag forms
-// (--broker X, AGENTCAST_BROKER, /DB, AGENTCAST_REDIS_PASSWORD).
+// cap, a Redis outage and an empty restart (503, /healthz, capped backoff, 1012 + resync with
+// a new epoch), dropped Redis connections with the data intact (resubscribe, no gap), run
+// lifecycle and idempotency across nodes, run timeouts with two sweepers, an unreachable
+// Redis at start, readiness at `listening`, node and user isolation, --redis-prefix
+// namespacing, and the flag forms (--broker X, AGENTCAST_BROKER, /DB, AGENTCAST_REDIS_PASSWORD).
 //
 // A real redis-server (/usr/bin/redis-server, no persistence) is started on a free loopback
 // port: one for the file, plus its own for each test that stops or configures it. Every test
@@ -15,6 +16,8 @@ import { spawn } from 'node:child_process';
 import {
     BIN,
     HOST,
+    WsClient,
+    startDaemon,
     connect,
     publish,
     publishOk,
@@ -38,6 +41,7 @@ import {
     uniquePrefix,
     redisKeys,
     redisCommand,
+    nodeArgs,
 } from './redis_helpers.mjs';
 
 const SKIP = redisSkipReason();
@@ -537,6 +541,7 @@ test('cluster-wide cap: 3 tabs over A and B, a 4th on B evicts the oldest (on A)
 
 test('Redis stopped mid-test: publishes 503 (never 200), /healthz 503 degraded, connections stay open; back empty: /healthz 200, 1012 + resume with recovered:false and resync to the new epoch (seq from 1), every 200 received', { skip: SKIP, timeout: 90000 }, async (t) => {
     const redis = await redisFor(t);
+    const OUTAGE_MS = 6500;
     const { nodes: [A, B], own } = await clusterFor(t, redis, 2);
     const user = uid('outage');
 
@@ -626,6 +631,7 @@ test('Redis stopped mid-test: publishes 503 (never 200), /healthz 503 degraded, 
 
     // ---- Redis goes away ------------------------------------------------------------------
     await redis.stop(); // resolves once redis-server has exited
+    const stoppedAt = Date.now();
     phase = 'down';
     for (const d of [A, B]) {
         await waitFor(async () => (await healthz(d.port)).status === 503, 5000, `node ${d.name} /healthz 503 after Redis stopped`);
@@ -643,7 +649,9 @@ test('Redis stopped mid-test: publishes 503 (never 200), /healthz 503 degraded, 
     const agReply = await agentPublish(ag, { user_id: user, type: 'chunk', data: { probe: 'agent' } }, 5000);
     assert.equal(agReply.status, 503, `/v1/agent while Redis is down: ${JSON.stringify(agReply)}`);
     assert.equal(typeof agReply.error, 'string');
-    await sleep(1500); // an outage of a few seconds
+    // An outage of 6.5 s: an uncapped doubling backoff (0.1, 0.2, 0.4 ... s) would be
+    // waiting until ~12.7 s by then; capped at ~2 s (jittered) a node is back within ~3 s.
+    await sleep(Math.max(0, OUTAGE_MS - (Date.now() - stoppedAt)));
     for (const s of slots) {
         assert.equal(s.conns.length, 1, `${s.name}: no reconnect while Redis is down`);
         assert.equal(s.conns[0].close, null, `${s.name}: the connection stays open while Redis is down`);
@@ -653,9 +661,16 @@ test('Redis stopped mid-test: publishes 503 (never 200), /healthz 503 degraded, 
     // ---- Redis back, empty ---------------------------------------------------------------
     phase = 'back';
     await redis.restart();
-    for (const d of [A, B]) {
-        await waitFor(async () => (await healthz(d.port)).status === 200, 10000, `node ${d.name} /healthz 200 after Redis came back`);
+    const restartedAt = Date.now();
+    const backAfter = await Promise.all(
+        [A, B].map(async (d) => {
+            await waitFor(async () => (await healthz(d.port)).status === 200, 10000, `node ${d.name} /healthz 200 after Redis came back`, 20);
+            return Date.now() - restartedAt;
+        }),
+    );
+    for (const [k, d] of [A, B].entries()) {
         assert.deepEqual((await healthz(d.port)).json, { status: 'ok', broker: 'up' });
+        assert.ok(backAfter[k] <= 4000, `node ${d.name} reconnected ${backAfter[k]} ms after Redis came back (backoff capped at ~2 s, jittered)`);
     }
     // Each tab: closing 1012 + close 1012, then its resume with the old last_seq+epoch.
     await waitFor(() => slots.every((s) => s.conns.length >= 2 && s.conns[1].hello) || failures.length > 0, 15000, `both tabs closed with 1012 and resumed: ${JSON.stringify(slots.map((s) => s.conns.map((c) => c.close)))}`);
@@ -724,7 +739,61 @@ test('Redis stopped mid-test: publishes 503 (never 200), /healthz 503 degraded, 
         assertRedisStats(st, { up: true, what: `node ${d.name} (Redis back)` });
         assert.ok(st.broker_reconnects >= 1, `node ${d.name} counted its reconnect: ${st.broker_reconnects}`);
     }
-    t.diagnostic(`${okBefore.length} ok before, ${by(503).length} refused, ${okAfter.length} ok after; transport errors: ${log.filter((x) => x.status === 'error').length}`);
+    t.diagnostic(`${okBefore.length} ok before, ${by(503).length} refused, ${okAfter.length} ok after; transport errors: ${log.filter((x) => x.status === 'error').length}; nodes back ${backAfter.join(', ')} ms after the restart`);
+});
+
+test('Redis connections dropped but data intact (CLIENT KILL): the nodes reconnect and resubscribe; open tabs stay open, same epoch, and miss nothing, not even events published while their node was unsubscribed', { skip: SKIP, timeout: 60000 }, async (t) => {
+    const redis = await redisFor(t);
+    const { nodes: [A, B], own } = await clusterFor(t, redis, 2);
+    const user = uid('blip');
+    const tabs = [own(await connect(A.port, { user_id: user })), own(await connect(B.port, { user_id: user }))];
+    const published = []; // data.i of every 200, in seq order
+    const pub = async (d, i) => {
+        const deadline = Date.now() + 8000;
+        for (;;) {
+            const r = await publish(d.port, { user_id: user, type: 'chunk', data: { i } });
+            if (r.status === 200) {
+                published.push({ i, seq: r.json.seq });
+                return;
+            }
+            assertJsonError(assert, r, 503); // only "broker down" may refuse it
+            if (Date.now() > deadline) assert.fail(`publish ${i} via ${d.name} still 503 after 8 s`);
+            await sleep(50);
+        }
+    };
+    let i = 0;
+    for (; i < 10; i++) await pub(i % 2 ? B : A, i);
+
+    // 1. Only the subscriber connections: the command connections still publish, so events
+    //    go out while the nodes are not subscribed.
+    const killedSub = await redisCommand(redis.port, ['CLIENT', 'KILL', 'TYPE', 'pubsub']);
+    assert.ok(killedSub >= 2, `killed ${killedSub} pubsub connections (one per node)`);
+    for (const end = i + 10; i < end; i++) await pub(i % 2 ? B : A, i);
+    await waitFor(() => tabs.every((c) => eventsOf(c).length >= i), 8000, `both tabs catching up to ${i} events after the subscriber connections dropped: ${tabs.map((c) => eventsOf(c).length)}`);
+
+    // 2. Every connection of the nodes (commands too).
+    const killedAll = await redisCommand(redis.port, ['CLIENT', 'KILL', 'TYPE', 'normal']);
+    await redisCommand(redis.port, ['CLIENT', 'KILL', 'TYPE', 'pubsub']);
+    assert.ok(killedAll >= 2, `killed ${killedAll} command connections`);
+    for (const end = i + 10; i < end; i++) await pub(i % 2 ? B : A, i);
+    // Nothing published after this point: the last events must arrive on their own.
+    await waitFor(() => tabs.every((c) => eventsOf(c).length >= i), 8000, `both tabs catching up to ${i} events after every connection dropped: ${tabs.map((c) => eventsOf(c).length)}`);
+    await sleep(300);
+
+    assert.equal(published.length, 30);
+    assert.deepEqual(published.map((x) => x.seq), published.map((_, k) => k + 1), 'seqs 1..30 (same stream, same epoch)');
+    for (const [n, c] of [['A', tabs[0]], ['B', tabs[1]]]) {
+        assert.ok(c.isOpen, `tab on ${n} stayed open: ${JSON.stringify(c.closeInfo)}`);
+        assert.deepEqual(c.all.filter((m) => m.type === 'closing' || m.type === 'resync'), [], `tab on ${n}: no closing, no resync`);
+        assert.deepEqual(eventsOf(c).map((m) => [m.seq, m.data.i]), published.map((x) => [x.seq, x.i]), `tab on ${n}: every event once, in order`);
+    }
+    const probe = own(await connect(B.port, { user_id: user, last_seq: '30', epoch: tabs[0].hello.data.epoch }));
+    assert.equal(probe.hello.data.recovered, true, `same epoch after the reconnects: ${JSON.stringify(probe.hello)}`);
+    for (const d of [A, B]) {
+        const st = await stats(d.port);
+        assertRedisStats(st, { what: `node ${d.name}` });
+        assert.ok(st.broker_reconnects >= 1, `node ${d.name} counted its reconnect(s): ${st.broker_reconnects}`);
+    }
 });
 
 // ==========================================================================================
@@ -830,6 +899,11 @@ test('--run-timeout 1 with two nodes: a silent run is closed with exactly one ag
     const silent = uid('silent');
     const busy = uid('busy');
 
+    let silentErrAt = null;
+    cA.ws.on('message', (data) => {
+        const m = JSON.parse(String(data));
+        if (m.type === 'agent_error' && m.run_id === silent && silentErrAt === null) silentErrAt = Date.now();
+    });
     await publishOk(A.port, ev(user, 'agent_started', silent, { thread: 'th-s' }));
     const silentAt = Date.now();
     await publishOk(A.port, ev(user, 'agent_started', busy));
@@ -847,7 +921,8 @@ test('--run-timeout 1 with two nodes: a silent run is closed with exactly one ag
     assert.deepEqual(se.data, { error: 'run timed out', timeout_s: 1 });
     assert.equal(se.thread_id, 'th-s');
     assert.equal(se.user_id, user);
-    assert.ok(silentAt + 900 <= Date.now(), 'not before the timeout');
+    const after = silentErrAt - silentAt;
+    assert.ok(after >= 900 && after <= 3000, `the silent run timed out ${after} ms after its only event (--run-timeout 1)`);
 
     await waitFor(() => errsFor(cA, busy).length > 0, 4000, 'the busy run times out once its events stop');
     const waited = Date.now() - busyLast;
@@ -921,6 +996,32 @@ test('Redis unreachable at start (a closed port): the daemon exits non-zero with
         assert.doesNotMatch(r.stderr, /unknown (flag|option)|unrecognized/i, `${how}: refused for the address, not the flag: ${r.stderr}`);
         assert.doesNotMatch(r.stderr, /AddressSanitizer|runtime error:/, r.stderr);
     }
+});
+
+test('a node is ready when it logs listening: its first /healthz is 200 and its first /ws upgrade and publish succeed (10 starts)', { skip: SKIP, timeout: 60000 }, async () => {
+    const redis = await sharedRedis();
+    const prefix = uniquePrefix('ready');
+    const bad = [];
+    let firstLogs = null;
+    for (let k = 0; k < 10; k++) {
+        const d = await startDaemon(nodeArgs(redis, prefix));
+        try {
+            // Right after `event=listening`, all at once.
+            const [h, c, p] = await Promise.all([
+                healthz(d.port),
+                connect(d.port, { user_id: `ready-${k}` }).catch((err) => err),
+                publish(d.port, { user_id: `ready-other-${k}`, type: 'chunk', data: {} }),
+            ]);
+            if (h.status !== 200) bad.push(`start ${k}: first /healthz ${h.status} ${h.text}`);
+            if (!(c instanceof WsClient)) bad.push(`start ${k}: first /ws: ${c.message}`);
+            else c.terminate();
+            if (p.status !== 200) bad.push(`start ${k}: first publish ${p.status} ${p.text}`);
+            if (bad.length && firstLogs === null) firstLogs = d.logs.slice(0, 6).join('\n');
+        } finally {
+            await d.stop();
+        }
+    }
+    assert.deepEqual(bad, [], `a node that logged listening must serve; first failing node's log:\n${firstLogs}`);
 });
 
 // ==========================================================================================

@@ -357,12 +357,13 @@ export function nodeArgs(redis, prefix, extra = [], { brokerForm = 'eq', db } = 
 }
 
 /**
- * Starts `n` nodes on one Redis under one prefix (a fresh one unless given). Each node is a
+ * Starts `n` nodes on one Redis under one prefix (a fresh one unless given), each waited for
+ * until /healthz is 200 (unless waitReady is false). Each node is a
  * startDaemon() result; the test's after-hook first terminates every client handed to
  * cluster.own(c), then stops the nodes (a node already killed by the test is fine).
  * Resolves {prefix, nodes, own}.
  */
-export async function clusterFor(t, redis, n, { prefix = uniquePrefix(), extra = [], env = {}, perNode = [] } = {}) {
+export async function clusterFor(t, redis, n, { prefix = uniquePrefix(), extra = [], env = {}, perNode = [], waitReady = true } = {}) {
     const nodes = [];
     const clients = [];
     const own = (c) => {
@@ -399,6 +400,20 @@ export async function clusterFor(t, redis, n, { prefix = uniquePrefix(), extra =
         const d = await startDaemon(args, nodeEnv, { startTimeoutMs: 8000 });
         d.name = String.fromCharCode(65 + i); // A, B, C...
         nodes.push(d);
+        if (waitReady) {
+            // A node may log `listening` a moment before its broker connection is up (the
+            // readiness test in cluster.test.mjs checks that separately): the other tests
+            // start from a node that answers /healthz 200.
+            const deadline = Date.now() + 5000;
+            for (;;) {
+                const h = await healthz(d.port).catch((err) => ({ status: 0, text: err.message }));
+                if (h.status === 200) break;
+                if (Date.now() > deadline) {
+                    throw new Error(`node ${d.name}: /healthz not 200 within 5 s of listening: ${h.status} ${h.text}\nlogs:\n${d.logs.join('\n')}`);
+                }
+                await sleep(10);
+            }
+        }
     }
     return { prefix, nodes, own };
 }
