@@ -93,6 +93,7 @@ typedef struct rb_s {
     uint64_t rtt_n;
     uint64_t rtt_max;
     uint64_t gaps_filled;
+    uint64_t open_runs; /* in the cluster, as of the last sweep */
     uint64_t resets;
     ac__run_timeout_fn on_timeout;
     void *timeout_arg;
@@ -1217,9 +1218,10 @@ static void on_claim_reply(redisAsyncContext *ac, void *reply, void *priv)
     rb_t *r = ac->data;
     redisReply *x = reply;
 
-    if (x == NULL || x->type != REDIS_REPLY_ARRAY || r->on_timeout == NULL)
+    if (x == NULL || x->type != REDIS_REPLY_ARRAY || x->elements == 0 || r->on_timeout == NULL)
         return;
-    for (size_t i = 0; i + 2 < x->elements; i += 3) {
+    r->open_runs = reply_u64(x->element[0]);
+    for (size_t i = 1; i + 2 < x->elements; i += 3) {
         if (x->element[i]->type != REDIS_REPLY_STRING)
             continue;
         r->on_timeout(r->timeout_arg, x->element[i]->str, x->element[i + 1]->str,
@@ -1571,6 +1573,7 @@ static void redis_stats(const ac__broker_t *b, void *out)
     json_object_set_new(o, "broker_users_subscribed", json_integer((json_int_t)r->subscribed));
     json_object_set_new(o, "broker_gaps_filled", json_integer((json_int_t)r->gaps_filled));
     json_object_set_new(o, "broker_stream_resets", json_integer((json_int_t)r->resets));
+    json_object_set_new(o, "open_runs", json_integer((json_int_t)r->open_runs));
 }
 
 static void on_timer_closed(uv_handle_t *h)

@@ -242,9 +242,10 @@ elseif op == 'kick' then
 
 elseif op == 'claim' then
     -- ARGV: 3 run timeout ms. Claims open runs silent that long (at most 64 per call; a
-    -- claim holds for one more timeout): reply run, user, thread per run.
+    -- claim holds for one more timeout): reply the number of open runs, then run, user,
+    -- thread per claimed run.
     local timeout = tonumber(ARGV[3])
-    local out = {}
+    local out = { redis.call('ZCARD', P .. 'runs') }
     for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'runs', '-inf', now - timeout,
         'LIMIT', 0, 64)) do
         local h = redis.call('HMGET', rkey(id), 'state', 'user', 'thread')
