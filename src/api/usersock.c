@@ -30,21 +30,6 @@ static int header_is(const ac__http_req_t *req, int h, const char *value)
            strncasecmp(req->headers[h], value, n) == 0;
 }
 
-static int parse_u64(const char *p, size_t n, uint64_t *out)
-{
-    uint64_t v = 0;
-
-    if (n == 0 || n > 19)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
-        v = v * 10 + (uint64_t)(p[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
 /* In jwt mode a browser's handshake must come from a page of this very host (port
  * included): a token leaked to another site must not open a socket from there. A request
  * without Origin is a server-side client and passes. */
@@ -135,7 +120,7 @@ static int read_identity(ac__conn_t *c, const ac__http_req_t *req, handshake_t *
     }
     n = ac__http_query_get(req->query, req->query_len, "last_seq", tmp, sizeof(tmp));
     if (n != -1) {
-        if (n < 0 || parse_u64(tmp, (size_t)n, &hs->last_seq) != 0) {
+        if (n < 0 || ac__parse_u64(tmp, (size_t)n, &hs->last_seq) != 0) {
             ac__conn_respond_error(c, 400, "last_seq must be a non-negative integer", NULL);
             return -1;
         }

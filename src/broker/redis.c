@@ -23,6 +23,7 @@
 
 #include "agentcast.h"
 #include "broker/broker.h"
+#include "core/event.h"
 #include "core/log.h"
 #include "core/manager.h"
 #include "net/ws.h" /* the codec's opcodes only */
@@ -234,20 +235,6 @@ static int parse_hex_u32(const char *p, size_t n, uint32_t *out)
     return 0;
 }
 
-static int parse_u64(const char *p, size_t n, uint64_t *out)
-{
-    uint64_t v = 0;
-    if (n == 0 || n > 19)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return -1;
-        v = v * 10 + (uint64_t)(p[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
 static uint64_t reply_u64(const redisReply *x)
 {
     uint64_t v = 0;
@@ -256,7 +243,7 @@ static uint64_t reply_u64(const redisReply *x)
     if (x->type == REDIS_REPLY_INTEGER)
         return x->integer < 0 ? 0 : (uint64_t)x->integer;
     if (x->type == REDIS_REPLY_STRING)
-        parse_u64(x->str, x->len, &v);
+        ac__parse_u64(x->str, x->len, &v);
     return v;
 }
 
@@ -279,6 +266,38 @@ static int command(rb_t *r, redisCallbackFn *fn, void *priv, int argc, const cha
     if (r->cmd == NULL || !r->cmd_ready)
         return -1;
     return redisAsyncCommandArgv(r->cmd, fn, priv, argc, argv, lens) == REDIS_OK ? 0 : -1;
+}
+
+#define SCRIPT_HEAD 5
+
+/* The first arguments of every call of the one script: EVALSHA sha 0 op prefix. */
+static void script_head(const rb_t *r, const char *op, const char **argv, size_t *lens)
+{
+    argv[0] = "EVALSHA";
+    argv[1] = r->sha;
+    argv[2] = "0";
+    argv[3] = op;
+    argv[4] = r->prefix;
+    for (int i = 0; i < SCRIPT_HEAD; i++)
+        lens[i] = strlen(argv[i]);
+}
+
+/* A call of the script with at most 8 arguments, each a NUL-terminated string (ids are
+ * labels: no NUL inside). Returns 0 or -1 when not connected. */
+static int script(rb_t *r, redisCallbackFn *fn, void *priv, const char *op, int n,
+                  const char *const *args)
+{
+    const char *argv[SCRIPT_HEAD + 8];
+    size_t lens[SCRIPT_HEAD + 8];
+
+    if (n > 8)
+        return -1;
+    script_head(r, op, argv, lens);
+    for (int i = 0; i < n; i++) {
+        argv[SCRIPT_HEAD + i] = args[i];
+        lens[SCRIPT_HEAD + i] = strlen(args[i]);
+    }
+    return command(r, fn, priv, SCRIPT_HEAD + n, argv, lens);
 }
 
 /* ---- per-user stream position ------------------------------------------------------- */
@@ -461,8 +480,7 @@ static void on_join_reply(redisAsyncContext *ac, void *reply, void *priv);
 static int send_join(rb_t *r, ac__user_t *u, const ac__join_req_t *req)
 {
     char member[40] = "", cap[16], ep[9], ttl[24], after[24] = "";
-    const char *argv[13];
-    size_t lens[13];
+    int rc;
     jctx_t *j = malloc(sizeof(*j) + u->id_len + 1);
 
     if (j == NULL)
@@ -479,22 +497,11 @@ static int send_join(rb_t *r, ac__user_t *u, const ac__join_req_t *req)
     snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.history_ttl_ms);
     if (req->has_after)
         snprintf(after, sizeof(after), "%llu", (unsigned long long)req->after);
-    argv[0] = "EVALSHA";
-    argv[1] = r->sha;
-    argv[2] = "0";
-    argv[3] = "join";
-    argv[4] = r->prefix;
-    argv[5] = u->id;
-    argv[6] = member;
-    argv[7] = cap;
-    argv[8] = ep;
-    argv[9] = ttl;
-    argv[10] = after;
-    argv[11] = req->epoch;
-    for (int i = 0; i < 12; i++)
-        lens[i] = strlen(argv[i]);
-    lens[5] = u->id_len;
-    if (command(r, on_join_reply, j, 12, argv, lens) != 0) {
+    {
+        const char *args[7] = {u->id, member, cap, ep, ttl, after, req->epoch};
+        rc = script(r, on_join_reply, j, "join", 7, args);
+    }
+    if (rc != 0) {
         free(j);
         return AC_EUNAVAIL;
     }
@@ -724,7 +731,7 @@ static void on_message(rb_t *r, ac__user_t *u, const char *p, size_t n)
         ac__buf_t *f;
         if (sp1 == NULL || (sp2 = memchr(sp1 + 1, ' ', (size_t)(p + n - sp1 - 1))) == NULL ||
             parse_hex_u32(e, (size_t)(sp1 - e), &ep) != 0 ||
-            parse_u64(sp1 + 1, (size_t)(sp2 - sp1 - 1), &seq) != 0)
+            ac__parse_u64(sp1 + 1, (size_t)(sp2 - sp1 - 1), &seq) != 0)
             return;
         f = event_frame(sp2 + 1, (size_t)(p + n - sp2 - 1), seq);
         if (f == NULL) {
@@ -992,18 +999,14 @@ static int redis_publish_batch(ac__broker_t *b, const ac__pub_item_t *items, siz
     snprintf(rttl, sizeof(rttl), "%llu",
              (unsigned long long)(r->o.run_timeout_ms * 2 + r->o.history_ttl_ms));
     snprintf(cnt, sizeof(cnt), "%zu", n);
-    argv[0] = "EVALSHA";
-    argv[1] = r->sha;
-    argv[2] = "0";
-    argv[3] = "pub";
-    argv[4] = r->prefix;
+    script_head(r, "pub", argv, lens);
     argv[5] = hs;
     argv[6] = ttl;
     argv[7] = iw;
     argv[8] = ep;
     argv[9] = rttl;
     argv[10] = cnt;
-    for (size_t i = 0; i < PUB_FIXED; i++)
+    for (size_t i = SCRIPT_HEAD; i < PUB_FIXED; i++)
         lens[i] = strlen(argv[i]);
     for (size_t i = 0; i < n; i++) {
         const ac__pub_item_t *it = &items[i];
@@ -1067,7 +1070,7 @@ static json_t *iso_or_null(const char *ms)
 {
     char ts[25];
     uint64_t v;
-    if (ms == NULL || parse_u64(ms, strlen(ms), &v) != 0)
+    if (ms == NULL || ac__parse_u64(ms, strlen(ms), &v) != 0)
         return json_null();
     ac__iso8601_ms((int64_t)v, ts);
     return json_string(ts);
@@ -1129,8 +1132,6 @@ static int redis_run_get(ac__broker_t *b, const char *id, size_t len, ac__run_do
 {
     rb_t *r = (rb_t *)b;
     rctx_t *c;
-    const char *argv[6];
-    size_t lens[6];
 
     if (!r->up)
         return AC_EUNAVAIL;
@@ -1143,16 +1144,7 @@ static int redis_run_get(ac__broker_t *b, const char *id, size_t len, ac__run_do
     c->idlen = len;
     memcpy(c->id, id, len);
     c->id[len] = '\0';
-    argv[0] = "EVALSHA";
-    argv[1] = r->sha;
-    argv[2] = "0";
-    argv[3] = "run";
-    argv[4] = r->prefix;
-    argv[5] = c->id;
-    for (int i = 0; i < 6; i++)
-        lens[i] = strlen(argv[i]);
-    lens[5] = len;
-    if (command(r, on_run_reply, c, 6, argv, lens) != 0) {
+    if (script(r, on_run_reply, c, "run", 1, (const char *const[]){c->id}) != 0) {
         free(c);
         return AC_EUNAVAIL;
     }
@@ -1187,8 +1179,8 @@ static int redis_disconnect(ac__broker_t *b, const char *user, size_t ulen, uint
 {
     rb_t *r = (rb_t *)b;
     char id[17] = "";
-    const char *argv[7] = {"EVALSHA", r->sha, "0", "kick", r->prefix, user, id};
-    size_t lens[7];
+    char *who;
+    int rc;
     kctx_t *k;
 
     if (!r->up)
@@ -1201,10 +1193,13 @@ static int redis_disconnect(ac__broker_t *b, const char *user, size_t ulen, uint
     k->arg = arg;
     if (conn_id != 0)
         snprintf(id, sizeof(id), "%016llx", (unsigned long long)conn_id);
-    for (int i = 0; i < 7; i++)
-        lens[i] = strlen(argv[i]);
-    lens[5] = ulen;
-    if (command(r, on_kick_reply, k, 7, argv, lens) != 0) {
+    if ((who = strndup(user, ulen)) == NULL) {
+        free(k);
+        return AC_ENOMEM;
+    }
+    rc = script(r, on_kick_reply, k, "kick", 2, (const char *const[]){who, id});
+    free(who);
+    if (rc != 0) {
         free(k);
         return AC_EUNAVAIL;
     }
@@ -1249,8 +1244,6 @@ static void redis_sweep(ac__broker_t *b)
     rb_t *r = (rb_t *)b;
     ac__manager_t *m = r->manager;
     char tmo[24];
-    const char *argv[6] = {"EVALSHA", r->sha, "0", "claim", r->prefix, tmo};
-    size_t lens[6];
 
     for (size_t i = 0; i < m->nbuckets; i++) {
         for (ac__user_t *u = m->buckets[i]; u != NULL; u = u->hnext) {
@@ -1278,9 +1271,7 @@ static void redis_sweep(ac__broker_t *b)
     }
     if (r->o.run_timeout_ms > 0) {
         snprintf(tmo, sizeof(tmo), "%llu", (unsigned long long)r->o.run_timeout_ms);
-        for (int i = 0; i < 6; i++)
-            lens[i] = strlen(argv[i]);
-        command(r, on_claim_reply, NULL, 6, argv, lens);
+        script(r, on_claim_reply, NULL, "claim", 1, (const char *const[]){tmo});
     }
 }
 
@@ -1681,10 +1672,10 @@ static int parse_url(rb_t *r, const char *url, char *why, size_t whylen)
     }
     {
         uint64_t port, db = 0;
-        if (parse_u64(colon + 1, (size_t)(end - colon - 1), &port) != 0 || port == 0 ||
+        if (ac__parse_u64(colon + 1, (size_t)(end - colon - 1), &port) != 0 || port == 0 ||
             port > 65535)
             goto bad;
-        if (slash != NULL && (parse_u64(slash + 1, strlen(slash + 1), &db) != 0 || db > 1000000))
+        if (slash != NULL && (ac__parse_u64(slash + 1, strlen(slash + 1), &db) != 0 || db > 1000000))
             goto bad;
         r->port = (int)port;
         r->db = (int)db;

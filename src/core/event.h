@@ -34,6 +34,9 @@ int ac__ev_check_data(ac__ev_type_t t, const json_t *data, const char **field);
 /* Writes "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 chars + NUL) for `ms` since the epoch. */
 void ac__iso8601_ms(int64_t ms, char out[25]);
 
+/* Parses 1..19 decimal digits (nothing else) into *out; returns 0 or -1. */
+int ac__parse_u64(const char *p, size_t n, uint64_t *out);
+
 /* Milliseconds since the Unix epoch, from the realtime clock. */
 int64_t ac__now_ms(void);
 

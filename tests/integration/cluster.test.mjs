@@ -29,7 +29,7 @@ import {
     waitFor,
     withTimeout,
 } from './helpers.mjs';
-import { agentSocket, agentPublish, getRun, stats, openUserWs } from './helpers3.mjs';
+import { agentSocket, agentPublish, getRun, stats, openUserWs, dataFor } from './helpers3.mjs';
 import {
     RedisServer,
     redisFor,
@@ -60,25 +60,6 @@ after(async () => {
 /** The user's events (envelopes with a seq) among a client's messages. */
 const eventsOf = (c) => c.all.filter((m) => typeof m.seq === 'number');
 
-/** The data each critical type needs. */
-function dataFor(type, call = 'c1') {
-    switch (type) {
-        case 'agent_started':
-            return { agent: 'planner' };
-        case 'agent_thinking':
-            return { thought: 'thinking it over' };
-        case 'tool_executing':
-            return { tool: 'search', tool_call_id: call };
-        case 'tool_completed':
-            return { tool: 'search', tool_call_id: call, result: { hits: 3 } };
-        case 'agent_completed':
-            return { result: 'the answer' };
-        case 'agent_error':
-            return { error: 'the model failed' };
-        default:
-            return { pct: 50 };
-    }
-}
 
 function ev(user, type, run, { call = 'c1', thread, key } = {}) {
     const e = { user_id: user, type, data: dataFor(type, call) };

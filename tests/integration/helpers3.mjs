@@ -18,14 +18,7 @@ export async function daemonOwning(t, args = [], env = {}) {
         return c;
     };
     t.after(async () => {
-        for (const c of clients) {
-            try {
-                if (typeof c.terminate === 'function') c.terminate();
-                else c.destroy();
-            } catch {
-                /* already gone */
-            }
-        }
+        dropClients(clients);
         await d.stop();
     });
     return d;
@@ -142,4 +135,36 @@ export function rng(seed) {
         t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
         return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
     };
+}
+
+/** Ends every client now (WebSockets terminated, raw sockets destroyed). */
+export function dropClients(clients) {
+    for (const c of clients) {
+        try {
+            if (typeof c.terminate === 'function') c.terminate();
+            else c.destroy();
+        } catch {
+            /* already gone */
+        }
+    }
+}
+
+/** The data each event type needs (tool events for tool call `call`). */
+export function dataFor(type, call = 'c1') {
+    switch (type) {
+        case 'agent_started':
+            return { agent: 'planner' };
+        case 'agent_thinking':
+            return { thought: 'thinking it over' };
+        case 'tool_executing':
+            return { tool: 'search', tool_call_id: call };
+        case 'tool_completed':
+            return { tool: 'search', tool_call_id: call, result: { hits: 3 } };
+        case 'agent_completed':
+            return { result: 'the answer' };
+        case 'agent_error':
+            return { error: 'the model failed' };
+        default:
+            return { pct: 50 };
+    }
 }

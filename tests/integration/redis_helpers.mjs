@@ -9,6 +9,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { HOST, startDaemon, request, withTimeout, sleep } from './helpers.mjs';
+import { dropClients } from './helpers3.mjs';
 
 export const REDIS_BIN = process.env.REDIS_SERVER_BIN || '/usr/bin/redis-server';
 
@@ -371,14 +372,7 @@ export async function clusterFor(t, redis, n, { prefix = uniquePrefix(), extra =
         return c;
     };
     t.after(async () => {
-        for (const c of clients) {
-            try {
-                if (typeof c.terminate === 'function') c.terminate();
-                else c.destroy();
-            } catch {
-                /* already gone */
-            }
-        }
+        dropClients(clients);
         const errors = [];
         for (const d of nodes) {
             if (d.killedByTest) continue;

@@ -17,31 +17,12 @@ import {
     uid,
     TS_RE,
 } from './helpers.mjs';
-import { getRun, stats } from './helpers3.mjs';
+import { getRun, stats, dataFor } from './helpers3.mjs';
 
 const NONE = ['--auth', 'none'];
 const TIMEOUT_ARGS = [...NONE, '--run-timeout', '0.4', '--cleanup-interval', '0.1'];
 const CUSTOM = 'ui.progress';
 
-/** The data each type needs (tool events for `call`). */
-function dataFor(type, call = 'c1') {
-    switch (type) {
-        case 'agent_started':
-            return { agent: 'planner' };
-        case 'agent_thinking':
-            return { thought: 'thinking it over' };
-        case 'tool_executing':
-            return { tool: 'search', tool_call_id: call };
-        case 'tool_completed':
-            return { tool: 'search', tool_call_id: call, result: { hits: 3 } };
-        case 'agent_completed':
-            return { result: 'the answer' };
-        case 'agent_error':
-            return { error: 'the model failed' };
-        default:
-            return { pct: 50 };
-    }
-}
 
 /** An event of `type` for `user` in run `run` (no run_id when run is null). */
 function ev(user, type, run, { call = 'c1', thread } = {}) {
