@@ -36,14 +36,25 @@
 #define EP_CONN 1u
 #define EP_PUB 2u
 #define EP_TIMER 3u
+#define MAX_TARGETS 64 /* gateway nodes one run can drive (--targets) */
+#define MAX_PIDS 16    /* server processes whose RSS and CPU are read (--pid) */
 
 /* ---------------------------------------------------------------- options */
 
 enum lg_via { VIA_HTTP, VIA_AGENT };
 
+/* One gateway node: its address as given (the Host header) and as resolved. */
+struct target {
+    char host[256];
+    int port;
+    struct sockaddr_in addr;
+};
+
 struct lg_opts {
     const char *host;
     int port;
+    struct target targets[MAX_TARGETS]; /* --targets, or the one --host/--port */
+    uint32_t ntargets;
     uint32_t users;
     uint32_t conns_per_user;
     uint64_t events;
@@ -52,7 +63,10 @@ struct lg_opts {
     uint32_t publishers;
     uint32_t connect_concurrency;
     uint32_t src_addrs; /* spread client sources over 127.0.0.2 .. 127.0.0.(1+src_addrs) */
-    int pid;
+    int pids[MAX_PIDS]; /* --pid, repeatable or a comma list: the gateway node(s) */
+    uint32_t npids;
+    int broker_pid;    /* --broker-pid: redis-server, reported apart from the nodes */
+    const char *redis; /* --redis HOST:PORT: INFO before and after the publish phase */
     bool idle;
     int via;
     double rate; /* events/s over all publishers; 0: as fast as the window allows */
@@ -70,9 +84,12 @@ struct lg_opts {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: loadgen --port P [options]\n"
+    fprintf(f, "usage: loadgen --port P [options]   or   loadgen --targets H:P,H:P,... [options]\n"
                "  --host H               server address (127.0.0.1)\n"
-               "  --port P               server port (required)\n"
+               "  --port P               server port (this or --targets is required)\n"
+               "  --targets H:P,...      several gateway nodes (instead of --host/--port):\n"
+               "                         a user's K connections go to K consecutive nodes,\n"
+               "                         publisher p publishes through node p %% nodes\n"
                "  --users N              users u0..u<N-1> (100)\n"
                "  --conns-per-user K     WebSocket connections per user (1)\n"
                "  --events M             events to publish (1000)\n"
@@ -92,12 +109,64 @@ static void usage(FILE *f)
                "  --storm-at F           drop after this fraction of events was sent (0.5)\n"
                "  --connect-concurrency  handshakes in flight while connecting (500)\n"
                "  --src-addrs S          client source addresses 127.0.0.2.. (8; 0 = any)\n"
-               "  --pid PID              server pid: RSS and CPU from /proc\n"
+               "  --pid PID[,PID...]     server pid(s), repeatable: RSS and CPU from /proc,\n"
+               "                         summed over the pids (and each one listed)\n"
+               "  --broker-pid PID       the broker's pid (redis-server): CPU and RSS apart\n"
+               "  --redis H:P            read Redis INFO before and after the publish phase:\n"
+               "                         commands and bytes per event\n"
                "  --idle                 connect all, report RSS per connection, exit\n"
                "  --api-key K            Bearer key for /v1/publish and /v1/agent\n"
                "  --label L              copied into the JSON result\n"
                "  --timeout S            hard stop in seconds (120)\n"
                "  --quiet                no progress lines on stderr\n");
+}
+
+/* --targets HOST:PORT,HOST:PORT,...: 0, or -1 when malformed or too many. */
+static int parse_targets(struct lg_opts *o, const char *arg)
+{
+    const char *p = arg;
+    o->ntargets = 0;
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        const char *colon = memrchr(p, ':', len);
+        char num[8];
+        uint32_t port;
+        if (o->ntargets == MAX_TARGETS || !colon || colon == p ||
+            (size_t)(colon - p) >= sizeof(o->targets[0].host) ||
+            (size_t)(p + len - colon - 1) >= sizeof(num))
+            return -1;
+        memcpy(num, colon + 1, (size_t)(p + len - colon - 1));
+        num[p + len - colon - 1] = '\0';
+        if (parse_u32(num, 1, &port) || port > 65535)
+            return -1;
+        struct target *t = &o->targets[o->ntargets++];
+        memcpy(t->host, p, (size_t)(colon - p));
+        t->host[colon - p] = '\0';
+        t->port = (int)port;
+        if (!comma)
+            return 0;
+        p = comma + 1;
+    }
+}
+
+/* --pid PID[,PID...], repeatable: appends; 0, or -1 when malformed or too many. */
+static int parse_pids(struct lg_opts *o, const char *arg)
+{
+    char buf[256];
+    if (strlen(arg) >= sizeof(buf))
+        return -1;
+    strcpy(buf, arg);
+    char *save, *tok = strtok_r(buf, ",", &save);
+    if (!tok)
+        return -1;
+    for (; tok; tok = strtok_r(NULL, ",", &save)) {
+        uint32_t v;
+        if (o->npids == MAX_PIDS || parse_u32(tok, 1, &v) || v > INT32_MAX)
+            return -1;
+        o->pids[o->npids++] = (int)v;
+    }
+    return 0;
 }
 
 static int opts_parse(struct lg_opts *o, int argc, char **argv)
@@ -127,6 +196,9 @@ static int opts_parse(struct lg_opts *o, int argc, char **argv)
         O_LABEL,
         O_TIMEOUT,
         O_QUIET,
+        O_TARGETS,
+        O_BROKER_PID,
+        O_REDIS,
         O_HELP
     };
     static const struct option longopts[] = {
@@ -154,6 +226,9 @@ static int opts_parse(struct lg_opts *o, int argc, char **argv)
         {"label", required_argument, 0, O_LABEL},
         {"timeout", required_argument, 0, O_TIMEOUT},
         {"quiet", no_argument, 0, O_QUIET},
+        {"targets", required_argument, 0, O_TARGETS},
+        {"broker-pid", required_argument, 0, O_BROKER_PID},
+        {"redis", required_argument, 0, O_REDIS},
         {"help", no_argument, 0, O_HELP},
         {0, 0, 0, 0},
     };
@@ -238,8 +313,18 @@ static int opts_parse(struct lg_opts *o, int argc, char **argv)
             bad = parse_u32(optarg, 0, &o->src_addrs) || o->src_addrs > 250;
             break;
         case O_PID:
-            bad = parse_u32(optarg, 1, &u32);
-            o->pid = (int)u32;
+            bad = parse_pids(o, optarg);
+            break;
+        case O_BROKER_PID:
+            bad = parse_u32(optarg, 1, &u32) || u32 > INT32_MAX;
+            o->broker_pid = (int)u32;
+            break;
+        case O_TARGETS:
+            bad = parse_targets(o, optarg);
+            break;
+        case O_REDIS:
+            bad = strchr(optarg, ':') == NULL;
+            o->redis = optarg;
             break;
         case O_IDLE:
             o->idle = true;
@@ -267,16 +352,22 @@ static int opts_parse(struct lg_opts *o, int argc, char **argv)
             return -1;
         }
     }
-    if (optind != argc || o->port == 0) {
-        fprintf(stderr, "loadgen: --port is required and no positional arguments are taken\n");
+    if (optind != argc || (o->port == 0) == (o->ntargets == 0)) {
+        fprintf(stderr, "loadgen: --port or --targets is required (not both), and no positional "
+                        "arguments are taken\n");
         return -1;
+    }
+    if (o->ntargets == 0) {
+        snprintf(o->targets[0].host, sizeof(o->targets[0].host), "%s", o->host);
+        o->targets[0].port = o->port;
+        o->ntargets = 1;
     }
     if (strlen(o->host) > 255 || (o->api_key && strlen(o->api_key) > 255) ||
         (o->label && strlen(o->label) > 200)) {
         fprintf(stderr, "loadgen: --host and --api-key take at most 255 bytes, --label 200\n");
         return -1;
     }
-    if (o->idle && !o->pid) {
+    if (o->idle && !o->npids) {
         fprintf(stderr, "loadgen: --idle needs --pid\n");
         return -1;
     }
@@ -312,6 +403,7 @@ struct conn {
     bool resume;         /* the next handshake asks for last_seq + epoch */
     bool storm_wait;     /* dropped by the storm and not whole again yet */
     uint16_t close_code; /* from the server's close frame, 0 if none */
+    uint8_t node;        /* index in --targets */
     uint32_t user;
     uint64_t base_seq; /* data.last_seq of the first `connected`: seq before our first event */
     uint64_t last_seq;
@@ -337,6 +429,7 @@ struct run {
 struct pub {
     int fd;
     uint32_t index;
+    uint32_t node; /* index in --targets: index % nodes */
     bool dead;
     uint64_t to_send;   /* events not yet put in a body */
     uint64_t built;     /* events put in bodies (the rate pacing counts these) */
@@ -374,7 +467,6 @@ struct counters {
 struct lg {
     struct lg_opts o;
     int ep;
-    struct sockaddr_in server;
     uint64_t rng;
     uint8_t *rbuf;
 
@@ -410,12 +502,16 @@ struct lg {
 
     struct counters c;
     struct hist lat;
+    uint64_t node_deliveries[MAX_TARGETS]; /* distinct events received on each node's conns */
+    uint32_t node_conns[MAX_TARGETS];      /* user connections placed on each node */
 
     int64_t t_start, t_connected, t_pub_start, t_pub_written, t_pub_acked, t_last_delivery;
     int64_t deadline, next_progress, idle_until;
     uint64_t prog_deliveries;
+    uint64_t prog_lat_max; /* the largest latency since the last progress line */
     bool publishing;
     bool server_gone;
+    int gone_pid;
 };
 
 static void ep_set(struct lg *lg, int fd, uint32_t kind, uint32_t idx, uint32_t events, int op)
@@ -535,7 +631,8 @@ static void conn_start(struct lg *lg, struct conn *c)
     c->connected = false;
     lg->handshaking++;
     ep_set(lg, fd, EP_CONN, i, EPOLLOUT, EPOLL_CTL_ADD);
-    if (connect(fd, (struct sockaddr *)&lg->server, sizeof(lg->server)) < 0 && errno != EINPROGRESS)
+    const struct sockaddr_in *to = &lg->o.targets[c->node].addr;
+    if (connect(fd, (const struct sockaddr *)to, sizeof(*to)) < 0 && errno != EINPROGRESS)
         conn_fail(lg, c, strerror(errno));
 }
 
@@ -553,11 +650,12 @@ static void conn_send_handshake(struct lg *lg, struct conn *c)
     if (c->resume)
         snprintf(resume, sizeof(resume), "&last_seq=%" PRIu64 "&epoch=%s", c->last_seq, c->epoch);
     char req[640];
-    int n = snprintf(req, sizeof(req),
-                     "GET /ws?user_id=u%u%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
-                     "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
-                     "Sec-WebSocket-Version: 13\r\n\r\n",
-                     c->user, resume, lg->o.host, lg->o.port, c->key);
+    int n =
+        snprintf(req, sizeof(req),
+                 "GET /ws?user_id=u%u%s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                 "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                 "Sec-WebSocket-Version: 13\r\n\r\n",
+                 c->user, resume, lg->o.targets[c->node].host, lg->o.targets[c->node].port, c->key);
     c->state = CS_HANDSHAKE;
     if (conn_send(lg, c, req, (size_t)n) < 0)
         conn_fail(lg, c, "send handshake");
@@ -716,6 +814,7 @@ static void on_event(struct lg *lg, struct conn *c, const char *p, size_t n, uin
     c->last_seq = seq;
     c->received++;
     lg->c.distinct++;
+    lg->node_deliveries[c->node]++;
     if (lg->need)
         lg->need--;
     if (c->storm_wait)
@@ -730,9 +829,11 @@ static void on_event(struct lg *lg, struct conn *c, const char *p, size_t n, uin
     }
     if (lg->o.stream_runs)
         check_run_order(lg, c, p, n);
-    if (json_u64(p, n, "\"t\":", &t) && (int64_t)t <= now)
+    if (json_u64(p, n, "\"t\":", &t) && (int64_t)t <= now) {
         hist_add(&lg->lat, (uint64_t)(now - (int64_t)t));
-    else if (!json_u64(p, n, "\"t\":", &t))
+        if ((uint64_t)(now - (int64_t)t) > lg->prog_lat_max)
+            lg->prog_lat_max = (uint64_t)(now - (int64_t)t);
+    } else if (!json_u64(p, n, "\"t\":", &t))
         lg->c.proto_errors++;
     /* a t in the future is a paced event stamped with its schedule, received early: 0 us */
     else
@@ -1124,7 +1225,7 @@ static int pub_build(struct lg *lg, struct pub *p, uint32_t count)
         int hl = snprintf(p->out + p->out_len, 512,
                           "POST /v1/publish HTTP/1.1\r\nHost: %s:%d\r\n%s"
                           "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                          lg->o.host, lg->o.port, auth, blen);
+                          lg->o.targets[p->node].host, lg->o.targets[p->node].port, auth, blen);
         if (hl < 0 || hl >= 512)
             return -1;
         p->out_len += (size_t)hl;
@@ -1362,7 +1463,7 @@ static int pub_agent_handshake(struct lg *lg, struct pub *p)
                      "GET /v1/agent HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n%s\r\n",
-                     lg->o.host, lg->o.port, key, auth);
+                     lg->o.targets[p->node].host, lg->o.targets[p->node].port, key, auth);
     if (send(p->fd, req, (size_t)n, MSG_NOSIGNAL) != n)
         return -1;
     if (buf_reserve(&p->in, &p->in_cap, MAX_HTTP_HEAD + 1) < 0)
@@ -1416,6 +1517,7 @@ static void pubs_start(struct lg *lg)
     for (uint32_t i = 0; i < C; i++) {
         struct pub *p = &lg->pubs[i];
         p->index = i;
+        p->node = i % lg->o.ntargets;
         if (!lg->o.stream_runs)
             p->to_send = lg->o.events / C + (i < lg->o.events % C);
         p->sizes = calloc(lg->o.window, sizeof(*p->sizes));
@@ -1429,9 +1531,11 @@ static void pubs_start(struct lg *lg)
         }
         p->fd = fd;
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        if (connect(fd, (struct sockaddr *)&lg->server, sizeof(lg->server)) < 0 ||
+        const struct target *to = &lg->o.targets[p->node];
+        if (connect(fd, (const struct sockaddr *)&to->addr, sizeof(to->addr)) < 0 ||
             (lg->o.via == VIA_AGENT && pub_agent_handshake(lg, p) < 0)) {
-            fprintf(stderr, "loadgen: publisher %u: connect or /v1/agent upgrade failed\n", i);
+            fprintf(stderr, "loadgen: publisher %u (%s:%d): connect or /v1/agent upgrade failed\n",
+                    i, to->host, to->port);
             exit(2);
         }
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1499,21 +1603,215 @@ static bool publish_done(struct lg *lg)
     return lg->need == 0;
 }
 
+/* ---------------------------------------------------------------- servers' /proc and Redis */
+
+static int resolve_one(const char *host, int port, struct sockaddr_in *out)
+{
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
+    int rc = getaddrinfo(host, NULL, &hints, &res);
+    if (rc) {
+        fprintf(stderr, "loadgen: %s: %s\n", host, gai_strerror(rc));
+        return -1;
+    }
+    *out = *(struct sockaddr_in *)res->ai_addr;
+    out->sin_port = htons((uint16_t)port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+/* RSS and CPU of every --pid: the sums, each one in each[] (may be NULL). A pid that cannot
+ * be read makes the sum -1. */
+static long pids_rss_kb(const struct lg *lg, long *each)
+{
+    long sum = 0;
+    for (uint32_t i = 0; i < lg->o.npids; i++) {
+        long v = proc_rss_kb(lg->o.pids[i]);
+        if (each)
+            each[i] = v;
+        sum = sum < 0 || v < 0 ? -1 : sum + v;
+    }
+    return lg->o.npids ? sum : -1;
+}
+
+static double pids_cpu_s(const struct lg *lg, double *each)
+{
+    double sum = 0;
+    for (uint32_t i = 0; i < lg->o.npids; i++) {
+        double v = proc_cpu_s(lg->o.pids[i]);
+        if (each)
+            each[i] = v;
+        sum = sum < 0 || v < 0 ? -1 : sum + v;
+    }
+    return lg->o.npids ? sum : -1;
+}
+
+/* The first pid (of --pid, then --broker-pid) that is gone, or 0. */
+static int pid_gone(const struct lg *lg)
+{
+    for (uint32_t i = 0; i < lg->o.npids; i++)
+        if (proc_rss_kb(lg->o.pids[i]) < 0)
+            return lg->o.pids[i];
+    if (lg->o.broker_pid && proc_rss_kb(lg->o.broker_pid) < 0)
+        return lg->o.broker_pid;
+    return 0;
+}
+
+/* What Redis's INFO says at one moment: per-command calls and microseconds (commandstats,
+ * which counts the commands a Lua script runs too), bytes in and out, its CPU. */
+#define REDIS_CMDS 160
+struct redis_snap {
+    bool ok;
+    unsigned n;
+    char cmd[REDIS_CMDS][48];
+    uint64_t calls[REDIS_CMDS], usec[REDIS_CMDS];
+    uint64_t net_in, net_out, reply_len;
+    double cpu_s;
+};
+
+/* One INFO over a blocking socket (RESP inline command, bulk string reply). */
+static void redis_info(const char *hostport, struct redis_snap *r)
+{
+    memset(r, 0, sizeof(*r));
+    char host[256];
+    const char *colon = strrchr(hostport, ':');
+    uint32_t port;
+    if (!colon || (size_t)(colon - hostport) >= sizeof(host) || parse_u32(colon + 1, 1, &port))
+        return;
+    memcpy(host, hostport, (size_t)(colon - hostport));
+    host[colon - hostport] = '\0';
+    struct sockaddr_in addr;
+    if (resolve_one(host, (int)port, &addr) < 0)
+        return;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct timeval tv = {.tv_sec = 3};
+    if (fd < 0)
+        return;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    static const char req[] = "INFO all\r\n";
+    size_t cap = 1 << 20, len = 0;
+    char *buf = malloc(cap);
+    if (!buf || connect(fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        send(fd, req, sizeof(req) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(req) - 1))
+        goto out;
+    /* $<len>\r\n<len bytes>\r\n */
+    uint64_t want = 0;
+    const char *body = NULL;
+    for (;;) {
+        ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
+        if (n <= 0)
+            goto out;
+        len += (size_t)n;
+        buf[len] = '\0';
+        if (!body) {
+            char *eol = strstr(buf, "\r\n");
+            if (!eol)
+                continue;
+            char *end;
+            want = strtoull(buf + 1, &end, 10);
+            if (buf[0] != '$' || end != eol || want > cap - 64)
+                goto out;
+            body = eol + 2;
+        }
+        if ((uint64_t)(buf + len - body) >= want + 2)
+            break;
+    }
+    r->reply_len = len;
+    char *save, *line = strtok_r((char *)body, "\r\n", &save);
+    double cpu_user = 0, cpu_sys = 0;
+    for (; line && line < body + want; line = strtok_r(NULL, "\r\n", &save)) {
+        if (strncmp(line, "cmdstat_", 8) == 0 && r->n < REDIS_CMDS) {
+            char *c = strchr(line, ':');
+            if (!c || (size_t)(c - line - 8) >= sizeof(r->cmd[0]))
+                continue;
+            memcpy(r->cmd[r->n], line + 8, (size_t)(c - line - 8));
+            r->cmd[r->n][c - line - 8] = '\0';
+            const char *k = strstr(c, "calls="), *u = strstr(c, "usec=");
+            if (!k || !u)
+                continue;
+            r->calls[r->n] = strtoull(k + 6, NULL, 10);
+            r->usec[r->n] = strtoull(u + 5, NULL, 10);
+            r->n++;
+        } else if (strncmp(line, "total_net_input_bytes:", 22) == 0) {
+            r->net_in = strtoull(line + 22, NULL, 10);
+        } else if (strncmp(line, "total_net_output_bytes:", 23) == 0) {
+            r->net_out = strtoull(line + 23, NULL, 10);
+        } else if (strncmp(line, "used_cpu_user:", 14) == 0) {
+            cpu_user = strtod(line + 14, NULL);
+        } else if (strncmp(line, "used_cpu_sys:", 13) == 0) {
+            cpu_sys = strtod(line + 13, NULL);
+        }
+    }
+    r->cpu_s = cpu_user + cpu_sys;
+    r->ok = true;
+out:
+    free(buf);
+    close(fd);
+}
+
+/* "redis_calls":{cmd:calls,...},"redis_usec":{...},... for what happened between a and b
+ * (INFO itself left out), per accepted event where it says so. */
+static void redis_print(const struct redis_snap *a, const struct redis_snap *b, uint64_t events)
+{
+    if (!a->ok || !b->ok) {
+        printf("\"redis_info\":false,");
+        return;
+    }
+    uint64_t total = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        printf(pass ? "\"redis_usec\":{" : "\"redis_calls\":{");
+        bool first = true;
+        for (unsigned i = 0; i < b->n; i++) {
+            if (strcmp(b->cmd[i], "info") == 0)
+                continue;
+            uint64_t c0 = 0, u0 = 0;
+            for (unsigned j = 0; j < a->n; j++)
+                if (strcmp(a->cmd[j], b->cmd[i]) == 0) {
+                    c0 = a->calls[j];
+                    u0 = a->usec[j];
+                    break;
+                }
+            if (b->calls[i] <= c0)
+                continue;
+            printf("%s\"%s\":%" PRIu64, first ? "" : ",", b->cmd[i],
+                   pass ? b->usec[i] - u0 : b->calls[i] - c0);
+            first = false;
+            if (!pass)
+                total += b->calls[i] - c0;
+        }
+        printf("},");
+    }
+    /* the first INFO's reply and the second's request are not the run's traffic */
+    uint64_t in = b->net_in - a->net_in - 10, out = b->net_out - a->net_out - a->reply_len;
+    double ev = events ? (double)events : 1;
+    printf("\"redis_calls_total\":%" PRIu64 ",\"redis_calls_per_event\":%.2f,"
+           "\"redis_net_in_bytes\":%" PRIu64 ",\"redis_net_out_bytes\":%" PRIu64 ","
+           "\"redis_in_bytes_per_event\":%.0f,\"redis_out_bytes_per_event\":%.0f,"
+           "\"redis_info_cpu_s\":%.2f,",
+           total, (double)total / ev, in, out, (double)in / ev, (double)out / ev,
+           b->cpu_s - a->cpu_s);
+}
+
 static void progress(struct lg *lg, const char *phase, int64_t now)
 {
-    long rss = lg->o.pid ? proc_rss_kb(lg->o.pid) : -1;
-    if (lg->o.pid && rss < 0)
+    long rss = pids_rss_kb(lg, NULL);
+    int gone = pid_gone(lg);
+    if (gone) {
         lg->server_gone = true;
+        lg->gone_pid = gone;
+    }
     if (lg->o.quiet)
         return;
     double t = (double)(now - lg->t_start) / NS_PER_S;
     if (strcmp(phase, "publish") == 0) {
         fprintf(stderr,
                 "[%6.1fs] publish sent %" PRIu64 "/%" PRIu64 " acked %" PRIu64
-                " deliveries %" PRIu64 " (+%" PRIu64 "/s) owed %" PRIu64 " p99 %.0fus open %u",
+                " deliveries %" PRIu64 " (+%" PRIu64 "/s) owed %" PRIu64
+                " p99 %.0fus (max this second %.1fms) open %u",
                 t, lg->c.pub_events_sent, lg->o.events, lg->c.pub_events_ok, lg->c.distinct,
                 lg->c.distinct - lg->prog_deliveries, lg->need, hist_quantile(&lg->lat, 0.99) / 1e3,
-                lg->open);
+                lg->prog_lat_max / 1e6, lg->open);
+        lg->prog_lat_max = 0;
         if (lg->dropped)
             fprintf(stderr, " storm-waiting %u", lg->storm_waiting);
         fprintf(stderr, " rss %ldkB\n", rss);
@@ -1539,7 +1837,7 @@ static int run_until(struct lg *lg, const char *phase, lg_done_fn done)
             lg->next_progress += NS_PER_S;
         }
         if (lg->server_gone) {
-            fprintf(stderr, "loadgen: server pid %d is gone\n", lg->o.pid);
+            fprintf(stderr, "loadgen: server pid %d is gone\n", lg->gone_pid);
             return -1;
         }
         if (lg->o.storm && lg->publishing && !lg->dropped &&
@@ -1594,11 +1892,11 @@ static double rate(uint64_t n, int64_t from, int64_t to)
 
 static void json_head(const struct lg *lg, const char *mode)
 {
-    printf("{\"label\":\"%s\",\"mode\":\"%s\",\"users\":%u,\"conns_per_user\":%u,"
+    printf("{\"label\":\"%s\",\"mode\":\"%s\",\"nodes\":%u,\"users\":%u,\"conns_per_user\":%u,"
            "\"connections\":%u,\"connected\":%u,\"connect_failed\":%" PRIu64 ","
            "\"connect_s\":%.3f,",
-           lg->o.label ? lg->o.label : "", mode, lg->o.users, lg->o.conns_per_user, lg->nconns,
-           lg->open, lg->c.connect_failed, secs(lg->t_start, lg->t_connected));
+           lg->o.label ? lg->o.label : "", mode, lg->o.ntargets, lg->o.users, lg->o.conns_per_user,
+           lg->nconns, lg->open, lg->c.connect_failed, secs(lg->t_start, lg->t_connected));
 }
 
 /* Connects every client; 0 when all of them got `connected`. */
@@ -1671,11 +1969,11 @@ static int run_idle(struct lg *lg)
 {
     static struct slab_snap slab_a, slab_b;
     slab_snap(&slab_a);
-    long rss0 = proc_rss_kb(lg->o.pid);
-    double cpu0 = proc_cpu_s(lg->o.pid);
+    long rss0 = pids_rss_kb(lg, NULL);
+    double cpu0 = pids_cpu_s(lg, NULL);
     long slab0 = kernel_slab_kb(), tcpmem0 = kernel_tcp_mem_pages();
     if (rss0 < 0) {
-        fprintf(stderr, "loadgen: cannot read /proc/%d\n", lg->o.pid);
+        fprintf(stderr, "loadgen: cannot read /proc of every --pid\n");
         return 2;
     }
     int rc = phase_connect(lg);
@@ -1683,8 +1981,8 @@ static int run_idle(struct lg *lg)
         lg->idle_until = now_ns() + NS_PER_S;
         rc = run_until(lg, "idle", idle_done);
     }
-    long rss1 = proc_rss_kb(lg->o.pid);
-    double cpu1 = proc_cpu_s(lg->o.pid);
+    long rss1 = pids_rss_kb(lg, NULL);
+    double cpu1 = pids_cpu_s(lg, NULL);
     long slab1 = kernel_slab_kb(), tcpmem1 = kernel_tcp_mem_pages();
     slab_snap(&slab_b);
     bool ok = rc == 0 && rss1 >= 0 && lg->open == lg->nconns && lg->c.proto_errors == 0;
@@ -1709,20 +2007,33 @@ static int run_idle(struct lg *lg)
 
 static int run_load(struct lg *lg)
 {
-    bool have_pid = lg->o.pid != 0;
-    long rss0 = have_pid ? proc_rss_kb(lg->o.pid) : -1;
-    double cpu0 = have_pid ? proc_cpu_s(lg->o.pid) : -1;
+    bool have_pid = lg->o.npids != 0;
+    int bpid = lg->o.broker_pid;
+    uint32_t np = lg->o.npids;
+    double cpu_each[3][MAX_PIDS];
+    long rss_each[MAX_PIDS];
+    static struct redis_snap rs0, rs1;
+    long rss0 = pids_rss_kb(lg, NULL);
+    double cpu0 = pids_cpu_s(lg, cpu_each[0]);
+    double bcpu0 = bpid ? proc_cpu_s(bpid) : -1;
     int rc = phase_connect(lg);
-    long rss1 = have_pid ? proc_rss_kb(lg->o.pid) : -1;
-    double cpu1 = have_pid ? proc_cpu_s(lg->o.pid) : -1;
+    long rss1 = pids_rss_kb(lg, NULL);
+    double cpu1 = pids_cpu_s(lg, cpu_each[1]);
+    double bcpu1 = bpid ? proc_cpu_s(bpid) : -1;
     bool timed_out = false;
     if (rc == 0) {
+        if (lg->o.redis)
+            redis_info(lg->o.redis, &rs0);
         pubs_start(lg);
         timed_out = run_until(lg, "publish", publish_done) < 0;
+        if (lg->o.redis)
+            redis_info(lg->o.redis, &rs1);
     }
     int64_t t_end = now_ns();
-    long rss2 = have_pid ? proc_rss_kb(lg->o.pid) : -1;
-    double cpu2 = have_pid ? proc_cpu_s(lg->o.pid) : -1;
+    long rss2 = pids_rss_kb(lg, rss_each);
+    double cpu2 = pids_cpu_s(lg, cpu_each[2]);
+    double bcpu2 = bpid ? proc_cpu_s(bpid) : -1;
+    long brss2 = bpid ? proc_rss_kb(bpid) : -1;
 
     uint64_t expected = 0, lost = 0, runs_expected = 0;
     for (uint32_t i = 0; i < lg->nconns; i++) {
@@ -1785,6 +2096,32 @@ static int run_load(struct lg *lg)
            ",\"conn_lost\":%" PRIu64 ",\"pings\":%" PRIu64 ",",
            lost, k->dup, k->misrouted, k->out_of_order, k->n_mismatch, k->proto_errors,
            k->server_errors, k->closed_by_server, k->conn_lost, k->pings);
+    if (lg->o.ntargets > 1) {
+        /* per node: its user connections and the distinct events they received */
+        printf("\"node_conns\":[");
+        for (uint32_t i = 0; i < lg->o.ntargets; i++)
+            printf("%s%u", i ? "," : "", lg->node_conns[i]);
+        printf("],\"node_deliveries\":[");
+        for (uint32_t i = 0; i < lg->o.ntargets; i++)
+            printf("%s%" PRIu64, i ? "," : "", lg->node_deliveries[i]);
+        printf("],");
+    }
+    if (np > 1) {
+        /* each --pid apart; the server_* fields below are their sums */
+        printf("\"server_pids\":%u,\"server_cpu_publish_s_each\":[", np);
+        for (uint32_t i = 0; i < np; i++)
+            printf("%s%.2f", i ? "," : "", cpu_each[2][i] - cpu_each[1][i]);
+        printf("],\"server_rss_end_kb_each\":[");
+        for (uint32_t i = 0; i < np; i++)
+            printf("%s%ld", i ? "," : "", rss_each[i]);
+        printf("],");
+    }
+    if (bpid)
+        printf("\"broker_cpu_connect_s\":%.2f,\"broker_cpu_publish_s\":%.2f,"
+               "\"broker_rss_end_kb\":%ld,",
+               bcpu1 - bcpu0, bcpu2 - bcpu1, brss2);
+    if (lg->o.redis && rc == 0)
+        redis_print(&rs0, &rs1, k->pub_events_ok);
     printf("\"server_rss_start_kb\":%ld,\"server_rss_connected_kb\":%ld,\"server_rss_end_kb\":%ld,"
            "\"server_cpu_connect_s\":%.2f,\"server_cpu_publish_s\":%.2f,\"loadgen_cpu_s\":%.2f,"
            "\"timed_out\":%s,\"ok\":%s}\n",
@@ -1798,18 +2135,14 @@ static int run_load(struct lg *lg)
 
 static int resolve(struct lg *lg)
 {
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res;
-    int rc = getaddrinfo(lg->o.host, NULL, &hints, &res);
-    if (rc) {
-        fprintf(stderr, "loadgen: %s: %s\n", lg->o.host, gai_strerror(rc));
-        return -1;
+    for (uint32_t i = 0; i < lg->o.ntargets; i++) {
+        struct target *t = &lg->o.targets[i];
+        if (resolve_one(t->host, t->port, &t->addr) < 0)
+            return -1;
+        /* source addresses 127.0.0.x only reach a loopback server */
+        if ((ntohl(t->addr.sin_addr.s_addr) >> 24) != 127)
+            lg->o.src_addrs = 0;
     }
-    lg->server = *(struct sockaddr_in *)res->ai_addr;
-    lg->server.sin_port = htons((uint16_t)lg->o.port);
-    freeaddrinfo(res);
-    /* source addresses 127.0.0.x only reach a loopback server */
-    if ((ntohl(lg->server.sin_addr.s_addr) >> 24) != 127)
-        lg->o.src_addrs = 0;
     return 0;
 }
 
@@ -1870,10 +2203,16 @@ static int lg_setup(struct lg *lg)
         fprintf(stderr, "loadgen: setup: out of memory or epoll\n");
         return -1;
     }
-    /* the K connections of a user are consecutive: u0,u0,u0,u1,... */
+    /* the K connections of a user are consecutive: u0,u0,u0,u1,...; with several nodes
+     * they go to K consecutive nodes from (user / publishers) % nodes: K > 1 puts one user
+     * on several nodes, and each publisher's users (u % publishers == p) spread evenly over
+     * the nodes, whichever node the publisher itself uses */
     for (uint32_t i = 0; i < lg->nconns; i++) {
-        lg->conns[i].fd = -1;
-        lg->conns[i].user = i / o->conns_per_user;
+        struct conn *c = &lg->conns[i];
+        c->fd = -1;
+        c->user = i / o->conns_per_user;
+        c->node = (uint8_t)((c->user / o->publishers + i % o->conns_per_user) % o->ntargets);
+        lg->node_conns[c->node]++;
     }
     for (uint32_t i = 0; i < o->publishers; i++)
         lg->pubs[i].fd = -1;

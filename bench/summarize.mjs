@@ -74,6 +74,8 @@ const otherLoad = (r) => {
       ? (r.write_cpu_s ?? 0) + (r.writev_cpu_s ?? 0)
       : (r.server_cpu_connect_s ?? r.server_cpu_s ?? 0) +
         (r.server_cpu_publish_s ?? 0) +
+        (r.broker_cpu_connect_s ?? 0) +
+        (r.broker_cpu_publish_s ?? 0) +
         (r.loadgen_cpu_s ?? 0);
   return Math.max(0, (r.machine_busy_s - ours) / r.wall_s);
 };
@@ -279,6 +281,80 @@ for (const [label, desc] of SCEN) {
   }
   if (label === 's6-storm' && !of(label, 'node').length)
     L.push('\nThe Node.js peer keeps no history, so it cannot resume: the storm runs against agentcast only.');
+}
+
+// ---- several nodes: the same load on 1 memory node and on 2 nodes sharing a Redis
+
+const CLUSTER = [
+  ['memory1', 'redis2', '2k users × 2 conns, 2 publishers, 100-event frames, 10 in flight each (as fast as possible)'],
+  ['memory1-rate', 'redis2-rate', 'the same users at a fixed 5,000 events/s, one event per frame'],
+];
+if (CLUSTER.some(([a, b]) => of(a, 'agentcast').length || of(b, 'agentcast').length)) {
+  const perEvent = (cpu) => (r) => (r[cpu] >= 0 && r.accepted > 0 ? (r[cpu] / r.accepted) * 1e6 : undefined);
+  const evalshaUs = (r) => (r.redis_calls?.evalsha ? r.redis_usec.evalsha / r.redis_calls.evalsha : undefined);
+  const badSum = (r) => ['lost', 'dup', 'misrouted', 'out_of_order', 'n_mismatch', 'proto_errors']
+    .reduce((a, k) => a + (r[k] ?? 0), 0);
+  const ROWS = [
+    ['events/s accepted', (r) => r.events_per_s_accepted, f.int],
+    ['deliveries/s', (r) => r.deliveries_per_s, f.int],
+    ['latency p50', (r) => r.lat_p50_us, f.us],
+    ['latency p99', (r) => r.lat_p99_us, f.us],
+    ['latency p99.9', (r) => r.lat_p999_us, f.us],
+    ['latency max', (r) => r.lat_max_us, f.us],
+    ['gateway CPU, all nodes (publish phase)', (r) => r.server_cpu_publish_s, f.s],
+    ['gateway CPU per event', perEvent('server_cpu_publish_s'), (x) => `${x.toFixed(1)} µs`],
+    ['Redis CPU (publish phase, /proc)', (r) => r.broker_cpu_publish_s, f.s],
+    ['Redis CPU per event', perEvent('broker_cpu_publish_s'), (x) => `${x.toFixed(1)} µs`],
+    ['Redis commands per event (the script\'s own included)', (r) => r.redis_calls_per_event, (x) => x.toFixed(2)],
+    ['EVALSHA time in Redis per call', evalshaUs, (x) => `${x.toFixed(0)} µs`],
+    ['bytes into Redis per event', (r) => r.redis_in_bytes_per_event, f.b],
+    ['bytes out of Redis per event', (r) => r.redis_out_bytes_per_event, f.b],
+    ['redis-cli --latency avg', (r) => r.redis_cli_latency_ms?.avg, (x) => `${x.toFixed(2)} ms`],
+    ['redis-cli --latency max', (r) => r.redis_cli_latency_ms?.max, (x) => `${x} ms`],
+    ['lost + dup + misrouted + out of order + n mismatch + proto errors', badSum, f.int],
+    ['`delivered` in replies / deliveries expected', (r) => (r.deliveries_expected ? r.server_delivered / r.deliveries_expected : undefined), f.x],
+    ['loadgen CPU / wall', (r) => (r.wall_s > 0 ? r.loadgen_cpu_s / r.wall_s : undefined), f.x],
+    ['other load on the machine (CPUs)', otherLoad, (x) => x.toFixed(2)],
+  ];
+  L.push('');
+  L.push('## Several nodes: 2 agentcastd on one Redis vs 1 agentcastd with the memory broker');
+  L.push('');
+  L.push('The same loadgen flags on both (`--targets` over the nodes: each user has one connection ' +
+    'on each node, each node has one publisher); nothing pinned, the loadgen, the node(s) and ' +
+    'redis-server share both CPUs.');
+  for (const [a, b, desc] of CLUSTER) {
+    if (!of(a, 'agentcast').length && !of(b, 'agentcast').length) continue;
+    L.push('');
+    L.push(`### ${a} vs ${b}: ${desc}`);
+    L.push('');
+    L.push(`| | ${a} (1 node, memory) | ${b} (2 nodes, Redis) |`);
+    L.push('|---|---|---|');
+    for (const [name, fn, fmt] of ROWS) {
+      const cells = [a, b].map((l) => cell(stat(l, 'agentcast', fn), fmt));
+      if (cells.every((c) => c === '–')) continue;
+      L.push(`| ${name} | ${cells.join(' | ')} |`);
+    }
+  }
+  // Redis's work per event, command by command (commandstats counts what the script calls)
+  const cmds = new Set();
+  for (const [, b] of CLUSTER) for (const r of of(b, 'agentcast')) Object.keys(r.redis_calls ?? {}).forEach((c) => cmds.add(c));
+  if (cmds.size) {
+    const withData = CLUSTER.filter(([, b]) => of(b, 'agentcast').some((r) => r.redis_calls));
+    L.push('');
+    L.push('### Redis commands per accepted event (INFO commandstats, publish phase)');
+    L.push('');
+    L.push(`| command | ${withData.map(([, b]) => `${b}: calls per event`).join(' | ')} | ${withData.map(([, b]) => `${b}: µs in Redis per event`).join(' | ')} |`);
+    L.push(`|---|${withData.map(() => '---|---').join('|')}|`);
+    const order = [...cmds].sort((x, y) => (x === 'evalsha' ? -1 : y === 'evalsha' ? 1 : x.localeCompare(y)));
+    for (const c of order) {
+      const calls = withData.map(([, b]) => cell(stat(b, 'agentcast', (r) => (r.redis_calls && r.accepted ? (r.redis_calls[c] ?? 0) / r.accepted : undefined)), (x) => x.toFixed(x < 0.1 ? 4 : 2)));
+      const usec = withData.map(([, b]) => cell(stat(b, 'agentcast', (r) => (r.redis_usec && r.accepted ? (r.redis_usec[c] ?? 0) / r.accepted : undefined)), (x) => x.toFixed(2)));
+      L.push(`| ${c} | ${calls.join(' | ')} | ${usec.join(' | ')} |`);
+    }
+    L.push('');
+    L.push("EVALSHA's time includes the commands its script runs; the other rows are those " +
+      "commands (PING and SET: the nodes' heartbeats, and PING also redis-cli --latency's 100 a second).");
+  }
 }
 L.push('');
 if (probe.other)

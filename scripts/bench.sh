@@ -2,13 +2,17 @@
 # The benchmark of bench/README.md: every scenario against agentcastd and the Node.js peer
 # (bench/peers/node-ws), interleaved, BENCH_REPS repetitions (3; 1 with BENCH_QUICK=1), one
 # fresh server per run pinned to CPU 0 and build/bench/loadgen pinned to CPU 1, plus
-# build/bench/sendprobe (this machine's write() ceiling) once per repetition. Appends each
-# JSON line to bench/results/<date>/raw.jsonl, then writes summary.md (medians, min..max,
-# targets) and PNG charts (gnuplot) there. BENCH_QUICK=1 is a one-minute subset.
-# `scripts/bench.sh smoke` is the few-second correctness run of `make test` (saves nothing).
+# build/bench/sendprobe (this machine's write() ceiling) once per repetition; and the
+# several-node comparison: the same load on 1 agentcastd with the memory broker (memory1*)
+# and on 2 agentcastd sharing a fresh redis-server (redis2*), agentcast only, unpinned.
+# Appends each JSON line to bench/results/<date>/raw.jsonl, then writes summary.md (medians,
+# min..max, targets) and PNG charts (gnuplot) there. BENCH_QUICK=1 is a short subset.
+# `scripts/bench.sh smoke` is the few-second correctness run of `make test` (saves nothing;
+# with a 2-node Redis cluster too when redis-server is installed).
 # Not a test of auth or TLS. Env: AGENTCAST_BIN, AGENTCAST_BENCH, BENCH_SERVER_ARGS (extra
 # agentcastd flags), BENCH_RESULTS_DIR, BENCH_REPS, BENCH_PEERS ("agentcast node"),
-# BENCH_ONLY (a regex of scenario names), BENCH_PERF=1 (perf record agentcastd per run).
+# BENCH_ONLY (a regex of scenario names), BENCH_PERF=1 (perf record agentcastd per run),
+# REDIS_SERVER_BIN (/usr/bin/redis-server).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +21,7 @@ BENCH_BIN=${AGENTCAST_BENCH:-build/bench}
 LOADGEN=$BENCH_BIN/loadgen
 SENDPROBE=$BENCH_BIN/sendprobe
 PEER_DIR=bench/peers/node-ws
+REDIS_BIN=${REDIS_SERVER_BIN:-/usr/bin/redis-server}
 MODE=${1:-full}
 QUICK=${BENCH_QUICK:-0}
 
@@ -43,39 +48,92 @@ if [ "$MODE" = full ] && command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 
 fi
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/agentcast-bench.XXXXXX")
+# The servers of the current run: one (SRV_PID, SRV_PORT, SRV_LOG), or the nodes of a cluster
+# (SRV_PIDS, SRV_LOGS, SRV_TARGETS "127.0.0.1:P,127.0.0.1:Q"; SRV_PID is the first node) and
+# its redis-server (REDIS_PID, REDIS_PORT, REDIS_LOG).
 SRV_PID=
 SRV_PORT=
 SRV_LOG=
+SRV_PIDS=()
+SRV_LOGS=()
+SRV_TARGETS=
+REDIS_PID=
+REDIS_PORT=
+REDIS_LOG=
 PERF_PID=
 
-stop_server() {
-    [ -n "$SRV_PID" ] || return 0
-    local pid=$SRV_PID rc=0
-    SRV_PID=
-    if ! kill -0 "$pid" 2>/dev/null; then
-        wait "$pid" || rc=$?
-        echo "bench: server had already exited (status $rc); log tail:" >&2
-        tail -n 20 "$SRV_LOG" >&2
-        return 1
-    fi
-    kill -TERM "$pid"
+# wait_stopped PID LOG WHAT: after its SIGTERM; 1 if it ignored it for 12 s (then SIGKILL)
+# or exited non-zero.
+wait_stopped() {
+    local pid=$1 log=$2 what=$3 rc=0
     # --shutdown-timeout defaults to 10 s; give it a little more before insisting
     for _ in $(seq 1 120); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
     if kill -0 "$pid" 2>/dev/null; then
-        echo "bench: server ignored SIGTERM for 12 s; killing it" >&2
+        echo "bench: $what ignored SIGTERM for 12 s; killing it" >&2
         kill -KILL "$pid"
         wait "$pid" 2>/dev/null || true
         return 1
     fi
     wait "$pid" || rc=$?
     if [ "$rc" -ne 0 ]; then
-        echo "bench: server exited with status $rc after SIGTERM; log tail:" >&2
-        tail -n 20 "$SRV_LOG" >&2
+        echo "bench: $what exited with status $rc after SIGTERM; log tail:" >&2
+        tail -n 20 "$log" >&2
         return 1
     fi
+}
+
+# already_exited PID LOG WHAT: reports a process that exited before it was asked to.
+already_exited() {
+    local rc=0
+    wait "$1" || rc=$?
+    echo "bench: $3 had already exited (status $rc); log tail:" >&2
+    tail -n 20 "$2" >&2
+}
+
+# Stops the server, or every node (side by side) and then the redis-server; 1 if any had
+# exited before, ignored SIGTERM or exited non-zero.
+stop_server() {
+    local bad=0 i pids=("${SRV_PIDS[@]}") logs=("${SRV_LOGS[@]}") alive=()
+    if [ ${#pids[@]} -eq 0 ] && [ -n "$SRV_PID" ]; then
+        pids=("$SRV_PID")
+        logs=("$SRV_LOG")
+    fi
+    SRV_PID=
+    SRV_PIDS=()
+    SRV_LOGS=()
+    for i in "${!pids[@]}"; do
+        if kill -0 "${pids[i]}" 2>/dev/null; then
+            kill -TERM "${pids[i]}"
+            alive[i]=1
+        else
+            alive[i]=0
+        fi
+    done
+    for i in "${!pids[@]}"; do
+        local what="server"
+        [ ${#pids[@]} -gt 1 ] && what="node $((i + 1)) of ${#pids[@]}"
+        if [ "${alive[i]}" = 1 ]; then
+            wait_stopped "${pids[i]}" "${logs[i]}" "$what" || bad=1
+        else
+            already_exited "${pids[i]}" "${logs[i]}" "$what"
+            bad=1
+        fi
+    done
+    if [ -n "$REDIS_PID" ]; then
+        local rp=$REDIS_PID
+        REDIS_PID=
+        if kill -0 "$rp" 2>/dev/null; then
+            kill -TERM "$rp"
+            wait_stopped "$rp" "$REDIS_LOG" redis-server || bad=1
+        else
+            already_exited "$rp" "$REDIS_LOG" redis-server
+            bad=1
+        fi
+    fi
+    return $bad
 }
 
 # shellcheck disable=SC2317 # called by the EXIT trap
@@ -88,6 +146,28 @@ cleanup() {
     rm -rf "$TMP"
 }
 trap cleanup EXIT
+
+# wait_listening PID LOG EXE: prints the port the server logged as event=listening, once it
+# has; 1 if it exited first, did not within 10 s, or the pid is not EXE.
+wait_listening() {
+    local pid=$1 log=$2 exe=$3 port
+    for _ in $(seq 1 100); do
+        port=$(sed -n 's/.*event=listening addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -n 1)
+        if [ -n "$port" ]; then
+            if [ "$(readlink -f "/proc/$pid/exe")" != "$(readlink -f "$exe")" ]; then
+                echo "bench: pid $pid is not $exe" >&2
+                return 1
+            fi
+            echo "$port"
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "bench: pid $pid ($exe) did not report event=listening; log:" >&2
+    cat "$log" >&2
+    return 1
+}
 
 # start_server NAME PEER: starts agentcastd or the Node peer on a free port; sets SRV_PID,
 # SRV_PORT, SRV_LOG.
@@ -106,27 +186,99 @@ start_server() {
             ${BENCH_SERVER_ARGS:-} 2>"$SRV_LOG") &
     fi
     SRV_PID=$!
-    SRV_PORT=
-    for _ in $(seq 1 100); do
-        SRV_PORT=$(sed -n 's/.*event=listening addr=127\.0\.0\.1:\([0-9]*\).*/\1/p' "$SRV_LOG" |
-            head -n 1)
-        if [ -n "$SRV_PORT" ]; then
-            if [ "$(readlink -f "/proc/$SRV_PID/exe")" != "$(readlink -f "$exe")" ]; then
-                echo "bench: pid $SRV_PID is not $exe" >&2
-                stop_server || true
-                return 1
+    if ! SRV_PORT=$(wait_listening "$SRV_PID" "$SRV_LOG" "$exe"); then
+        stop_server || true
+        return 1
+    fi
+}
+
+# redis_line PORT COMMAND: the first line of Redis's answer to an inline COMMAND.
+redis_line() {
+    local line=
+    { exec 3<>"/dev/tcp/127.0.0.1/$1"; } 2>/dev/null || return 1
+    printf '%s\r\n' "$2" >&3
+    read -r -t 2 line <&3 || true
+    exec 3<&-
+    echo "${line%$'\r'}"
+}
+
+# redis_ping PORT: 0 when a Redis on 127.0.0.1:PORT answers PING with PONG.
+redis_ping() {
+    [ "$(redis_line "$1" PING)" = +PONG ]
+}
+
+# start_redis NAME: a fresh redis-server on a free 127.0.0.1 port, nothing persisted; sets
+# REDIS_PID, REDIS_PORT, REDIS_LOG.
+start_redis() {
+    local port attempt
+    REDIS_LOG=$TMP/$1-redis.log
+    if [ ! -x "$REDIS_BIN" ]; then
+        echo "bench: $REDIS_BIN not found (scripts/deps.sh installs redis-server)" >&2
+        return 1
+    fi
+    for attempt in 1 2 3 4 5 6; do
+        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        # a port something already listens on would answer PING: not ours
+        redis_ping "$port" && continue
+        (exec "$REDIS_BIN" --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
+            --dir "$TMP" --logfile "$REDIS_LOG") &
+        REDIS_PID=$!
+        for _ in $(seq 1 50); do
+            if redis_ping "$port"; then
+                REDIS_PORT=$port
+                return 0
             fi
-            return 0
-        fi
-        if ! kill -0 "$SRV_PID" 2>/dev/null; then
-            break
-        fi
-        sleep 0.1
+            kill -0 "$REDIS_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        # most likely a bind collision: another port
+        kill -KILL "$REDIS_PID" 2>/dev/null || true
+        wait "$REDIS_PID" 2>/dev/null || true
+        REDIS_PID=
+        echo "bench: redis-server did not start on port $port (attempt $attempt); log tail:" >&2
+        tail -n 5 "$REDIS_LOG" >&2 || true
     done
-    echo "bench: $2 did not report event=listening; log:" >&2
-    cat "$SRV_LOG" >&2
-    stop_server || true
     return 1
+}
+
+# start_cluster NAME NODES BROKER: NODES agentcastd (unpinned) with BROKER memory or redis
+# (a fresh redis-server, key prefix bench:); sets SRV_PIDS, SRV_LOGS, SRV_TARGETS, SRV_PID.
+start_cluster() {
+    local name=$1 nodes=$2 broker=$3 n pid log port bflags=()
+    if [ "$broker" = redis ]; then
+        start_redis "$name" || return 1
+        bflags=(--broker "redis://127.0.0.1:$REDIS_PORT" --redis-prefix bench:)
+    fi
+    SRV_PIDS=()
+    SRV_LOGS=()
+    SRV_TARGETS=
+    for n in $(seq 1 "$nodes"); do
+        log=$TMP/$name-node$n.log
+        # shellcheck disable=SC2086 # BENCH_SERVER_ARGS is a list of flags
+        (exec "$BIN" --listen 127.0.0.1:0 --auth=none --max-conns-per-user 3 "${bflags[@]}" \
+            ${BENCH_SERVER_ARGS:-} 2>"$log") &
+        pid=$!
+        SRV_PIDS+=("$pid")
+        SRV_LOGS+=("$log")
+        if ! port=$(wait_listening "$pid" "$log" "$BIN"); then
+            stop_server || true
+            return 1
+        fi
+        SRV_TARGETS+=${SRV_TARGETS:+,}127.0.0.1:$port
+    done
+    SRV_PID=${SRV_PIDS[0]}
+    SRV_LOG=${SRV_LOGS[0]}
+    if [ "$broker" = redis ]; then
+        # every node's heartbeat key first: a connection a node registers before its first
+        # heartbeat is dropped from the registry by the next publish (see bench/README.md)
+        for _ in $(seq 1 50); do
+            [ "$(redis_line "$REDIS_PORT" 'KEYS bench:n:*')" = "*$nodes" ] && return 0
+            sleep 0.1
+        done
+        echo "bench: the nodes' heartbeats did not show up in Redis within 5 s" >&2
+        stop_server || true
+        return 1
+    fi
 }
 
 # Busy CPU ticks of the whole machine (user nice system irq softirq steal), for the share of
@@ -152,16 +304,35 @@ now_s() {
     date +%s.%N
 }
 
-# scenario NAME PEER REP [loadgen flags...]: one fresh server, one loadgen run.
+# scenario NAME PEER REP [loadgen flags...]: one fresh server, one loadgen run. With TOPO
+# "memory 1" or "redis 2" (BROKER NODES): a fresh cluster instead, agentcast only, nothing
+# pinned, the loadgen spreading over the nodes (and, on Redis, reading its INFO and CPU).
 failed=0
 scenario() {
-    local name=$1 peer=$2 rep=$3 out rc=0 quiet=() t0 b0 wall busy
+    local name=$1 peer=$2 rep=$3 out rc=0 quiet=() t0 b0 wall busy topo=() target=() lg_pin=()
+    local lat_pid=
     shift 3
     [ "$MODE" = smoke ] && quiet=(--quiet)
-    start_server "$name" "$peer" || {
-        failed=1
-        return 0
-    }
+    read -r -a topo <<<"${TOPO:-}"
+    if [ ${#topo[@]} -eq 2 ]; then
+        start_cluster "$name" "${topo[1]}" "${topo[0]}" || {
+            failed=1
+            return 0
+        }
+        target=(--targets "$SRV_TARGETS" --pid "$(
+            IFS=,
+            echo "${SRV_PIDS[*]}"
+        )")
+        [ -n "$REDIS_PID" ] &&
+            target+=(--broker-pid "$REDIS_PID" --redis "127.0.0.1:$REDIS_PORT")
+    else
+        start_server "$name" "$peer" || {
+            failed=1
+            return 0
+        }
+        target=(--port "$SRV_PORT" --pid "$SRV_PID")
+        lg_pin=("${LG_PIN[@]}")
+    fi
     if [ "${BENCH_PERF:-0}" = 1 ] && [ "$peer" = agentcast ] && [ -n "${RESULTS_DIR:-}" ] &&
         command -v perf >/dev/null; then
         perf record -q -F 499 -g -p "$SRV_PID" -o "$RESULTS_DIR/perf-$name-$rep.data" \
@@ -170,13 +341,34 @@ scenario() {
     fi
     local what="$name [$peer, rep $rep]"
     [ "$MODE" = smoke ] && what=$name
-    echo "bench: $what: loadgen --port $SRV_PORT --pid $SRV_PID $*" >&2
+    echo "bench: $what: loadgen ${target[*]} $*" >&2
+    # Redis's own view of its latency during the run: redis-cli PINGs it every 10 ms; with
+    # --raw it reports "min max avg samples" (ms) after one second and exits, so one after
+    # the other until the loadgen is done
+    if [ -n "$REDIS_PID" ] && command -v redis-cli >/dev/null 2>&1; then
+        rm -f "$TMP/redis-latency.stop"
+        : >"$TMP/redis-latency"
+        (while [ ! -e "$TMP/redis-latency.stop" ]; do
+            redis-cli -p "$REDIS_PORT" --latency --raw 2>/dev/null || break
+        done >>"$TMP/redis-latency") &
+        lat_pid=$!
+    fi
     t0=$(now_s)
     b0=$(busy_ticks)
-    out=$("${LG_PIN[@]}" "$LOADGEN" --port "$SRV_PORT" --pid "$SRV_PID" --label "$name" \
-        "${quiet[@]}" "$@") || rc=$?
+    out=$("${lg_pin[@]}" "$LOADGEN" "${target[@]}" --label "$name" "${quiet[@]}" "$@") || rc=$?
     wall=$(awk -v a="$t0" -v b="$(now_s)" 'BEGIN{printf "%.2f", b - a}')
     busy=$(($(busy_ticks) - b0))
+    if [ -n "$lat_pid" ]; then
+        # the seconds that ended while the loadgen ran, merged
+        local lat lines
+        lines=$(wc -l <"$TMP/redis-latency")
+        touch "$TMP/redis-latency.stop"
+        wait "$lat_pid" 2>/dev/null || true
+        lat=$(head -n "$lines" "$TMP/redis-latency" | awk '
+            NF == 4 { if (n == 0 || $1 < lo) lo = $1; if ($2 > hi) hi = $2; sum += $3 * $4; n += $4 }
+            END { if (n) printf "{\"min\":%s,\"max\":%s,\"avg\":%.2f,\"samples\":%d}", lo, hi, sum / n, n }')
+        [ -n "$lat" ] && [ -n "$out" ] && out="${out%\}},\"redis_cli_latency_ms\":$lat}"
+    fi
     if [ -n "$PERF_PID" ]; then
         kill -INT "$PERF_PID" 2>/dev/null || true
         wait "$PERF_PID" 2>/dev/null || true
@@ -196,6 +388,13 @@ scenario() {
 
 if [ "$MODE" = smoke ]; then
     scenario smoke agentcast 1 --users 50 --conns-per-user 2 --events 500 --batch 100 --timeout 20
+    # the loadgen over two nodes sharing a Redis: every user on both, publishers on both
+    if [ -x "$REDIS_BIN" ]; then
+        TOPO="redis 2" scenario smoke-redis2 agentcast 1 --users 50 --conns-per-user 2 \
+            --events 1000 --publishers 2 --via agent --batch 50 --window 4 --timeout 20
+    else
+        echo "bench: smoke-redis2 skipped: no $REDIS_BIN" >&2
+    fi
     exit $failed
 fi
 
@@ -228,11 +427,13 @@ fi
 if [ "$QUICK" = 1 ]; then
     REPS=${BENCH_REPS:-1}
     EV1=100000 EV2=100000 EV4=30000 RUNS5=1000 EV6=60000 EV7B=200000 EV7S=20000
+    EVC=50000 EVCR=20000
     IDLE=(s3-idle-10k)
     TIMEOUT=120
 else
     REPS=${BENCH_REPS:-3}
     EV1=1000000 EV2=400000 EV4=300000 RUNS5=1000 EV6=200000 EV7B=1000000 EV7S=100000
+    EVC=200000 EVCR=50000
     IDLE=(s3-idle-10k s3-idle-19k)
     TIMEOUT=300
 fi
@@ -264,16 +465,28 @@ run_scenario() {
         f=(--users 1000 --events "$EV7B" --via http --publishers 16 --batch 100 --window 1) ;;
     s7-http-single) # the same with one event (an object) per request
         f=(--users 1000 --events "$EV7S" --via http --publishers 16 --batch 1 --window 1) ;;
+    memory1 | redis2) # 2k users x 2 conns (one on each node), 2 publishers (one per node),
+        # 100-event frames, 10 in flight each: the same load on 1 memory node or 2 Redis nodes
+        f=(--users 2000 --conns-per-user 2 --events "$EVC" --via agent --publishers 2 --batch 100
+            --window 10) ;;
+    memory1-rate | redis2-rate) # the same users at a fixed 5,000 events/s, one per frame
+        f=(--users 2000 --conns-per-user 2 --events "$EVCR" --rate 5000 --via agent
+            --publishers 2 --batch 1 --window 1000) ;;
     *)
         echo "bench: unknown scenario $name" >&2
         return 1
         ;;
     esac
-    scenario "$name" "$peer" "$rep" "${f[@]}" --timeout "$TIMEOUT"
+    local cluster=
+    case "$name" in
+    memory1*) cluster="memory 1" ;;
+    redis2*) cluster="redis 2" ;;
+    esac
+    TOPO=$cluster scenario "$name" "$peer" "$rep" "${f[@]}" --timeout "$TIMEOUT"
 }
 
 SCENARIOS=(s1-fanout s2-latency "${IDLE[@]}" s4-multi s5-stream s6-storm s7-http-batch
-    s7-http-single)
+    s7-http-single memory1 redis2 memory1-rate redis2-rate)
 echo "bench: run $RUN_ID, $REPS repetition(s), peers: ${PEERS[*]}, results in $RESULTS_DIR" >&2
 for rep in $(seq 1 "$REPS"); do
     if [ -z "${BENCH_ONLY:-}" ] || [[ sendprobe =~ $BENCH_ONLY ]]; then
@@ -296,12 +509,23 @@ for rep in $(seq 1 "$REPS"); do
         for ((i = ${#PEERS[@]} - 1; i >= 0; i--)); do order+=("${PEERS[i]}"); done
     fi
     for name in "${SCENARIOS[@]}"; do
+        if [ $((rep % 2)) -eq 0 ]; then
+            # memory1 and redis2 alternate too: the second of each pair goes first
+            case "$name" in
+            memory1) name=redis2 ;;
+            redis2) name=memory1 ;;
+            memory1-rate) name=redis2-rate ;;
+            redis2-rate) name=memory1-rate ;;
+            esac
+        fi
         if [ -n "${BENCH_ONLY:-}" ] && ! [[ $name =~ $BENCH_ONLY ]]; then
             continue
         fi
         for peer in "${order[@]}"; do
             # the Node peer keeps no history: it cannot resume, so the storm is agentcast's
             [ "$name" = s6-storm ] && [ "$peer" = node ] && continue
+            # nor a Redis broker: the several-node comparison is agentcast's alone
+            case "$name" in memory1* | redis2*) [ "$peer" = node ] && continue ;; esac
             run_scenario "$name" "$peer" "$rep"
         done
     done

@@ -218,7 +218,16 @@ void ac__user_epoch_str(const ac__user_t *u, char out[9])
 
 void ac__manager_foreach(ac__manager_t *m, ac__mconn_fn fn, void *arg)
 {
-    for (size_t b = 0; b < m->nbuckets; b++) {
+    ac__manager_foreach_slice(m, 0, 1, fn, arg);
+}
+
+void ac__manager_foreach_slice(ac__manager_t *m, unsigned slice, unsigned nslices,
+                               ac__mconn_fn fn, void *arg)
+{
+    size_t from = m->nbuckets * slice / nslices;
+    size_t to = m->nbuckets * (slice + 1) / nslices;
+
+    for (size_t b = from; b < to && b < m->nbuckets; b++) {
         for (ac__user_t *u = m->buckets[b]; u != NULL; u = u->hnext) {
             ac__mconn_t *c = u->head;
             while (c != NULL) {

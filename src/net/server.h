@@ -32,7 +32,9 @@ struct ac_server_s {
     uv_check_t flusher;      /* writes every dirty connection once per loop turn, after I/O */
     uv_prepare_t preflusher; /* and before blocking, for what timers queued */
     uv_timer_t tick;         /* deadlines: handshakes, idle keep-alive, closing */
-    uv_timer_t pinger;       /* --ping-interval */
+    uv_timer_t pinger;       /* --ping-interval, one slice of the connections per tick */
+    unsigned ping_slice;     /* the slice the next tick pings */
+    unsigned ping_slices;    /* slices in this round */
     uv_timer_t sweeper;      /* --cleanup-interval: stale connections, idle users */
     uv_timer_t shutdown_timer;
     uv_async_t emit_async; /* wakes the loop for ac_emit() from other threads */

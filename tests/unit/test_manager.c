@@ -744,6 +744,30 @@ static void test_foreach_visits_every_attached_connection_once(void **st)
     mgr_free(m);
 }
 
+/* The ping round's slices: every connection exactly once over all slices, whatever the
+ * number of slices (1, a few, more slices than users, as many as buckets). */
+static void test_foreach_slices_cover_every_connection_once(void **st)
+{
+    static const unsigned nslices[] = {1, 3, 7, 16, 1024};
+    ac__manager_t *m = mgr_new(5, 100);
+    ac__mconn_t conns[16] = {{0}};
+    char id[8];
+
+    for (int i = 0; i < 16; i++) {
+        snprintf(id, sizeof(id), "u%d", i % 11);
+        ac__manager_attach(m, user(m, id, 0), &conns[i]);
+    }
+    for (size_t k = 0; k < sizeof(nslices) / sizeof(nslices[0]); k++) {
+        struct visit v = {.conns = conns, .n = 16};
+        for (unsigned sl = 0; sl < nslices[k]; sl++)
+            ac__manager_foreach_slice(m, sl, nslices[k], on_visit, &v);
+        assert_int_equal(v.calls, 16);
+        for (int i = 0; i < 16; i++)
+            assert_int_equal(v.counts[i], 1);
+    }
+    mgr_free(m);
+}
+
 static void test_foreach_on_empty_manager_calls_nothing(void **st)
 {
     ac__manager_t *m = mgr_new(5, 100);
@@ -881,6 +905,7 @@ int main(void)
         cmocka_unit_test(test_epoch_str_is_8_lowercase_hex_digits),
         cmocka_unit_test(test_epochs_differ_between_users),
         cmocka_unit_test(test_foreach_visits_every_attached_connection_once),
+        cmocka_unit_test(test_foreach_slices_cover_every_connection_once),
         cmocka_unit_test(test_foreach_on_empty_manager_calls_nothing),
         cmocka_unit_test(test_foreach_tolerates_detaching_current),
         cmocka_unit_test(test_many_users_grow_table_and_stay_findable),
