@@ -26,6 +26,25 @@
 #define FUZZ_NAME "fuzz_publish"
 #include "fuzz_common.h"
 
+/* What ac__emit_start() answered (synchronously: the memory broker). */
+typedef struct emit_out_s {
+    int called;
+    int status;
+    ac_publish_result_t res;
+    const char *reason;
+} emit_out_t;
+
+static void on_emitted(ac_server_t *server, int status, const ac_publish_result_t *result,
+                       const char *reason, void *arg)
+{
+    emit_out_t *o = arg;
+    o->called++;
+    o->status = status;
+    if (result != NULL)
+        o->res = *result;
+    o->reason = reason;
+}
+
 #define MAX_USERS 64
 #define SEQ_UNKNOWN UINT64_MAX
 
@@ -91,9 +110,12 @@ static void mode_emit(ac_server_t *s, char *text, size_t len)
         }
         ac_event_t ev = {field(f[0]), field(f[1]), field(f[2]), field(f[3]),
                          field(f[4]), field(f[5]), field(f[6])};
-        ac_publish_result_t res = {0};
-        const char *reason = NULL;
-        int r = ac__emit_now(s, &ev, &res, &reason);
+        emit_out_t out = {.called = 0};
+        ac__emit_start(s, &ev, on_emitted, &out);
+        check(out.called == 1, "emit: the memory broker answers before returning, once");
+        ac_publish_result_t res = out.res;
+        const char *reason = out.reason;
+        int r = out.status;
         if (r == 0) {
             check(ev.user_id != NULL && ev.type != NULL, "published without user_id or type");
             check(res.seq >= 1, "published without a seq");
@@ -131,7 +153,7 @@ static void mode_body(ac_server_t *s, const char *text, size_t len)
         check(body != NULL, "malloc");
         memcpy(body, p, n);
         ac__sbuf_t out = {0};
-        unsigned status = publish_body(s, n ? body : NULL, n, (unsigned char)n & 1, &out);
+        unsigned status = publish_body(s, n ? body : NULL, n, (unsigned char)n & 1, &out, NULL);
         free(body);
         check(status == 200 || status == 400 || status == 404 || status == 409 || status == 500 ||
                   status == 503,
