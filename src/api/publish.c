@@ -298,6 +298,8 @@ enum { PEND_HTTP, PEND_AGENT, PEND_EMIT, PEND_TIMEOUT };
 /* A publish whose answer comes later; on a connection's FIFO (c->pend) while it waits. */
 struct ac__pend_s {
     struct ac__pend_s *next;
+    struct ac__pend_s *last; /* the FIFO's head only: its newest entry */
+    size_t count;            /* the FIFO's head only: entries */
     ac_server_t *s;
     ac__conn_t *c; /* NULL once the connection is gone */
     int kind;
@@ -358,13 +360,26 @@ void ac__api_pend_free(pend_t *p)
     pend_free(p);
 }
 
+/* Publisher sockets answer in order; a publisher that pipelines faster than the broker
+ * answers is paused at this many pending messages (its socket is not read), and read
+ * again below half of it. */
+#define AC__AGENT_PENDING_MAX 4096
+
 static void pend_append(ac__conn_t *c, pend_t *p)
 {
-    pend_t **pp = &c->pend;
+    pend_t *head = c->pend;
 
-    while (*pp != NULL)
-        pp = &(*pp)->next;
-    *pp = p;
+    p->next = NULL;
+    if (head == NULL) {
+        c->pend = p;
+        p->last = p;
+        p->count = 1;
+        return;
+    }
+    head->last->next = p;
+    head->last = p;
+    if (++head->count == AC__AGENT_PENDING_MAX)
+        ac__conn_read_pause(c, 1);
 }
 
 static void pend_free(pend_t *p)
@@ -675,6 +690,14 @@ static void agent_flush(ac__conn_t *c)
     while (c->pend != NULL && c->pend->ready) {
         pend_t *p = c->pend;
         c->pend = p->next;
+        if (c->pend != NULL) {
+            c->pend->last = p->last;
+            c->pend->count = p->count - 1;
+            if (c->pend->count == AC__AGENT_PENDING_MAX / 2)
+                ac__conn_read_pause(c, 0);
+        } else if (p->count >= AC__AGENT_PENDING_MAX / 2) {
+            ac__conn_read_pause(c, 0);
+        }
         if (p->frame != NULL)
             ac__conn_send(c, p->frame);
         pend_free(p);

@@ -728,14 +728,32 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
 
 void ac__conn_http_resume(ac__conn_t *c)
 {
+    int r;
+
     if (ac__conn_gone(c) || c->state != AC__CONN_HTTP || c->pend != NULL)
         return;
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
+    r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (r != 0 && r != UV_EALREADY) {
         ac__conn_destroy(c);
         return;
     }
     if (c->in != NULL)
         http_input(c, NULL, 0);
+}
+
+void ac__conn_read_pause(ac__conn_t *c, int pause)
+{
+    if (ac__conn_gone(c) || c->state != AC__CONN_WS)
+        return;
+    int r;
+
+    if (pause) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        return;
+    }
+    r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
+    if (r != 0 && r != UV_EALREADY) /* EALREADY: it was not paused */
+        ac__conn_destroy(c);
 }
 
 void ac__conn_bound_kernel_buffer(ac__conn_t *c)

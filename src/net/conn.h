@@ -158,6 +158,10 @@ void ac__conn_end(ac__conn_t *c);
  * reading resumes, with any request that arrived meanwhile. */
 void ac__conn_http_resume(ac__conn_t *c);
 
+/* Stops (pause 1) or resumes (0) reading a WebSocket: backpressure on a publisher whose
+ * answers are pending. Idempotent. */
+void ac__conn_read_pause(ac__conn_t *c, int pause);
+
 /* Closes the socket now. */
 void ac__conn_destroy(ac__conn_t *c);
 

@@ -1116,3 +1116,42 @@ test('--broker redis://HOST:PORT/DB (two-argument form), AGENTCAST_BROKER, AGENT
     const s = await stats(A.port);
     assert.ok(s.broker_rtt_us.max > 0, `broker_rtt_us measured: ${JSON.stringify(s.broker_rtt_us)}`);
 });
+
+test('publisher socket through Redis: 10,000 messages pipelined without waiting (past the 4,096-pending pause) are answered once each, in order, with seqs 1..10,000, and the user gets every event once, in order', { skip: SKIP, timeout: 90000 }, async (t) => {
+    const redis = await sharedRedis();
+    const { nodes: [A, B], own } = await clusterFor(t, redis, 2);
+    const user = uid('pipe');
+    const N = 10000;
+    const got = [];
+    const tab = await openUserWs(B.port, { user_id: user }, { onMessage: (m) => { if (m.type === 'chunk') got.push(m); } });
+    own(tab.ws);
+    const agent = own(await agentSocket(A.port));
+    const replies = agent.all.filter((m) => m.type !== 'ping'); // filled as answers arrive
+    for (let i = 0; i < N; i++) {
+        // Bad ones in between: answered at their turn, not before the pending ones.
+        if (i % 1000 === 500) agent.send(JSON.stringify({ user_id: user, type: 'chunk', data: 7 }));
+        agent.send(JSON.stringify({ user_id: user, type: 'chunk', data: { i } }));
+    }
+    const bad = Math.floor(N / 1000);
+    const answers = () => agent.all.filter((m) => m.type !== 'ping');
+    await waitFor(() => answers().length >= N + bad, 60000, `${N + bad} answers (have ${answers().length})`, 50);
+    replies.push(...answers());
+    await waitFor(() => got.length >= N, 20000, `${N} events at the tab (have ${got.length})`, 50);
+    await sleep(200);
+    assert.equal(replies.length, N + bad, 'one answer per message');
+    let seq = 0;
+    for (let k = 0; k < replies.length; k++) {
+        const r = replies[k];
+        if (r.error !== undefined) {
+            assert.equal(r.status, 400, `answer ${k}: ${JSON.stringify(r)}`);
+            assert.equal(replies[k - 1].seq % 1000, 500, `the bad message's answer comes right after the 500th of its thousand (answer ${k})`);
+            continue;
+        }
+        assert.equal(r.seq, ++seq, `answers in message order: answer ${k} ${JSON.stringify(r)}`);
+        assert.equal(r.delivered, 1);
+    }
+    assert.equal(seq, N);
+    assert.equal(got.length, N, 'every event once');
+    assert.deepEqual(got.map((m) => m.data.i), Array.from({ length: N }, (_, k) => k), 'in publish order');
+    assert.deepEqual(got.map((m) => m.seq), Array.from({ length: N }, (_, k) => k + 1));
+});
