@@ -20,6 +20,8 @@ local op = ARGV[1]
 local P = ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Numbers go to redis.call as strings: Lua would format each number with "%.17g".
+local snow = string.format('%d', now)
 
 local function ukey(u) return P .. 'u:' .. u end
 local function hkey(u) return P .. 'h:' .. u end
@@ -58,8 +60,7 @@ end
 if op == 'pub' then
     -- ARGV: 3 history size, 4 stream ttl ms, 5 idempotency ms, 6 epoch for new streams,
     -- 7 run ttl ms, 8 count, then per event 10 fields (see F below).
-    local hsize, ttl, iwin, ep, rttl = tonumber(ARGV[3]), tonumber(ARGV[4]),
-        tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+    local ntrim, ttl, iwin, ep, rttl = '-' .. ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
     local n = tonumber(ARGV[8])
     local B, F = 8, 10
     local function field(i, f) return ARGV[B + (i - 1) * F + f] end
@@ -143,19 +144,20 @@ if op == 'pub' then
                 users[user] = st
             end
             st.seq = st.seq + 1
-            local env = head .. string.format('%d', st.seq) .. tail
+            local sseq = string.format('%d', st.seq)
+            local env = head .. sseq .. tail
             redis.call('RPUSH', hkey(user), env)
-            redis.call('PUBLISH', chan(user), 'E ' .. st.epoch .. ' ' .. string.format('%d', st.seq) .. ' ' .. env)
+            redis.call('PUBLISH', chan(user), 'E ' .. st.epoch .. ' ' .. sseq .. ' ' .. env)
             seqs[i] = st.seq
             if rid ~= '' then
                 local k = rkey(rid)
                 if kind == 'started' then
                     redis.call('DEL', tkey(rid))
                     redis.call('HSET', k, 'user', user, 'thread', thread, 'state', 'open',
-                        'started', now, 'events', 0, 'closed_by', '')
+                        'started', snow, 'events', '0', 'closed_by', '')
                 end
-                redis.call('HSET', k, 'updated', now, 'last_seq', st.seq)
-                redis.call('HINCRBY', k, 'events', 1)
+                redis.call('HSET', k, 'updated', snow, 'last_seq', sseq)
+                redis.call('HINCRBY', k, 'events', '1')
                 if kind == 'tool_executing' then
                     redis.call('SADD', tkey(rid), tool)
                 elseif kind == 'tool_completed' then
@@ -169,21 +171,21 @@ if op == 'pub' then
                     redis.call('ZREM', P .. 'runs', rid)
                     redis.call('PEXPIRE', k, ttl)
                 else
-                    redis.call('ZADD', P .. 'runs', now, rid)
+                    redis.call('ZADD', P .. 'runs', snow, rid)
                     redis.call('PEXPIRE', k, rttl)
                     if redis.call('EXISTS', tkey(rid)) == 1 then redis.call('PEXPIRE', tkey(rid), rttl) end
                 end
             end
             if ikey ~= '' then
-                redis.call('SET', P .. 'i:' .. user .. '\n' .. ikey, st.seq, 'PX', iwin)
+                redis.call('SET', P .. 'i:' .. user .. '\n' .. ikey, sseq, 'PX', iwin)
             end
             out[#out + 1], out[#out + 2], out[#out + 3] = st.seq, st.live, 0
         end
     end
     for user, st in pairs(users) do
-        redis.call('HSET', ukey(user), 'seq', st.seq)
+        redis.call('HSET', ukey(user), 'seq', string.format('%d', st.seq))
         redis.call('PEXPIRE', ukey(user), ttl)
-        redis.call('LTRIM', hkey(user), -hsize, -1)
+        redis.call('LTRIM', hkey(user), ntrim, '-1')
         redis.call('PEXPIRE', hkey(user), ttl)
     end
     return out
