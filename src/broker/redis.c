@@ -914,7 +914,11 @@ static void on_pub_reply(redisAsyncContext *ac, void *reply, void *priv)
     ac_publish_result_t one, *res = &one;
 
     if (x == NULL) {
-        p->done(p->arg, 503, 0, "broker unavailable", NULL, 0);
+        /* Sent, not answered: Redis may still have run it (what it had read it executes). */
+        p->done(p->arg, 503, 0,
+                "broker connection lost before it answered: the events may have been "
+                "published; retry with the same idempotency_key",
+                NULL, 0);
         free(p);
         return;
     }
