@@ -27,7 +27,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all deps run test unit integration examples asan asan-test tsan valgrind debug bench bench-quick clean format
+.PHONY: all deps run run-cluster test unit integration examples asan asan-test tsan valgrind debug bench bench-quick clean format
 
 all: $(BUILD)/agentcastd $(BUILD)/libagentcast.a $(BENCH_BIN) $(EXAMPLE_BIN)
 
@@ -68,6 +68,11 @@ deps:
 run: deps
 	@$(MAKE) --no-print-directory all
 	@ARGS="$(ARGS)" scripts/run.sh
+
+# Two nodes on one Redis, on 127.0.0.1:8080 and :8081 (scripts/cluster.sh).
+run-cluster: deps
+	@$(MAKE) --no-print-directory all
+	@ARGS="$(ARGS)" scripts/cluster.sh
 
 # Every test: unit and integration on the -O2 build, then both again under ASan+UBSan.
 test: deps
