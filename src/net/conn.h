@@ -44,8 +44,12 @@ typedef struct ac__outitem_s {
     uint32_t live; /* a live event (not a replay): its send time is measured */
 } ac__outitem_t;
 
-#define AC__OUTQ_INLINE 4   /* frames a queue holds before it allocates */
-#define AC__OUTQ_CACHE 1024 /* idle queues the server keeps for reuse */
+#define AC__OUTQ_INLINE 4 /* frames a queue holds before it allocates */
+/* Idle queues the server keeps for reuse. A loop turn that writes to N connections needs N
+ * queues at once: with 1,000 users x 3 connections, a cache of 1,024 left ~2,000 malloc +
+ * free pairs per turn (s4: 200k -> 223k deliveries/s at 8,192, 10% less CPU). At most
+ * 8,192 x ~300 B are kept, and only after a turn that needed them. */
+#define AC__OUTQ_CACHE 8192
 
 /* Exists only while output is pending (then back to the server's cache). */
 typedef struct ac__outq_s {
