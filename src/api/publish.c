@@ -262,12 +262,14 @@ static int execute(ac_server_t *s, const item_t *it, int64_t ts, ac_publish_resu
 static int put_result(ac__sbuf_t *out, const item_t *it, const ac_publish_result_t *res)
 {
     if (res->duplicate)
-        return ac__sbuf_printf(out, "{\"seq\":%llu,\"delivered\":0,\"duplicate\":true}",
-                               (unsigned long long)res->seq);
+        return ac__sbuf_append(out, "{\"seq\":", 7) || ac__sbuf_u64(out, res->seq) ||
+               ac__sbuf_append(out, ",\"delivered\":0,\"duplicate\":true}", 32);
     if (it->direct)
-        return ac__sbuf_printf(out, "{\"delivered\":%u}", res->delivered);
-    return ac__sbuf_printf(out, "{\"seq\":%llu,\"delivered\":%u}", (unsigned long long)res->seq,
-                           res->delivered);
+        return ac__sbuf_append(out, "{\"delivered\":", 13) ||
+               ac__sbuf_u64(out, res->delivered) || ac__sbuf_append(out, "}", 1);
+    return ac__sbuf_append(out, "{\"seq\":", 7) || ac__sbuf_u64(out, res->seq) ||
+           ac__sbuf_append(out, ",\"delivered\":", 13) || ac__sbuf_u64(out, res->delivered) ||
+           ac__sbuf_append(out, "}", 1);
 }
 
 static json_t *error_json(const char *reason, long index)

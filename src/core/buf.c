@@ -109,3 +109,15 @@ void ac__sbuf_dispose(ac__sbuf_t *s)
     s->p = NULL;
     s->len = s->cap = 0;
 }
+
+int ac__sbuf_u64(ac__sbuf_t *s, uint64_t v)
+{
+    char digits[20];
+    size_t n = 0;
+
+    do {
+        digits[sizeof(digits) - 1 - n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return ac__sbuf_append(s, digits + sizeof(digits) - n, n);
+}

@@ -42,4 +42,7 @@ int ac__sbuf_printf(ac__sbuf_t *s, const char *fmt, ...) __attribute__((format(p
 int ac__sbuf_json_str(ac__sbuf_t *s, const char *p, size_t n);
 void ac__sbuf_dispose(ac__sbuf_t *s);
 
+/* Appends v in decimal (no printf: this runs per event). 0 or AC_ENOMEM. */
+int ac__sbuf_u64(ac__sbuf_t *s, uint64_t v);
+
 #endif

@@ -41,18 +41,6 @@ static int put_str_field(ac__sbuf_t *s, const char *key, ac__str_t v)
     return ac__sbuf_json_str(s, v.p, v.len);
 }
 
-static int put_u64(ac__sbuf_t *s, uint64_t v)
-{
-    char digits[20];
-    size_t n = 0;
-
-    do {
-        digits[sizeof(digits) - 1 - n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return ac__sbuf_append(s, digits + sizeof(digits) - n, n);
-}
-
 /* The seconds part of the timestamp changes once a second: format it then, not per event. */
 static int put_timestamp(ac__emitter_t *e, ac__sbuf_t *s, int64_t ts_ms)
 {
@@ -107,7 +95,7 @@ static int put_event(ac__emitter_t *e, ac__sbuf_t *s, ac__str_t user, const ac__
         if (ac__sbuf_append(s, ",\"seq\":", 7) != 0)
             return AC_ENOMEM;
         *split = s->len;
-    } else if (seq != 0 && (ac__sbuf_append(s, ",\"seq\":", 7) != 0 || put_u64(s, seq) != 0)) {
+    } else if (seq != 0 && (ac__sbuf_append(s, ",\"seq\":", 7) != 0 || ac__sbuf_u64(s, seq) != 0)) {
         return AC_ENOMEM;
     }
     if (put_str_field(s, ",\"user_id\":", user) != 0 ||
