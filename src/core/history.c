@@ -15,28 +15,28 @@ void ac__history_store_init(ac__history_store_t *st, unsigned per_user, uint64_t
     st->lru_head = st->lru_tail = NULL;
 }
 
-static void lru_unlink(ac__history_store_t *st, ac__user_t *u)
+static void lru_unlink(ac__history_store_t *st, ac__history_t *h)
 {
-    if (u->lru_prev != NULL)
-        u->lru_prev->lru_next = u->lru_next;
-    else if (st->lru_head == u)
-        st->lru_head = u->lru_next;
-    if (u->lru_next != NULL)
-        u->lru_next->lru_prev = u->lru_prev;
-    else if (st->lru_tail == u)
-        st->lru_tail = u->lru_prev;
-    u->lru_prev = u->lru_next = NULL;
+    if (h->lru_prev != NULL)
+        h->lru_prev->lru_next = h->lru_next;
+    else if (st->lru_head == h)
+        st->lru_head = h->lru_next;
+    if (h->lru_next != NULL)
+        h->lru_next->lru_prev = h->lru_prev;
+    else if (st->lru_tail == h)
+        st->lru_tail = h->lru_prev;
+    h->lru_prev = h->lru_next = NULL;
 }
 
-static void lru_push_tail(ac__history_store_t *st, ac__user_t *u)
+static void lru_push_tail(ac__history_store_t *st, ac__history_t *h)
 {
-    u->lru_prev = st->lru_tail;
-    u->lru_next = NULL;
+    h->lru_prev = st->lru_tail;
+    h->lru_next = NULL;
     if (st->lru_tail != NULL)
-        st->lru_tail->lru_next = u;
+        st->lru_tail->lru_next = h;
     else
-        st->lru_head = u;
-    st->lru_tail = u;
+        st->lru_head = h;
+    st->lru_tail = h;
 }
 
 static void drop_oldest(ac__history_store_t *st, ac__history_t *h)
@@ -59,7 +59,7 @@ void ac__history_drop(ac__history_store_t *st, ac__user_t *u)
         return;
     while (h->count > 0)
         drop_oldest(st, h);
-    lru_unlink(st, u);
+    lru_unlink(st, h);
     free(h->ring);
     free(h);
     u->hist = NULL;
@@ -73,11 +73,12 @@ int ac__history_append(ac__history_store_t *st, ac__user_t *u, ac__buf_t *frame)
         h = calloc(1, sizeof(*h));
         if (h == NULL)
             return AC_ENOMEM;
+        h->user = u;
         u->hist = h;
-        lru_push_tail(st, u);
-    } else if (st->lru_tail != u) {
-        lru_unlink(st, u);
-        lru_push_tail(st, u);
+        lru_push_tail(st, h);
+    } else if (st->lru_tail != h) {
+        lru_unlink(st, h);
+        lru_push_tail(st, h);
     }
     if (h->count == st->per_user)
         drop_oldest(st, h);
@@ -107,13 +108,13 @@ int ac__history_append(ac__history_store_t *st, ac__user_t *u, ac__buf_t *frame)
     /* Over the global cap: the least recently written users give up their history,
      * oldest frames first; the user just written to is the last to lose any. */
     while (st->bytes > st->max_bytes && st->lru_head != NULL) {
-        ac__user_t *victim = st->lru_head;
-        if (victim == u && u->hist->count <= 1)
+        ac__history_t *victim = st->lru_head;
+        if (victim == u->hist && victim->count <= 1)
             break;
-        if (victim->hist->count > 0)
-            drop_oldest(st, victim->hist);
-        if (victim->hist->count == 0)
-            ac__history_drop(st, victim);
+        if (victim->count > 0)
+            drop_oldest(st, victim);
+        if (victim->count == 0)
+            ac__history_drop(st, victim->user);
     }
     return 0;
 }

@@ -14,6 +14,9 @@ typedef struct ac__user_s ac__user_t;
 
 /* One user's retained frames: a ring, oldest at head. Allocated on the first event. */
 typedef struct ac__history_s {
+    ac__user_t *user;               /* whose */
+    struct ac__history_s *lru_prev; /* the store's order */
+    struct ac__history_s *lru_next;
     ac__buf_t **ring;
     uint32_t cap;
     uint32_t head;
@@ -26,8 +29,8 @@ typedef struct ac__history_store_s {
     uint64_t max_bytes; /* frames kept in all */
     uint64_t bytes;     /* frames kept now */
     uint64_t frames;
-    ac__user_t *lru_head; /* users with history, least recently appended first */
-    ac__user_t *lru_tail;
+    ac__history_t *lru_head; /* users' histories, least recently appended first */
+    ac__history_t *lru_tail;
 } ac__history_store_t;
 
 void ac__history_store_init(ac__history_store_t *st, unsigned per_user, uint64_t max_bytes);

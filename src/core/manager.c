@@ -136,8 +136,6 @@ static void unlink_conn(ac__manager_t *m, ac__mconn_t *c)
         u->head = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
-    else
-        u->tail = c->prev;
     c->prev = c->next = NULL;
     c->user = NULL;
     u->nconns--;
@@ -152,12 +150,16 @@ ac__mconn_t *ac__manager_attach(ac__manager_t *m, ac__user_t *u, ac__mconn_t *c)
     c->id = m->next_conn_id++;
     c->user = u;
     c->next = NULL;
-    c->prev = u->tail;
-    if (u->tail != NULL)
-        u->tail->next = c;
-    else
+    if (u->head == NULL) {
+        c->prev = NULL;
         u->head = c;
-    u->tail = c;
+    } else {
+        ac__mconn_t *last = u->head;
+        while (last->next != NULL)
+            last = last->next; /* at most the per-user cap: no tail pointer to keep */
+        last->next = c;
+        c->prev = last;
+    }
     if (u->nconns++ == 0)
         m->users_connected++;
     m->nconns++;

@@ -88,7 +88,7 @@ typedef struct ac__bytes_s {
  *   last_rx      4  server ms (wrapping) of the last byte received
  *   tokens       4  inbound rate bucket (thousandths of a frame)
  *   state, flags, msg_opcode, kind  4
- * 376 in all (sizeof, checked by hand with this libuv); plus the user's record (88 + id)
+ * 376 in all (sizeof, checked by hand with this libuv); plus the user's record (64 + id)
  * shared by the user's connections; nothing else per connection while idle. */
 struct ac__conn_s {
     uv_tcp_t tcp;

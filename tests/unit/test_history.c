@@ -208,13 +208,14 @@ static void test_append_moves_user_to_lru_tail(void **st)
     emit(m, b, 1);
     emit(m, c, 1);
     emit(m, a, 1);
-    assert_ptr_equal(m->history.lru_head, b);
-    assert_ptr_equal(b->lru_next, c);
-    assert_ptr_equal(c->lru_next, a);
-    assert_ptr_equal(m->history.lru_tail, a);
-    assert_null(a->lru_next);
-    assert_null(b->lru_prev);
-    assert_ptr_equal(a->lru_prev, c);
+    assert_ptr_equal(m->history.lru_head, b->hist);
+    assert_ptr_equal(b->hist->lru_next, c->hist);
+    assert_ptr_equal(c->hist->lru_next, a->hist);
+    assert_ptr_equal(m->history.lru_tail, a->hist);
+    assert_null(a->hist->lru_next);
+    assert_null(b->hist->lru_prev);
+    assert_ptr_equal(a->hist->lru_prev, c->hist);
+    assert_ptr_equal(a->hist->user, a);
     mgr_free(m);
 }
 
@@ -407,8 +408,8 @@ static void test_global_cap_takes_least_recently_appended_user_first(void **st)
     assert_since(c, 0, 1, 1);
     assert_int_equal(m->history.bytes, 90);
     assert_int_equal(m->history.frames, 3);
-    assert_ptr_equal(m->history.lru_head, c);
-    assert_ptr_equal(m->history.lru_tail, a);
+    assert_ptr_equal(m->history.lru_head, c->hist);
+    assert_ptr_equal(m->history.lru_tail, a->hist);
     mgr_free(m);
 }
 
@@ -461,10 +462,10 @@ static void test_global_cap_spans_several_victims(void **st)
     assert_since(c, 0, 1, 2);
     assert_int_equal(m->history.bytes, 95);
     assert_int_equal(m->history.frames, 2);
-    assert_ptr_equal(m->history.lru_head, c);
-    assert_ptr_equal(m->history.lru_tail, c);
-    assert_null(c->lru_prev);
-    assert_null(c->lru_next);
+    assert_ptr_equal(m->history.lru_head, c->hist);
+    assert_ptr_equal(m->history.lru_tail, c->hist);
+    assert_null(c->hist->lru_prev);
+    assert_null(c->hist->lru_next);
     mgr_free(m);
 }
 
@@ -529,8 +530,8 @@ static void test_global_cap_victim_can_append_again(void **st)
     assert_int_equal(ac__history_oldest(b), 2);
     assert_int_equal(m->history.bytes, 30);
     assert_int_equal(m->history.frames, 1);
-    assert_ptr_equal(m->history.lru_head, a);
-    assert_ptr_equal(m->history.lru_tail, a);
+    assert_ptr_equal(m->history.lru_head->user, a);
+    assert_ptr_equal(m->history.lru_tail->user, a);
     mgr_free(m);
 }
 
@@ -553,10 +554,9 @@ static void test_drop_releases_references_and_counters(void **st)
     assert_since_none(a, 0);
     assert_int_equal(m->history.bytes, 5);
     assert_int_equal(m->history.frames, 1);
-    assert_ptr_equal(m->history.lru_head, b);
-    assert_ptr_equal(m->history.lru_tail, b);
-    assert_null(a->lru_prev);
-    assert_null(a->lru_next);
+    assert_ptr_equal(m->history.lru_head->user, b);
+    assert_ptr_equal(m->history.lru_tail->user, b);
+    assert_null(m->history.lru_head->lru_next); /* alice's history is off the list */
     for (int i = 0; i < 3; i++)
         ac__buf_unref(f[i]);
     mgr_free(m);
@@ -571,8 +571,8 @@ static void test_drop_user_without_history_is_noop(void **st)
     ac__history_drop(&m->history, a);
     assert_int_equal(m->history.bytes, 5);
     assert_int_equal(m->history.frames, 1);
-    assert_ptr_equal(m->history.lru_head, b);
-    assert_ptr_equal(m->history.lru_tail, b);
+    assert_ptr_equal(m->history.lru_head->user, b);
+    assert_ptr_equal(m->history.lru_tail->user, b);
     mgr_free(m);
 }
 
@@ -586,10 +586,10 @@ static void test_drop_middle_user_keeps_lru_linked(void **st)
     emit(m, b, 1);
     emit(m, c, 1);
     ac__history_drop(&m->history, b);
-    assert_ptr_equal(m->history.lru_head, a);
-    assert_ptr_equal(a->lru_next, c);
-    assert_ptr_equal(c->lru_prev, a);
-    assert_ptr_equal(m->history.lru_tail, c);
+    assert_ptr_equal(m->history.lru_head->user, a);
+    assert_ptr_equal(a->hist->lru_next, c->hist);
+    assert_ptr_equal(c->hist->lru_prev, a->hist);
+    assert_ptr_equal(m->history.lru_tail->user, c);
     mgr_free(m);
 }
 
@@ -605,7 +605,7 @@ static void test_drop_then_append_starts_fresh(void **st)
     assert_int_equal(ac__history_oldest(u), 3);
     assert_int_equal(m->history.bytes, 6);
     assert_int_equal(m->history.frames, 1);
-    assert_ptr_equal(m->history.lru_head, u);
+    assert_ptr_equal(m->history.lru_head->user, u);
     mgr_free(m);
 }
 
@@ -624,10 +624,10 @@ static void test_manager_expire_drops_history(void **st)
     assert_int_equal(fa->refs, 1);
     assert_int_equal(m->history.bytes, 13);
     assert_int_equal(m->history.frames, 1);
-    assert_ptr_equal(m->history.lru_head, b);
-    assert_ptr_equal(m->history.lru_tail, b);
-    assert_null(b->lru_prev);
-    assert_null(b->lru_next);
+    assert_ptr_equal(m->history.lru_head->user, b);
+    assert_ptr_equal(m->history.lru_tail->user, b);
+    assert_null(b->hist->lru_prev);
+    assert_null(b->hist->lru_next);
     ac__buf_unref(fa);
     mgr_free(m);
 }
