@@ -70,13 +70,31 @@ void ac__api_cluster_init(ac_server_t *s);
  * will be dropped (publish.c). */
 void ac__api_pend_orphan(ac__conn_t *c);
 
-/* An HTTP request answered later (the broker's reply): the connection stops reading
- * until then (c->pend). The connection is NULL once it closed; `flag` is the caller's. */
-typedef struct ac__pend_s ac__pend_t;
-ac__pend_t *ac__api_pend_new_http(ac__conn_t *c, int keep_alive, int flag);
-ac__conn_t *ac__api_pend_conn(const ac__pend_t *p);
-int ac__api_pend_keep_alive(const ac__pend_t *p);
-int ac__api_pend_flag(const ac__pend_t *p);
+/* A request answered later (the broker's reply): an HTTP request (the connection stops
+ * reading until then), a publisher socket's message (on its ordered FIFO, c->pend), an
+ * ac_emit() or the gateway's own run timeout. publish.c owns the life cycle. */
+enum { PEND_HTTP, PEND_AGENT, PEND_EMIT, PEND_TIMEOUT };
+
+typedef struct ac__pend_s {
+    struct ac__pend_s *next;
+    struct ac__pend_s *last; /* the FIFO's head only: its newest entry */
+    size_t count;            /* the FIFO's head only: entries */
+    ac_server_t *s;
+    ac__conn_t *c; /* NULL once the connection is gone */
+    int kind;
+    int keep_alive;
+    int ready;        /* agent FIFO: the answer is in `frame` */
+    ac__buf_t *frame; /* agent FIFO: the answer */
+    ac_emit_cb cb;    /* ac_emit() */
+    void *cb_arg;
+    size_t n;
+    int is_array;    /* a publish body that was an array */
+    int by_conn;     /* POST /v1/disconnect named a connection_id */
+    uint8_t *direct; /* per event */
+    uint8_t *types;  /* per event: ac__ev_type_t, for the counters */
+} ac__pend_t;
+
+ac__pend_t *ac__api_pend_new_http(ac__conn_t *c, int keep_alive);
 void ac__api_pend_free(ac__pend_t *p);
 
 /* Checks the Bearer API key when one is configured; answers 401 and returns -1 when it

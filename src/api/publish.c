@@ -295,27 +295,6 @@ static json_t *error_json(const char *reason, long index)
 
 #define AC__PUB_LATER 1000u
 
-enum { PEND_HTTP, PEND_AGENT, PEND_EMIT, PEND_TIMEOUT };
-
-/* A publish whose answer comes later; on a connection's FIFO (c->pend) while it waits. */
-struct ac__pend_s {
-    struct ac__pend_s *next;
-    struct ac__pend_s *last; /* the FIFO's head only: its newest entry */
-    size_t count;            /* the FIFO's head only: entries */
-    ac_server_t *s;
-    ac__conn_t *c; /* NULL once the connection is gone */
-    int kind;
-    int keep_alive;
-    int ready;        /* agent FIFO: the answer is in `frame` */
-    ac__buf_t *frame; /* agent FIFO: the answer */
-    ac_emit_cb cb;    /* ac_emit() */
-    void *cb_arg;
-    size_t n;
-    int is_array;
-    uint8_t *direct; /* per event */
-    uint8_t *types;  /* per event: ac__ev_type_t, for the counters */
-};
-
 static pend_t *pend_new(ac_server_t *s, int kind, ac__conn_t *c)
 {
     pend_t *p = calloc(1, sizeof(*p));
@@ -329,30 +308,13 @@ static pend_t *pend_new(ac_server_t *s, int kind, ac__conn_t *c)
 }
 
 /* For other api files answering an HTTP request later (usersock.c). */
-pend_t *ac__api_pend_new_http(ac__conn_t *c, int keep_alive, int flag)
+pend_t *ac__api_pend_new_http(ac__conn_t *c, int keep_alive)
 {
     pend_t *p = pend_new(ac__conn_server(c), PEND_HTTP, c);
 
-    if (p != NULL) {
+    if (p != NULL)
         p->keep_alive = keep_alive;
-        p->is_array = flag;
-    }
     return p;
-}
-
-ac__conn_t *ac__api_pend_conn(const pend_t *p)
-{
-    return p->c;
-}
-
-int ac__api_pend_keep_alive(const pend_t *p)
-{
-    return p->keep_alive;
-}
-
-int ac__api_pend_flag(const pend_t *p)
-{
-    return p->is_array;
 }
 
 static void pend_free(pend_t *p);
@@ -929,12 +891,11 @@ void ac__api_run_get(ac__conn_t *c, const ac__http_req_t *req, const char *id, s
 {
     if (ac__conn_server(c)->broker->vt->run_get != NULL) {
         ac_server_t *s = ac__conn_server(c);
-        pend_t *p = pend_new(s, PEND_HTTP, c);
+        pend_t *p = ac__api_pend_new_http(c, req->keep_alive);
         if (p == NULL) {
             ac__conn_respond_error(c, 503, "out of memory", NULL);
             return;
         }
-        p->keep_alive = req->keep_alive;
         if (s->broker->vt->run_get(s->broker, id, len, run_done, p) != 0) {
             free(p);
             ac__conn_respond_error(c, 503, "broker unavailable", NULL);

@@ -546,19 +546,19 @@ static void disconnect_match(ac__mconn_t *m, void *arg)
 static void cluster_disconnect_done(void *arg, int status, unsigned n)
 {
     ac__pend_t *p = arg;
-    ac__conn_t *c = ac__api_pend_conn(p);
+    ac__conn_t *c = p->c;
     char reply[64];
 
     if (c != NULL) {
         c->pend = NULL;
         if (status != 0) {
             ac__conn_respond_error(c, 503, "broker unavailable", NULL);
-        } else if (n == 0 && ac__api_pend_flag(p)) {
+        } else if (n == 0 && p->by_conn) {
             ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
         } else {
             ac__log(AC_LOG_INFO, "event=operator_disconnect count=%u cluster=1", n);
             snprintf(reply, sizeof(reply), "{\"disconnected\":%u}", n);
-            ac__conn_respond(c, 200, NULL, reply, strlen(reply), NULL, ac__api_pend_keep_alive(p));
+            ac__conn_respond(c, 200, NULL, reply, strlen(reply), NULL, p->keep_alive);
         }
         ac__conn_http_resume(c);
     }
@@ -586,11 +586,12 @@ void ac__api_disconnect(ac__conn_t *c, const ac__http_req_t *req)
             ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
             goto done;
         }
-        p = ac__api_pend_new_http(c, req->keep_alive, json_is_string(cid));
+        p = ac__api_pend_new_http(c, req->keep_alive);
         if (p == NULL) {
             ac__conn_respond_error(c, 503, "out of memory", NULL);
             goto done;
         }
+        p->by_conn = json_is_string(cid);
         if (s->broker->vt->disconnect(s->broker, json_string_value(uid), json_string_length(uid),
                                       d.id, cluster_disconnect_done, p) != 0) {
             ac__api_pend_free(p);

@@ -218,10 +218,11 @@ static void observe_rtt(rb_t *r, uint64_t t0_ns)
         r->rtt_max = us;
 }
 
-static int parse_hex_u32(const char *p, size_t n, uint32_t *out)
+/* 1..16 lowercase hex digits (an epoch, a connection id) into *out; 0 or -1. */
+static int parse_hex(const char *p, size_t n, uint64_t *out)
 {
-    uint32_t v = 0;
-    if (n == 0 || n > 8)
+    uint64_t v = 0;
+    if (n == 0 || n > 16)
         return -1;
     for (size_t i = 0; i < n; i++) {
         int d = p[i] >= '0' && p[i] <= '9'   ? p[i] - '0'
@@ -229,9 +230,18 @@ static int parse_hex_u32(const char *p, size_t n, uint32_t *out)
                                              : -1;
         if (d < 0)
             return -1;
-        v = v * 16 + (uint32_t)d;
+        v = v * 16 + (uint64_t)d;
     }
     *out = v;
+    return 0;
+}
+
+static int parse_epoch(const char *p, size_t n, uint32_t *out)
+{
+    uint64_t v;
+    if (n > 8 || parse_hex(p, n, &v) != 0)
+        return -1;
+    *out = (uint32_t)v;
     return 0;
 }
 
@@ -591,7 +601,7 @@ static void on_join_reply(redisAsyncContext *ac, void *reply, void *priv)
     memset(&res, 0, sizeof(res));
     ok = x != NULL && x->type == REDIS_REPLY_ARRAY && x->elements >= 4 &&
          x->element[0]->type == REDIS_REPLY_STRING && x->element[0]->len < sizeof(res.epoch) &&
-         parse_hex_u32(x->element[0]->str, x->element[0]->len, &ep) == 0;
+         parse_epoch(x->element[0]->str, x->element[0]->len, &ep) == 0;
     if (ok) {
         memcpy(res.epoch, x->element[0]->str, x->element[0]->len);
         res.seq = reply_u64(x->element[1]);
@@ -730,7 +740,7 @@ static void on_message(rb_t *r, ac__user_t *u, const char *p, size_t n)
         uint64_t seq;
         ac__buf_t *f;
         if (sp1 == NULL || (sp2 = memchr(sp1 + 1, ' ', (size_t)(p + n - sp1 - 1))) == NULL ||
-            parse_hex_u32(e, (size_t)(sp1 - e), &ep) != 0 ||
+            parse_epoch(e, (size_t)(sp1 - e), &ep) != 0 ||
             ac__parse_u64(sp1 + 1, (size_t)(sp2 - sp1 - 1), &seq) != 0)
             return;
         f = event_frame(sp2 + 1, (size_t)(p + n - sp2 - 1), seq);
@@ -752,11 +762,9 @@ static void on_message(rb_t *r, ac__user_t *u, const char *p, size_t n)
     } else if (p[0] == 'D' && p[1] == ' ') {
         /* D CONNID ENVELOPE: a direct message to one connection. */
         const char *sp = memchr(p + 2, ' ', n - 2);
-        uint64_t id = 0;
-        if (sp == NULL || (size_t)(sp - p - 2) != 16)
+        uint64_t id;
+        if (sp == NULL || (size_t)(sp - p - 2) != 16 || parse_hex(p + 2, 16, &id) != 0)
             return;
-        for (const char *q = p + 2; q < sp; q++)
-            id = id * 16 + (uint64_t)(*q <= '9' ? *q - '0' : *q - 'a' + 10);
         ac__buf_t *f = ac__frame_raw(AC_WS_TEXT, sp + 1, (size_t)(p + n - sp - 1));
         if (f != NULL) {
             h->send_one(h->arg, u, id, f, 0);
@@ -766,14 +774,12 @@ static void on_message(rb_t *r, ac__user_t *u, const char *p, size_t n)
         /* X CONNID@NODE: over the per-user cap somewhere in the cluster; K: an operator's
          * disconnect. */
         const char *at = memchr(p + 2, '@', n - 2);
-        uint64_t id = 0;
+        uint64_t id;
         char reason[80];
-        if (at == NULL || (size_t)(at - p - 2) != 16 ||
+        if (at == NULL || (size_t)(at - p - 2) != 16 || parse_hex(p + 2, 16, &id) != 0 ||
             (size_t)(p + n - at - 1) != strlen(r->node) ||
             memcmp(at + 1, r->node, strlen(r->node)) != 0)
             return;
-        for (const char *q = p + 2; q < at; q++)
-            id = id * 16 + (uint64_t)(*q <= '9' ? *q - '0' : *q - 'a' + 10);
         if (p[0] == 'K') {
             h->close_one(h->arg, u, id, 4003, "disconnected by an operator");
             return;
