@@ -6,10 +6,30 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "core/jscan.h"
 #include "core/log.h"
 #include "net/ws.h"
 
-typedef struct item_s {
+/* The fields of one event object as published, read either by core/jscan (in place) or
+ * from jansson's tree; validation then reads only this. */
+enum { F_USER_ID, F_TYPE, F_DATA, F_RUN_ID, F_THREAD_ID, F_CONNECTION_ID, F_IDEMPOTENCY_KEY, F_N };
+
+static const char *const known_fields[F_N] = {
+    "user_id", "type", "data", "run_id", "thread_id", "connection_id", "idempotency_key"};
+
+typedef struct fields_s {
+    uint8_t kind[F_N];  /* 0: absent, else AC__J_* */
+    uint8_t tcid_kind;  /* data.tool_call_id's kind */
+    int data_ws;        /* data_raw has whitespace between tokens */
+    unsigned data_has;  /* AC__DF_* members of data present and not null */
+    ac__str_t str[F_N]; /* the string fields' values */
+    ac__str_t tcid;     /* data.tool_call_id when a string */
+    const json_t *data; /* data from jansson, or */
+    ac__str_t data_raw; /* data's text as published (scanned) */
+} fields_t;
+
+typedef struct ac__api_item_s {
+    fields_t f;
     ac__event_t ev;
     ac__run_op_t op;
     ac__str_t user;
@@ -24,135 +44,230 @@ typedef struct ac__pend_s pend_t;
 /* Reasons that name a value are formatted here (per thread: one server per loop thread). */
 static __thread char reason_buf[160];
 
-static const char *const known_fields[] = {"user_id",   "type",          "data",           "run_id",
-                                           "thread_id", "connection_id", "idempotency_key"};
-
-/* An optional string field that, when present, is a label (1..256 bytes, no controls). */
-static int opt_label(json_t *obj, const char *key, ac__str_t *out, const char **reason)
+static int known_field(const char *key, size_t len)
 {
-    json_t *v = json_object_get(obj, key);
-
-    *out = (ac__str_t){0};
-    if (v == NULL || json_is_null(v))
-        return 0;
-    if (!json_is_string(v)) {
-        snprintf(reason_buf, sizeof(reason_buf), "%s: must be a string", key);
-        *reason = reason_buf;
-        return -1;
+    for (int i = 0; i < F_N; i++) {
+        if (strlen(known_fields[i]) == len && memcmp(known_fields[i], key, len) == 0)
+            return i;
     }
-    out->p = json_string_value(v);
-    out->len = json_string_length(v);
-    if (!ac__api_label_ok(out->p, out->len, AC__USER_ID_MAX)) {
-        snprintf(reason_buf, sizeof(reason_buf), "%s: 1 to 256 bytes without control characters",
-                 key);
-        *reason = reason_buf;
-        return -1;
-    }
-    return 0;
+    return -1;
 }
 
-/* Validates one event object. Returns 0, or the HTTP status (400, 404) with *reason. */
-static int validate(ac_server_t *s, json_t *obj, item_t *it, const char **reason)
+static int json_kind(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return AC__J_OBJECT;
+    case JSON_ARRAY:
+        return AC__J_ARRAY;
+    case JSON_STRING:
+        return AC__J_STRING;
+    case JSON_TRUE:
+        return AC__J_TRUE;
+    case JSON_FALSE:
+        return AC__J_FALSE;
+    case JSON_NULL:
+        return AC__J_NULL;
+    default:
+        return AC__J_NUMBER;
+    }
+}
+
+/* Reads one event from jansson's tree. Returns 0, or 400 with *reason. */
+static int fields_from_json(json_t *obj, fields_t *f, const char **reason)
 {
     const char *key;
     json_t *v, *data;
-    int t;
 
-    memset(it, 0, sizeof(*it));
+    memset(f, 0, sizeof(*f));
     if (!json_is_object(obj)) {
         *reason = "event: must be a JSON object";
         return 400;
     }
     json_object_foreach(obj, key, v)
     {
-        size_t i;
-        for (i = 0; i < sizeof(known_fields) / sizeof(known_fields[0]); i++) {
-            if (strcmp(key, known_fields[i]) == 0)
-                break;
-        }
-        if (i == sizeof(known_fields) / sizeof(known_fields[0])) {
+        int i = known_field(key, strlen(key));
+        if (i < 0) {
             snprintf(reason_buf, sizeof(reason_buf), "%.64s: unknown field", key);
             *reason = reason_buf;
             return 400;
         }
+        f->kind[i] = (uint8_t)json_kind(v);
+        if (json_is_string(v))
+            f->str[i] = (ac__str_t){json_string_value(v), json_string_length(v)};
     }
-    if (json_object_get(obj, "user_id") == NULL) {
+    data = json_object_get(obj, "data");
+    if (json_is_object(data)) {
+        f->data = data;
+        json_object_foreach(data, key, v)
+        {
+            unsigned bit = ac__ev_data_field(key, strlen(key));
+            if (bit != 0 && !json_is_null(v))
+                f->data_has |= bit;
+            if (bit == AC__DF_TOOL_CALL_ID) {
+                f->tcid_kind = (uint8_t)json_kind(v);
+                if (json_is_string(v))
+                    f->tcid = (ac__str_t){json_string_value(v), json_string_length(v)};
+            }
+        }
+    }
+    return 0;
+}
+
+/* Reads one event object in place. 0, or -1 when jansson should read the body instead
+ * (anything unusual or invalid: it gives the precise error). */
+static int fields_scan(ac__jscan_t *j, fields_t *f)
+{
+    ac__jobj_t o;
+    const char *key, *start;
+    size_t klen;
+    int r, kind;
+
+    memset(f, 0, sizeof(*f));
+    if (ac__jscan_peek(j) != '{')
+        return -1;
+    ac__jscan_object(j, &o);
+    while ((r = ac__jscan_member(j, &o, &key, &klen)) == 1) {
+        int i = known_field(key, klen);
+        if (i < 0)
+            return -1;
+        if (i == F_DATA && ac__jscan_peek(j) == '{') {
+            ac__jobj_t d;
+            start = j->p;
+            j->ws = 0;
+            ac__jscan_object(j, &d);
+            while ((r = ac__jscan_member(j, &d, &key, &klen)) == 1) {
+                const char *vstart;
+                unsigned bit = ac__ev_data_field(key, klen);
+                if (ac__jscan_value(j, &kind, &vstart) != 0)
+                    return -1;
+                if (bit != 0 && kind != AC__J_NULL)
+                    f->data_has |= bit;
+                if (bit == AC__DF_TOOL_CALL_ID) {
+                    f->tcid_kind = (uint8_t)kind;
+                    if (kind == AC__J_STRING && j->esc)
+                        return -1;
+                    if (kind == AC__J_STRING)
+                        f->tcid = (ac__str_t){vstart + 1, (size_t)(j->p - vstart) - 2};
+                }
+            }
+            if (r != 0)
+                return -1;
+            f->kind[i] = AC__J_OBJECT;
+            f->data_raw = (ac__str_t){start, (size_t)(j->p - start)};
+            f->data_ws = (int)j->ws;
+            continue;
+        }
+        if (ac__jscan_value(j, &kind, &start) != 0 || (kind == AC__J_STRING && j->esc))
+            return -1;
+        f->kind[i] = (uint8_t)kind;
+        if (kind == AC__J_STRING)
+            f->str[i] = (ac__str_t){start + 1, (size_t)(j->p - start) - 2};
+    }
+    return r;
+}
+
+/* An optional string field that, when present, is a label (1..256 bytes, no controls). */
+static int opt_label(const fields_t *f, int i, ac__str_t *out, const char **reason)
+{
+    *out = (ac__str_t){0};
+    if (f->kind[i] == 0 || f->kind[i] == AC__J_NULL)
+        return 0;
+    if (f->kind[i] != AC__J_STRING) {
+        snprintf(reason_buf, sizeof(reason_buf), "%s: must be a string", known_fields[i]);
+        *reason = reason_buf;
+        return -1;
+    }
+    *out = f->str[i];
+    if (!ac__api_label_ok(out->p, out->len, AC__USER_ID_MAX)) {
+        snprintf(reason_buf, sizeof(reason_buf), "%s: 1 to 256 bytes without control characters",
+                 known_fields[i]);
+        *reason = reason_buf;
+        return -1;
+    }
+    return 0;
+}
+
+/* Validates one event's fields (it->f). Returns 0, or the HTTP status (400, 404) with
+ * *reason. */
+static int validate(ac_server_t *s, item_t *it, const char **reason)
+{
+    const fields_t *f = &it->f;
+    const char *field;
+    int t;
+
+    it->ev = (ac__event_t){0};
+    it->op = (ac__run_op_t){0};
+    it->idem_key = (ac__str_t){0};
+    it->direct = 0;
+    it->timeout = 0;
+    it->conn_id = 0;
+    if (f->kind[F_USER_ID] == 0) {
         *reason = "user_id: required";
         return 400;
     }
-    if (opt_label(obj, "user_id", &it->user, reason) != 0)
+    if (opt_label(f, F_USER_ID, &it->user, reason) != 0)
         return 400;
     if (it->user.p == NULL) {
         *reason = "user_id: required";
         return 400;
     }
-    v = json_object_get(obj, "type");
-    if (v == NULL || json_is_null(v)) {
+    if (f->kind[F_TYPE] == 0 || f->kind[F_TYPE] == AC__J_NULL) {
         *reason = "type: required";
         return 400;
     }
-    if (!json_is_string(v)) {
+    if (f->kind[F_TYPE] != AC__J_STRING) {
         *reason = "type: must be a string";
         return 400;
     }
-    t = ac__ev_type_parse(json_string_value(v), json_string_length(v), reason);
+    t = ac__ev_type_parse(f->str[F_TYPE].p, f->str[F_TYPE].len, reason);
     if (t < 0)
         return 400;
     it->ev.type = (ac__ev_type_t)t;
-    it->ev.type_name = (ac__str_t){json_string_value(v), json_string_length(v)};
+    it->ev.type_name = f->str[F_TYPE];
 
-    data = json_object_get(obj, "data");
-    if (data == NULL || json_is_null(data)) {
-        data = json_object();
-        if (data == NULL || json_object_set_new(obj, "data", data) != 0) {
-            *reason = "out of memory";
-            return 503;
-        }
-    }
-    if (!json_is_object(data)) {
+    if (f->kind[F_DATA] != 0 && f->kind[F_DATA] != AC__J_NULL && f->kind[F_DATA] != AC__J_OBJECT) {
         *reason = "data: must be an object";
         return 400;
     }
-    {
-        const char *field;
-        if (ac__ev_check_data(it->ev.type, data, &field) != 0) {
-            snprintf(reason_buf, sizeof(reason_buf), "data.%s: required for %s", field,
-                     ac__ev_type_name(it->ev.type));
-            *reason = reason_buf;
-            return 400;
-        }
-    }
-    it->ev.data = data;
-    if (opt_label(obj, "run_id", &it->ev.run_id, reason) != 0 ||
-        opt_label(obj, "thread_id", &it->ev.thread_id, reason) != 0)
+    if (ac__ev_check_fields(it->ev.type, f->data_has, &field) != 0) {
+        snprintf(reason_buf, sizeof(reason_buf), "data.%s: required for %s", field,
+                 ac__ev_type_name(it->ev.type));
+        *reason = reason_buf;
         return 400;
-    if (opt_label(obj, "idempotency_key", &it->idem_key, reason) != 0)
+    }
+    it->ev.data = f->data;
+    it->ev.data_raw = f->data_raw;
+    it->ev.data_ws = f->data_ws;
+    if (opt_label(f, F_RUN_ID, &it->ev.run_id, reason) != 0 ||
+        opt_label(f, F_THREAD_ID, &it->ev.thread_id, reason) != 0)
+        return 400;
+    if (opt_label(f, F_IDEMPOTENCY_KEY, &it->idem_key, reason) != 0)
         return 400;
 
     if (it->ev.type == AC__EV_TOOL_EXECUTING || it->ev.type == AC__EV_TOOL_COMPLETED) {
-        json_t *id = json_object_get(data, "tool_call_id");
-        if (!json_is_string(id) ||
-            !ac__api_label_ok(json_string_value(id), json_string_length(id), AC__USER_ID_MAX)) {
+        if (f->tcid_kind != AC__J_STRING ||
+            !ac__api_label_ok(f->tcid.p, f->tcid.len, AC__USER_ID_MAX)) {
             *reason = "data.tool_call_id: must be a string of 1 to 256 bytes";
             return 400;
         }
-        it->op.tool_call_id = (ac__str_t){json_string_value(id), json_string_length(id)};
+        it->op.tool_call_id = f->tcid;
     }
     it->op.type = it->ev.type;
     it->op.user_id = it->user;
     it->op.thread_id = it->ev.thread_id;
 
-    v = json_object_get(obj, "connection_id");
-    if (v != NULL && !json_is_null(v)) {
+    if (f->kind[F_CONNECTION_ID] != 0 && f->kind[F_CONNECTION_ID] != AC__J_NULL) {
         const ac__user_t *u;
-        if (!json_is_string(v)) {
+        if (f->kind[F_CONNECTION_ID] != AC__J_STRING) {
             *reason = "connection_id: must be a string";
             return 400;
         }
         it->direct = 1;
         u = ac__manager_find_user(&s->manager, it->user.p, it->user.len);
         /* With a cluster broker the connection may be on another node: the broker checks. */
-        if (ac__conn_id_parse(json_string_value(v), json_string_length(v), &it->conn_id) != 0 ||
+        if (ac__conn_id_parse(f->str[F_CONNECTION_ID].p, f->str[F_CONNECTION_ID].len,
+                              &it->conn_id) != 0 ||
             (s->broker->vt->publish_batch == NULL &&
              (u == NULL || ac__manager_find_conn(u, it->conn_id) == NULL))) {
             *reason = "connection_id: not open for this user";
@@ -265,8 +380,8 @@ static int put_result(ac__sbuf_t *out, const item_t *it, const ac_publish_result
         return ac__sbuf_append(out, "{\"seq\":", 7) || ac__sbuf_u64(out, res->seq) ||
                ac__sbuf_append(out, ",\"delivered\":0,\"duplicate\":true}", 32);
     if (it->direct)
-        return ac__sbuf_append(out, "{\"delivered\":", 13) ||
-               ac__sbuf_u64(out, res->delivered) || ac__sbuf_append(out, "}", 1);
+        return ac__sbuf_append(out, "{\"delivered\":", 13) || ac__sbuf_u64(out, res->delivered) ||
+               ac__sbuf_append(out, "}", 1);
     return ac__sbuf_append(out, "{\"seq\":", 7) || ac__sbuf_u64(out, res->seq) ||
            ac__sbuf_append(out, ",\"delivered\":", 13) || ac__sbuf_u64(out, res->delivered) ||
            ac__sbuf_append(out, "}", 1);
@@ -294,6 +409,7 @@ static json_t *error_json(const char *reason, long index)
 /* ---- the cluster path: answered when the broker is --------------------------------- */
 
 #define AC__PUB_LATER 1000u
+#define AC__PUB_ITEMS_KEEP 1024 /* items kept for the next body */
 
 static pend_t *pend_new(ac_server_t *s, int kind, ac__conn_t *c)
 {
@@ -398,7 +514,7 @@ static void cluster_done(void *arg, unsigned status, size_t index, const char *r
         }
     }
     if (p->kind == PEND_EMIT) {
-        int r = status == 200 ? 0
+        int r = status == 200   ? 0
                 : status == 404 ? AC_ENOENT
                 : status == 409 ? AC_ESTATE
                                 : AC_EUNAVAIL;
@@ -409,8 +525,8 @@ static void cluster_done(void *arg, unsigned status, size_t index, const char *r
     }
     if (p->kind == PEND_TIMEOUT) {
         if (status != 200 && status != 409)
-            ac__log(AC_LOG_WARN, "event=run_timeout_publish_failed status=%u reason=\"%s\"",
-                    status, reason ? reason : "");
+            ac__log(AC_LOG_WARN, "event=run_timeout_publish_failed status=%u reason=\"%s\"", status,
+                    reason ? reason : "");
         pend_free(p);
         return;
     }
@@ -420,7 +536,8 @@ static void cluster_done(void *arg, unsigned status, size_t index, const char *r
         for (size_t i = 0; i < n && ok; i++) {
             item_t it;
             it.direct = p->direct[i];
-            if ((i > 0 && ac__sbuf_append(out, ",", 1) != 0) || put_result(out, &it, &results[i]) != 0)
+            if ((i > 0 && ac__sbuf_append(out, ",", 1) != 0) ||
+                put_result(out, &it, &results[i]) != 0)
                 ok = 0;
         }
         if (ok && p->is_array && ac__sbuf_append(out, "]", 1) != 0)
@@ -522,48 +639,113 @@ done:
 static void ac__api_run_get_local(ac__conn_t *c, const ac__http_req_t *req, const char *id,
                                   size_t len);
 
+/* An array of items with room for `n`; NULL when out of memory. */
+static item_t *items_reserve(item_t **items, size_t *cap, size_t n)
+{
+    if (n > *cap) {
+        size_t c = *cap ? *cap : 16;
+        item_t *p;
+        while (c < n)
+            c *= 2;
+        p = realloc(*items, c * sizeof(*p));
+        if (p == NULL)
+            return NULL;
+        *items = p;
+        *cap = c;
+    }
+    return *items;
+}
+
+/* Reads a body in place into *items: the number of events, or 0 when jansson should read
+ * it instead. */
+static size_t scan_body(item_t **items, size_t *cap, const char *body, size_t len, int *is_array)
+{
+    ac__jscan_t j;
+    size_t n = 0;
+    int c, first, r;
+
+    ac__jscan_init(&j, body, len);
+    c = ac__jscan_peek(&j);
+    if (c == '{') {
+        if (items_reserve(items, cap, 1) == NULL || fields_scan(&j, &(*items)[0].f) != 0)
+            return 0;
+        n = 1;
+        *is_array = 0;
+    } else if (c == '[') {
+        ac__jscan_array(&j, &first);
+        while ((r = ac__jscan_element(&j, &first)) == 1) {
+            if (items_reserve(items, cap, n + 1) == NULL || fields_scan(&j, &(*items)[n].f) != 0)
+                return 0;
+            n++;
+        }
+        if (r != 0)
+            return 0;
+        *is_array = 1;
+    } else {
+        return 0;
+    }
+    return ac__jscan_finish(&j) == 0 ? n : 0;
+}
+
 static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int with_status,
                              ac__sbuf_t *out, pend_t *pend)
 {
     json_error_t jerr;
-    json_t *root, *err = NULL;
-    item_t one, *items = &one;
-    size_t n = 1;
-    int is_array;
+    json_t *root = NULL, *err = NULL;
+    /* The server's array, taken: a publish nested in this one (from a callback) gets its own. */
+    item_t *items = s->pub_items;
+    size_t cap = s->pub_items_cap, n;
+    int is_array = 0;
     unsigned status = 200;
     int64_t ts = ac__now_ms();
 
+    s->pub_items = NULL;
+    s->pub_items_cap = 0;
     out->len = 0;
-    root = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-    if (root == NULL) {
-        snprintf(reason_buf, sizeof(reason_buf), "invalid JSON: %.100s (line %d, column %d)",
-                 jerr.text, jerr.line, jerr.column);
-        err = error_json(reason_buf, -1);
-        status = 400;
-        goto done;
+    body = body ? body : "";
+    n = scan_body(&items, &cap, body, len, &is_array);
+    for (size_t i = 0; i < n; i++) {
+        const char *reason = NULL;
+        int st = validate(s, &items[i], &reason);
+        if (st != 0) {
+            err = error_json(reason, is_array ? (long)i : -1);
+            status = (unsigned)st;
+            goto done;
+        }
     }
-    is_array = json_is_array(root);
-    if (is_array) {
-        n = json_array_size(root);
+    if (n == 0) {
+        /* Not for the scanner: jansson reads it, and explains what is wrong. */
+        root = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+        if (root == NULL) {
+            snprintf(reason_buf, sizeof(reason_buf), "invalid JSON: %.100s (line %d, column %d)",
+                     jerr.text, jerr.line, jerr.column);
+            err = error_json(reason_buf, -1);
+            status = 400;
+            goto done;
+        }
+        is_array = json_is_array(root);
+        n = is_array ? json_array_size(root) : 1;
         if (n == 0) {
             err = error_json("body: empty array", -1);
             status = 400;
             goto done;
         }
-        items = calloc(n, sizeof(*items));
-        if (items == NULL) {
+        if (items_reserve(&items, &cap, n) == NULL) {
             err = error_json("out of memory", -1);
             status = 503;
             goto done;
         }
-    }
-    for (size_t i = 0; i < n; i++) {
-        const char *reason = NULL;
-        int st = validate(s, is_array ? json_array_get(root, i) : root, &items[i], &reason);
-        if (st != 0) {
-            err = error_json(reason, is_array ? (long)i : -1);
-            status = (unsigned)st;
-            goto done;
+        for (size_t i = 0; i < n; i++) {
+            const char *reason = NULL;
+            int st =
+                fields_from_json(is_array ? json_array_get(root, i) : root, &items[i].f, &reason);
+            if (st == 0)
+                st = validate(s, &items[i], &reason);
+            if (st != 0) {
+                err = error_json(reason, is_array ? (long)i : -1);
+                status = (unsigned)st;
+                goto done;
+            }
         }
     }
     if (pend != NULL && s->broker->vt->publish_batch != NULL) {
@@ -619,8 +801,12 @@ done:
     } else if (status != 200 && status != 0 && status != AC__PUB_LATER) {
         status = 0; /* an error without its answer: out of memory */
     }
-    if (items != &one)
+    if (s->pub_items == NULL && cap <= AC__PUB_ITEMS_KEEP) {
+        s->pub_items = items; /* kept for the next body; a huge one does not pin its items */
+        s->pub_items_cap = cap;
+    } else {
         free(items);
+    }
     json_decref(root);
     return status;
 }
@@ -751,7 +937,9 @@ void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void
     if (event->idempotency_key != NULL)
         json_object_set_new(obj, "idempotency_key", json_string(event->idempotency_key));
 
-    st = validate(s, obj, &it, &why);
+    st = fields_from_json(obj, &it.f, &why);
+    if (st == 0)
+        st = validate(s, &it, &why);
     if (st == 0 && s->broker->vt->publish_batch != NULL) {
         pend_t *p = pend_new(s, PEND_EMIT, NULL);
         if (p == NULL) {
@@ -879,9 +1067,8 @@ static void run_done(void *arg, unsigned status, const char *json, size_t len)
         if (status == 200)
             ac__conn_respond(c, 200, NULL, json, len, NULL, p->keep_alive);
         else
-            ac__conn_respond_error(c, status, status == 404 ? "run_id: unknown run"
-                                                            : "broker unavailable",
-                                   NULL);
+            ac__conn_respond_error(
+                c, status, status == 404 ? "run_id: unknown run" : "broker unavailable", NULL);
         ac__conn_http_resume(c);
     }
     pend_free(p);

@@ -5,6 +5,7 @@
 
 #include "agentcast.h"
 #include "core/emitter.h"
+#include "core/jscan.h"
 #include "net/ws.h"
 
 void ac__emitter_init(ac__emitter_t *e)
@@ -83,6 +84,21 @@ static int put_json(ac__sbuf_t *s, const json_t *v)
     return 0;
 }
 
+/* The event's data: its object, its text (compacted), or {}. */
+static int put_data(ac__sbuf_t *s, const ac__event_t *ev)
+{
+    if (ev->data != NULL)
+        return put_json(s, ev->data);
+    if (ev->data_raw.p == NULL)
+        return ac__sbuf_append(s, "{}", 2);
+    if (!ev->data_ws)
+        return ac__sbuf_append(s, ev->data_raw.p, ev->data_raw.len);
+    if (ac__sbuf_reserve(s, ev->data_raw.len) != 0)
+        return AC_ENOMEM;
+    s->len += ac__json_compact(s->p + s->len, ev->data_raw.p, ev->data_raw.len);
+    return 0;
+}
+
 /* Appends the envelope of an event to `s`. With `split`, a seq field is opened and left
  * without its digits: *split is where they go. Else seq 0 means no seq field. */
 static int put_event(ac__emitter_t *e, ac__sbuf_t *s, ac__str_t user, const ac__event_t *ev,
@@ -103,7 +119,7 @@ static int put_event(ac__emitter_t *e, ac__sbuf_t *s, ac__str_t user, const ac__
         put_str_field(s, ",\"thread_id\":", ev->thread_id) != 0 ||
         put_timestamp(e, s, ts_ms) != 0 || ac__sbuf_append(s, ",\"data\":", 8) != 0)
         return AC_ENOMEM;
-    if (put_json(s, ev->data) != 0)
+    if (put_data(s, ev) != 0)
         return AC_ENOMEM;
     return ac__sbuf_append(s, "}", 1);
 }

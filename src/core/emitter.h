@@ -33,7 +33,10 @@ typedef struct ac__event_s {
     ac__str_t type_name; /* as published (custom types keep their name) */
     ac__str_t run_id;
     ac__str_t thread_id;
-    const json_t *data; /* an object; borrowed */
+    const json_t *data; /* an object; borrowed; NULL: data_raw */
+    ac__str_t data_raw; /* or the object's text as published (core/jscan accepted it);
+                           both absent: {} */
+    int data_ws;        /* data_raw has whitespace between tokens (compacted on copy) */
 } ac__event_t;
 
 void ac__emitter_init(ac__emitter_t *e);

@@ -10,15 +10,19 @@ static const char *const type_names[AC__EV_NTYPES] = {
     "agent_started",   "agent_thinking", "tool_executing", "tool_completed",
     "agent_completed", "agent_error",    "custom"};
 
-/* Required data fields per type; NULL-terminated. */
-static const char *const required_fields[AC__EV_NTYPES][4] = {
-    {"agent", NULL},
-    {"thought", NULL},
-    {"tool", "tool_call_id", NULL},
-    {"tool", "tool_call_id", "result", NULL},
-    {"result", NULL},
-    {"error", NULL},
-    {NULL},
+/* The data fields of AC__DF_*, in bit order. */
+static const char *const field_names[] = {"agent",        "thought", "tool",
+                                          "tool_call_id", "result",  "error"};
+
+/* Required data fields per type, in the order they are reported missing. */
+static const unsigned required[AC__EV_NTYPES] = {
+    AC__DF_AGENT,
+    AC__DF_THOUGHT,
+    AC__DF_TOOL | AC__DF_TOOL_CALL_ID,
+    AC__DF_TOOL | AC__DF_TOOL_CALL_ID | AC__DF_RESULT,
+    AC__DF_RESULT,
+    AC__DF_ERROR,
+    0,
 };
 
 static const char *const reserved[] = {"connected", "ping", "resync", "error", "closing"};
@@ -54,18 +58,39 @@ const char *ac__ev_type_name(ac__ev_type_t t)
     return (unsigned)t < AC__EV_NTYPES ? type_names[t] : "custom";
 }
 
-int ac__ev_check_data(ac__ev_type_t t, const json_t *data, const char **field)
+unsigned ac__ev_data_field(const char *name, size_t len)
 {
-    if ((unsigned)t >= AC__EV_NTYPES)
+    for (unsigned i = 0; i < sizeof(field_names) / sizeof(field_names[0]); i++) {
+        if (strlen(field_names[i]) == len && memcmp(field_names[i], name, len) == 0)
+            return 1u << i;
+    }
+    return 0;
+}
+
+int ac__ev_check_fields(ac__ev_type_t t, unsigned present, const char **field)
+{
+    unsigned missing = (unsigned)t < AC__EV_NTYPES ? required[t] & ~present : 0;
+
+    if (missing == 0)
         return 0;
-    for (const char *const *f = required_fields[t]; *f != NULL; f++) {
-        json_t *v = json_object_get(data, *f);
-        if (v == NULL || json_is_null(v)) {
-            *field = *f;
+    for (unsigned i = 0;; i++) {
+        if (missing & (1u << i)) {
+            *field = field_names[i];
             return -1;
         }
     }
-    return 0;
+}
+
+int ac__ev_check_data(ac__ev_type_t t, const json_t *data, const char **field)
+{
+    unsigned present = 0;
+
+    for (unsigned i = 0; i < sizeof(field_names) / sizeof(field_names[0]); i++) {
+        json_t *v = json_object_get(data, field_names[i]);
+        if (v != NULL && !json_is_null(v))
+            present |= 1u << i;
+    }
+    return ac__ev_check_fields(t, present, field);
 }
 
 void ac__iso8601_ms(int64_t ms, char out[25])

@@ -27,8 +27,25 @@ int ac__ev_type_parse(const char *name, size_t len, const char **reason);
 /* The canonical name of a non-custom type ("custom" for AC__EV_CUSTOM). */
 const char *ac__ev_type_name(ac__ev_type_t t);
 
-/* Checks that `data` (a JSON object) holds every field `t` requires. Returns 0, or -1
+/* The data fields some type requires, as bits: a set of them says which are present and
+ * not null. */
+enum {
+    AC__DF_AGENT = 1 << 0,
+    AC__DF_THOUGHT = 1 << 1,
+    AC__DF_TOOL = 1 << 2,
+    AC__DF_TOOL_CALL_ID = 1 << 3,
+    AC__DF_RESULT = 1 << 4,
+    AC__DF_ERROR = 1 << 5
+};
+
+/* The AC__DF_* bit of a data member's name, or 0 for any other name. */
+unsigned ac__ev_data_field(const char *name, size_t len);
+
+/* Checks that `present` (AC__DF_* bits) holds every field `t` requires. Returns 0, or -1
  * with *field pointing at the first missing field's name. */
+int ac__ev_check_fields(ac__ev_type_t t, unsigned present, const char **field);
+
+/* The same for `data` (a JSON object). */
 int ac__ev_check_data(ac__ev_type_t t, const json_t *data, const char **field);
 
 /* Writes "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 chars + NUL) for `ms` since the epoch. */

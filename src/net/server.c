@@ -91,7 +91,8 @@ static int check_opts(const ac_server_opts_t *o)
         o->history_size == 0 || o->history_max_bytes == 0 || o->idempotency_window <= 0 ||
         o->run_timeout <= 0 || o->client_rate < 0 || o->handshake_rate < 0 ||
         (o->tls_cert == NULL) != (o->tls_key == NULL) ||
-        (o->message_webhook != NULL && strncmp(o->message_webhook, "http://", 7) != 0) || o->max_message_size == 0 || o->max_queue_bytes == 0)
+        (o->message_webhook != NULL && strncmp(o->message_webhook, "http://", 7) != 0) ||
+        o->max_message_size == 0 || o->max_queue_bytes == 0)
         return AC_EINVAL;
     return 0;
 }
@@ -243,6 +244,7 @@ void ac_server_free(ac_server_t *s)
     ac__manager_dispose(&s->manager);
     ac__http_free(s->scratch_http);
     ac__sbuf_dispose(&s->reply);
+    free(s->pub_items);
     while (s->outq_cache != NULL) {
         struct ac__outq_s *q = s->outq_cache;
         s->outq_cache = q->next_free;
@@ -313,9 +315,9 @@ static void foreach_agent(ac_server_t *s, ac__mconn_fn fn, void *arg);
 static uint64_t ms(double seconds);
 
 /* Every connection is pinged once per --ping-interval, but not all in one loop turn: a
- * round is cut into slices of about AC__PING_SLICE connections (under a millisecond each), one slice per tick (at
- * most one tick per 5 ms), so a ping round never stalls the events behind it (pinging
- * 4,000 connections at once took 35-60 ms, 10-15 us each). */
+ * round is cut into slices of about AC__PING_SLICE connections (under a millisecond each), one
+ * slice per tick (at most one tick per 5 ms), so a ping round never stalls the events behind it
+ * (pinging 4,000 connections at once took 35-60 ms, 10-15 us each). */
 #define AC__PING_SLICE 64
 
 static void on_ping(uv_timer_t *t)
@@ -466,8 +468,7 @@ int ac_server_start(ac_server_t *s)
 /* ---- counters --------------------------------------------------------------------- */
 
 const double AC__LAT_BOUNDS_S[AC__LAT_NBUCKETS] = {
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-    0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1.0};
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0};
 
 void ac__server_count_close(ac_server_t *s, unsigned code)
 {

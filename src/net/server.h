@@ -54,11 +54,13 @@ struct ac_server_s {
     size_t nconns_all; /* every accepted TCP connection not yet freed */
     uint64_t start_ms; /* uv_now() at creation */
 
-    char *rbuf;                    /* the one read buffer of the loop */
-    struct ssl_ctx_st *tls;        /* --tls-cert/--tls-key; NULL: plain TCP */
-    char *tls_buf;                 /* the one plaintext buffer of the loop, with TLS */
-    ac__http_t *scratch_http;      /* parser state for requests that arrive whole */
-    ac__sbuf_t reply;              /* publish answers are written here, then copied out once */
+    char *rbuf;                       /* the one read buffer of the loop */
+    struct ssl_ctx_st *tls;           /* --tls-cert/--tls-key; NULL: plain TCP */
+    char *tls_buf;                    /* the one plaintext buffer of the loop, with TLS */
+    ac__http_t *scratch_http;         /* parser state for requests that arrive whole */
+    ac__sbuf_t reply;                 /* publish answers are written here, then copied out once */
+    struct ac__api_item_s *pub_items; /* the events of the body being published (publish.c) */
+    size_t pub_items_cap;
     struct ac__outq_s *outq_cache; /* idle output queues for reuse */
     size_t outq_cached;
     int rbuf_busy;
