@@ -224,12 +224,12 @@ typedef struct ac_stats_s {
     uint64_t total_connections; /* open user connections on /ws */
     uint64_t active_emitters;   /* users whose seq stream is kept (connected or recent) */
     uint64_t events_by_type[AC_STAT_NTYPES];
-    uint64_t events_total;     /* accepted events with a seq */
-    uint64_t direct_total;     /* accepted direct messages */
-    uint64_t deliveries_total; /* frames handed to connections (events and direct) */
-    uint64_t evictions_total;  /* closes with 4001 */
-    uint64_t stale_total;      /* closes with 4002 */
-    uint64_t slow_total;       /* closes with 4008 */
+    uint64_t events_total;       /* accepted events with a seq */
+    uint64_t direct_total;       /* accepted direct messages */
+    uint64_t deliveries_total;   /* frames handed to connections (events and direct) */
+    uint64_t evictions_total;    /* closes with 4001 */
+    uint64_t stale_total;        /* closes with 4002 */
+    uint64_t slow_total;         /* closes with 4008 */
     uint64_t rate_limited_total; /* closes with 1008 and handshakes refused with 429 */
     uint64_t http_requests_total;
     uint64_t http_errors_total; /* responses with status >= 400 */

@@ -70,24 +70,22 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
     for (int i = 0; i < AC_STAT_NTYPES; i++)
         json_object_set_new(by_type, ac__ev_type_name((ac__ev_type_t)i),
                             json_integer((json_int_t)st.events_by_type[i]));
-    json_t *o = json_pack("{s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I},s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,"
-                  "s:s,s:s}",
-                  "total_users", (json_int_t)st.total_users, "total_connections",
-                  (json_int_t)st.total_connections, "active_emitters",
-                  (json_int_t)st.active_emitters, "events_by_type", by_type, "events_total",
-                  (json_int_t)st.events_total, "direct_total", (json_int_t)st.direct_total,
-                  "deliveries_total", (json_int_t)st.deliveries_total, "closes", "evicted_4001",
-                  (json_int_t)st.evictions_total, "stale_4002", (json_int_t)st.stale_total,
-                  "too_slow_4008", (json_int_t)st.slow_total, "rate_limited_1008_429",
-                  (json_int_t)st.rate_limited_total, "operator_4003",
-                  (json_int_t)s->closes_app[3], "queued_bytes",
-                  (json_int_t)st.queued_bytes, "history_bytes", (json_int_t)st.history_bytes,
-                  "history_events", (json_int_t)st.history_events, "duplicates_total",
-                  (json_int_t)st.duplicates_total, "open_runs", (json_int_t)st.open_runs,
-                  "user_messages_total", (json_int_t)st.messages_total,
-                  "http_requests_total", (json_int_t)st.http_requests_total, "http_errors_total",
-                  (json_int_t)st.http_errors_total, "uptime_s", st.uptime_s, "broker",
-                  s->broker->vt->name, "version", AC_VERSION);
+    json_t *o = json_pack(
+        "{s:I,s:I,s:I,s:o,s:I,s:I,s:I,s:{s:I,s:I,s:I,s:I,s:I},s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:f,"
+        "s:s,s:s}",
+        "total_users", (json_int_t)st.total_users, "total_connections",
+        (json_int_t)st.total_connections, "active_emitters", (json_int_t)st.active_emitters,
+        "events_by_type", by_type, "events_total", (json_int_t)st.events_total, "direct_total",
+        (json_int_t)st.direct_total, "deliveries_total", (json_int_t)st.deliveries_total, "closes",
+        "evicted_4001", (json_int_t)st.evictions_total, "stale_4002", (json_int_t)st.stale_total,
+        "too_slow_4008", (json_int_t)st.slow_total, "rate_limited_1008_429",
+        (json_int_t)st.rate_limited_total, "operator_4003", (json_int_t)s->closes_app[3],
+        "queued_bytes", (json_int_t)st.queued_bytes, "history_bytes", (json_int_t)st.history_bytes,
+        "history_events", (json_int_t)st.history_events, "duplicates_total",
+        (json_int_t)st.duplicates_total, "open_runs", (json_int_t)st.open_runs,
+        "user_messages_total", (json_int_t)st.messages_total, "http_requests_total",
+        (json_int_t)st.http_requests_total, "http_errors_total", (json_int_t)st.http_errors_total,
+        "uptime_s", st.uptime_s, "broker", s->broker->vt->name, "version", AC_VERSION);
     if (o != NULL)
         s->broker->vt->stats(s->broker, o);
     respond_json(c, req, 200, o);
@@ -104,8 +102,7 @@ static void handle_health(ac__conn_t *c, const ac__http_req_t *req)
 }
 
 /* One Prometheus series with its HELP and TYPE lines. */
-static int metric(ac__sbuf_t *b, const char *name, const char *type, const char *help,
-                  double value)
+static int metric(ac__sbuf_t *b, const char *name, const char *type, const char *help, double value)
 {
     return ac__sbuf_printf(b, "# HELP %s %s\n# TYPE %s %s\n%s %.17g\n", name, help, name, type,
                            name, value);
@@ -162,10 +159,9 @@ static void handle_metrics(ac__conn_t *c, const ac__http_req_t *req)
             r |= ac__sbuf_printf(&b, "agentcast_closes_total{code=\"%d\"} %llu\n", 4000 + i,
                                  (unsigned long long)s->closes_app[i]);
     }
-    r |= ac__sbuf_printf(&b,
-                         "# HELP agentcast_publish_to_send_seconds From an event's acceptance "
-                         "to its frame's hand-off to the kernel, live sends only.\n"
-                         "# TYPE agentcast_publish_to_send_seconds histogram\n");
+    r |= ac__sbuf_printf(&b, "# HELP agentcast_publish_to_send_seconds From an event's acceptance "
+                             "to its frame's hand-off to the kernel, live sends only.\n"
+                             "# TYPE agentcast_publish_to_send_seconds histogram\n");
     for (int i = 0; i < AC__LAT_NBUCKETS; i++) {
         cum += s->lat_buckets[i];
         r |= ac__sbuf_printf(&b, "agentcast_publish_to_send_seconds_bucket{le=\"%g\"} %llu\n",

@@ -23,11 +23,16 @@ static const char *content_type(const char *name)
     static const struct {
         const char *ext, *type;
     } types[] = {
-        {".html", "text/html; charset=utf-8"},   {".js", "text/javascript; charset=utf-8"},
-        {".mjs", "text/javascript; charset=utf-8"}, {".css", "text/css; charset=utf-8"},
-        {".json", "application/json"},           {".svg", "image/svg+xml"},
-        {".png", "image/png"},                   {".ico", "image/x-icon"},
-        {".ts", "text/plain; charset=utf-8"},    {".md", "text/plain; charset=utf-8"},
+        {".html", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".json", "application/json"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".ico", "image/x-icon"},
+        {".ts", "text/plain; charset=utf-8"},
+        {".md", "text/plain; charset=utf-8"},
         {".txt", "text/plain; charset=utf-8"},
     };
 

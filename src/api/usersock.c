@@ -160,8 +160,7 @@ static int host_greet(void *arg, ac__user_t *u, uint64_t conn_id, const ac__join
     ac__conn_id_str(c->m.id, id);
     snprintf(data, sizeof(data),
              "{\"connection_id\":\"%s\",\"last_seq\":%llu,\"epoch\":\"%s\",\"recovered\":%s}", id,
-             (unsigned long long)res->seq, res->epoch,
-             res->recovered ? "true" : "false");
+             (unsigned long long)res->seq, res->epoch, res->recovered ? "true" : "false");
     b = ac__emitter_server_msg(&s->emitter, "connected", user, thread, data, now);
     if (b == NULL) {
         ac__conn_destroy(c);
@@ -607,8 +606,8 @@ void ac__api_disconnect(ac__conn_t *c, const ac__http_req_t *req)
             goto done;
         }
         if (json_is_string(uid)) {
-            ac__user_t *u = ac__manager_find_user(&s->manager, json_string_value(uid),
-                                                  json_string_length(uid));
+            ac__user_t *u =
+                ac__manager_find_user(&s->manager, json_string_value(uid), json_string_length(uid));
             ac__mconn_t *m = u ? ac__manager_find_conn(u, d.id) : NULL;
             if (m != NULL)
                 disconnect_match(m, &d);
@@ -620,8 +619,8 @@ void ac__api_disconnect(ac__conn_t *c, const ac__http_req_t *req)
             goto done;
         }
     } else {
-        ac__user_t *u = ac__manager_find_user(&s->manager, json_string_value(uid),
-                                              json_string_length(uid));
+        ac__user_t *u =
+            ac__manager_find_user(&s->manager, json_string_value(uid), json_string_length(uid));
         ac__mconn_t *m = u ? u->head : NULL;
         while (m != NULL) {
             ac__mconn_t *next = m->next;

@@ -34,7 +34,7 @@ struct delivery_s {
     char *request; /* the whole HTTP request */
     size_t request_len;
     int attempt;
-    int status;     /* HTTP status of the current attempt, 0 before one arrived */
+    int status; /* HTTP status of the current attempt, 0 before one arrived */
     int cancelled;
     int tcp_open;
     int resolving;
@@ -157,8 +157,7 @@ static void on_tcp_closed(uv_handle_t *h)
         return;
     }
     if (d->status >= 200 && d->status < 300) {
-        ac__log(AC_LOG_DEBUG, "event=webhook_delivered user=%s status=%d", d->user_id,
-                d->status);
+        ac__log(AC_LOG_DEBUG, "event=webhook_delivered user=%s status=%d", d->user_id, d->status);
         delivery_finish(d);
         return;
     }
@@ -316,10 +315,10 @@ int ac__webhook_post(ac_server_t *s, const ac_message_t *m)
 
     if (w == NULL || w->ninflight >= WEBHOOK_MAX_INFLIGHT || s->shutting_down)
         return -1;
-    body = json_pack("{s:s,s:s,s:s?,s:s,s:I,s:o}", "user_id", m->user_id, "connection_id",
-                     m->connection_id, "thread_id", m->thread_id, "text", m->text,
-                     "received_at_ms", (json_int_t)ac__now_ms(), "message",
-                     json_loads(m->json, JSON_ALLOW_NUL, NULL));
+    body =
+        json_pack("{s:s,s:s,s:s?,s:s,s:I,s:o}", "user_id", m->user_id, "connection_id",
+                  m->connection_id, "thread_id", m->thread_id, "text", m->text, "received_at_ms",
+                  (json_int_t)ac__now_ms(), "message", json_loads(m->json, JSON_ALLOW_NUL, NULL));
     json = body ? json_dumps(body, JSON_COMPACT | JSON_ALLOW_NUL) : NULL;
     json_decref(body);
     d = json ? calloc(1, sizeof(*d)) : NULL;

@@ -21,8 +21,7 @@ typedef struct ac__broker_host_s {
     unsigned (*deliver)(void *arg, ac__user_t *u, ac__buf_t *frame);
     /* Sends `frame` to one connection (a direct message, a replayed event); 0 when the
      * connection is not open here. */
-    unsigned (*send_one)(void *arg, ac__user_t *u, uint64_t conn_id, ac__buf_t *frame,
-                         int replay);
+    unsigned (*send_one)(void *arg, ac__user_t *u, uint64_t conn_id, ac__buf_t *frame, int replay);
     /* The greeting of a joining connection: `connected`, `resync` when not recovered,
      * then the replay. Returns -1 when the connection is gone. */
     int (*greet)(void *arg, ac__user_t *u, uint64_t conn_id, const struct ac__join_res_s *res);

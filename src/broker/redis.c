@@ -83,8 +83,8 @@ typedef struct rb_s {
     uv_timer_t *timer; /* its own allocation: freed by its close callback */
     int in_down;
     unsigned backoff_ms;
-    uint64_t next_attempt; /* uv_now() of the next connection attempt */
-    uint64_t ping_sent;    /* uv_now() of the PING in flight, 0: none */
+    uint64_t next_attempt;    /* uv_now() of the next connection attempt */
+    uint64_t ping_sent;       /* uv_now() of the PING in flight, 0: none */
     uint64_t connect_started; /* uv_now() of the attempt not yet up, 0: none */
     uint64_t last_beat;       /* uv_now() of the last PING + heartbeat */
     uint64_t reconnects;
@@ -984,7 +984,7 @@ static int redis_publish_batch(ac__broker_t *b, const ac__pub_item_t *items, siz
     size_t argc = PUB_FIXED + PUB_FIELDS * n;
     const char **argv;
     size_t *lens;
-    char (*ids)[17];
+    char(*ids)[17];
     char hs[16], ttl[24], iw[24], ep[9], rttl[24], cnt[24];
     pctx_t *p;
     int rc;
@@ -1122,8 +1122,8 @@ static void on_run_reply(redisAsyncContext *ac, void *reply, void *priv)
     o = json_pack("{s:s#,s:s,s:o,s:s,s:o,s:I,s:I,s:o,s:o,s:o}", "run_id", c->id, (int)c->idlen,
                   "user_id", f[0] ? f[0] : "", "thread_id",
                   f[1] && f[1][0] ? json_string(f[1]) : json_null(), "state",
-                  f[2] && strcmp(f[2], "open") == 0 ? "open" : "closed", "tools_executing",
-                  tools, "last_seq", (json_int_t)(f[6] ? strtoull(f[6], NULL, 10) : 0), "events",
+                  f[2] && strcmp(f[2], "open") == 0 ? "open" : "closed", "tools_executing", tools,
+                  "last_seq", (json_int_t)(f[6] ? strtoull(f[6], NULL, 10) : 0), "events",
                   (json_int_t)(f[7] ? strtoull(f[7], NULL, 10) : 0), "started_at",
                   iso_or_null(f[4]), "updated_at", iso_or_null(f[5]), "closed_by",
                   f[3] && f[3][0] ? json_string(f[3]) : json_null());
@@ -1526,8 +1526,7 @@ static void on_timer(uv_timer_t *t)
 
 /* ---- the rest of the vtable --------------------------------------------------------- */
 
-static int redis_publish_one(ac__broker_t *b, ac__user_t *u, ac__buf_t *frame,
-                             unsigned *delivered)
+static int redis_publish_one(ac__broker_t *b, ac__user_t *u, ac__buf_t *frame, unsigned *delivered)
 {
     return AC_EUNAVAIL; /* events go through publish_batch */
 }
@@ -1685,7 +1684,8 @@ static int parse_url(rb_t *r, const char *url, char *why, size_t whylen)
         if (ac__parse_u64(colon + 1, (size_t)(end - colon - 1), &port) != 0 || port == 0 ||
             port > 65535)
             goto bad;
-        if (slash != NULL && (ac__parse_u64(slash + 1, strlen(slash + 1), &db) != 0 || db > 1000000))
+        if (slash != NULL &&
+            (ac__parse_u64(slash + 1, strlen(slash + 1), &db) != 0 || db > 1000000))
             goto bad;
         r->port = (int)port;
         r->db = (int)db;
@@ -1728,8 +1728,7 @@ static int probe(rb_t *r, char *why, size_t whylen)
     freeReplyObject(x);
     x = redisCommand(c, "PING");
     if (x == NULL || x->type == REDIS_REPLY_ERROR) {
-        snprintf(why, whylen, "redis at %s:%d: PING: %s", r->host, r->port,
-                 x ? x->str : c->errstr);
+        snprintf(why, whylen, "redis at %s:%d: PING: %s", r->host, r->port, x ? x->str : c->errstr);
         goto done;
     }
     rc = 0;
@@ -1742,8 +1741,7 @@ done:
 }
 
 int ac__broker_redis_new(uv_loop_t *loop, const ac__broker_host_t *host, ac__manager_t *manager,
-                         const ac__redis_opts_t *opts, ac__broker_t **out, char *why,
-                         size_t whylen)
+                         const ac__redis_opts_t *opts, ac__broker_t **out, char *why, size_t whylen)
 {
     rb_t *r = calloc(1, sizeof(*r));
     uint64_t seed[2];

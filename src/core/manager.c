@@ -223,8 +223,8 @@ void ac__manager_foreach(ac__manager_t *m, ac__mconn_fn fn, void *arg)
     ac__manager_foreach_slice(m, 0, 1, fn, arg);
 }
 
-void ac__manager_foreach_slice(ac__manager_t *m, unsigned slice, unsigned nslices,
-                               ac__mconn_fn fn, void *arg)
+void ac__manager_foreach_slice(ac__manager_t *m, unsigned slice, unsigned nslices, ac__mconn_fn fn,
+                               void *arg)
 {
     size_t from = m->nbuckets * slice / nslices;
     size_t to = m->nbuckets * (slice + 1) / nslices;

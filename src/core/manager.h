@@ -97,8 +97,8 @@ void ac__manager_foreach(ac__manager_t *m, ac__mconn_fn fn, void *arg);
 
 /* The same for slice `slice` of `nslices` (0 <= slice < nslices) of the users: the slices
  * together cover every connection once while the table does not grow. */
-void ac__manager_foreach_slice(ac__manager_t *m, unsigned slice, unsigned nslices,
-                               ac__mconn_fn fn, void *arg);
+void ac__manager_foreach_slice(ac__manager_t *m, unsigned slice, unsigned nslices, ac__mconn_fn fn,
+                               void *arg);
 
 /* Writes the epoch as 8 lowercase hex digits + NUL. */
 void ac__user_epoch_str(const ac__user_t *u, char out[9]);

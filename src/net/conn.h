@@ -33,7 +33,7 @@ enum {
 };
 
 enum {
-    AC__KIND_USER = 0, /* GET /ws: a user's connection, attached to the manager */
+    AC__KIND_USER = 0,   /* GET /ws: a user's connection, attached to the manager */
     AC__KIND_AGENT = 1,  /* GET /v1/agent: a publisher socket, on the server's agent list */
     AC__KIND_JOINING = 2 /* a user's connection waiting for its greeting (redis broker) */
 };
@@ -99,8 +99,8 @@ struct ac__conn_s {
     ac__http_t
         *http; /* while a request is incomplete, or the server's scratch while one is handled */
     char *thread_id;
-    struct ssl_st *ssl;       /* TLS session, NULL for plain TCP */
-    struct ac__pend_s *pend;  /* publishes awaiting the broker, oldest first (api/publish.c) */
+    struct ssl_st *ssl;      /* TLS session, NULL for plain TCP */
+    struct ac__pend_s *pend; /* publishes awaiting the broker, oldest first (api/publish.c) */
     struct ac__conn_s *dirty_next;
     struct ac__conn_s *dl_prev;
     struct ac__conn_s *dl_next;

@@ -213,8 +213,7 @@ static void run_job(void *arg)
         ac_run_tool_executing(run, "word_count", call_id, args_s);
         free(args_s);
         uv_sleep(400);
-        snprintf(buf, sizeof(buf), "{\"words\":%d,\"characters\":%zu}", words,
-                 strlen(job->text));
+        snprintf(buf, sizeof(buf), "{\"words\":%d,\"characters\":%zu}", words, strlen(job->text));
         ac_run_tool_completed(run, "word_count", call_id, buf);
         think(run, "Done counting. ");
         snprintf(answer, sizeof(answer), "\"Your message has %d word%s and %zu characters.\"",

@@ -827,9 +827,8 @@ static void test_envelope_split_joins_to_the_event(void **st)
     int hl;
 
     assert_int_equal(ac__sbuf_append(&out, "xyz", 3), 0); /* appends: earlier bytes stay */
-    assert_int_equal(ac__emitter_envelope(&f->e, &out, (ac__str_t){u->id, u->id_len}, &ev, TS,
-                                          &split),
-                     0);
+    assert_int_equal(
+        ac__emitter_envelope(&f->e, &out, (ac__str_t){u->id, u->id_len}, &ev, TS, &split), 0);
     assert_true(split > 3 && split < out.len);
     assert_memory_equal(out.p, "xyz", 3);
     assert_memory_equal(out.p + split - 7, ",\"seq\":", 7);
