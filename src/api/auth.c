@@ -14,6 +14,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <pthread.h>
 
 /* Caps the work an unauthenticated peer can cause (two decodes, two JSON parses, one HMAC)
  * and lets every decoded part live on the stack instead of the heap. */
@@ -105,6 +106,26 @@ long ac__base64url_decode(const char *in, size_t in_len, uint8_t *out)
     return (long)o;
 }
 
+/* SHA-256 fetched once (see ac__ws_init): tokens are checked without an implicit fetch. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+void ac__auth_init(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+}
+
+static const EVP_MD *sha256(void)
+{
+    ac__auth_init();
+    return sha256_md ? sha256_md : EVP_sha256();
+}
+
 int ac__secret_equal(const char *a, size_t alen, const char *b, size_t blen)
 {
     /* Hashing first turns the comparison into one of two fixed-size digests, so the time
@@ -113,8 +134,8 @@ int ac__secret_equal(const char *a, size_t alen, const char *b, size_t blen)
     unsigned char db[EVP_MAX_MD_SIZE];
     unsigned int dalen = 0;
     unsigned int dblen = 0;
-    int ok = EVP_Digest(alen ? a : "", alen, da, &dalen, EVP_sha256(), NULL);
-    ok &= EVP_Digest(blen ? b : "", blen, db, &dblen, EVP_sha256(), NULL);
+    int ok = EVP_Digest(alen ? a : "", alen, da, &dalen, sha256(), NULL);
+    ok &= EVP_Digest(blen ? b : "", blen, db, &dblen, sha256(), NULL);
     int equal = 0;
     if (ok == 1 && dalen == dblen)
         equal = (CRYPTO_memcmp(da, db, dalen) == 0) & (alen == blen);
@@ -185,7 +206,7 @@ static const char *check_signature(const struct jwt_parts *p, const uint8_t *sec
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int mac_len = 0;
     const char *why = R_SIGNATURE;
-    if (HMAC(EVP_sha256(), secret, (int)secret_len, (const unsigned char *)p->part[0], signed_len,
+    if (HMAC(sha256(), secret, (int)secret_len, (const unsigned char *)p->part[0], signed_len,
              mac, &mac_len) != NULL &&
         mac_len == JWT_SIG_LEN && CRYPTO_memcmp(mac, given, JWT_SIG_LEN) == 0)
         why = NULL;

@@ -20,6 +20,10 @@
 int ac__jwt_verify(const char *token, size_t token_len, const uint8_t *secret, size_t secret_len,
                    int64_t now, char **sub, const char **reason);
 
+/* Fetches the digest tokens are checked with (once per process; thread-safe). Servers
+ * call it at creation; the functions below call it too. */
+void ac__auth_init(void);
+
 /* 1 when a[0..alen) equals b[0..blen), else 0, in time that depends only on the lengths
  * being compared against, never on where the bytes differ. */
 int ac__secret_equal(const char *a, size_t alen, const char *b, size_t blen);

@@ -44,10 +44,12 @@ typedef struct ac__pend_s pend_t;
 /* Reasons that name a value are formatted here (per thread: one server per loop thread). */
 static __thread char reason_buf[160];
 
+static const uint8_t known_lens[F_N] = {7, 4, 4, 6, 9, 13, 15};
+
 static int known_field(const char *key, size_t len)
 {
     for (int i = 0; i < F_N; i++) {
-        if (strlen(known_fields[i]) == len && memcmp(known_fields[i], key, len) == 0)
+        if (known_lens[i] == len && memcmp(known_fields[i], key, len) == 0)
             return i;
     }
     return -1;

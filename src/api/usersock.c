@@ -236,13 +236,13 @@ static int handshake_rate_ok(ac__conn_t *c)
 {
     ac_server_t *s = ac__conn_server(c);
     struct sockaddr_storage peer;
-    int len = sizeof(peer);
+    socklen_t len = sizeof(peer);
     const void *key;
     size_t klen;
 
     if (s->opts.handshake_rate <= 0)
         return 1;
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &len) != 0)
+    if (getpeername(ac__conn_fd(c), (struct sockaddr *)&peer, &len) != 0)
         return 1;
     if (peer.ss_family == AF_INET6) {
         key = &((struct sockaddr_in6 *)&peer)->sin6_addr;

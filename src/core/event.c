@@ -36,14 +36,17 @@ int ac__ev_type_parse(const char *name, size_t len, const char **reason)
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
             goto malformed;
     }
-    for (size_t i = 0; i < sizeof(reserved) / sizeof(reserved[0]); i++) {
-        if (strlen(reserved[i]) == len && memcmp(reserved[i], name, len) == 0) {
+    static const uint8_t reserved_lens[] = {9, 4, 6, 5, 7};
+    static const uint8_t type_lens[AC__EV_CUSTOM] = {13, 14, 14, 14, 15, 11};
+
+    for (size_t i = 0; i < sizeof(reserved_lens); i++) {
+        if (reserved_lens[i] == len && memcmp(reserved[i], name, len) == 0) {
             *reason = "type: reserved";
             return -1;
         }
     }
     for (int t = 0; t < AC__EV_CUSTOM; t++) {
-        if (strlen(type_names[t]) == len && memcmp(type_names[t], name, len) == 0)
+        if (type_lens[t] == len && memcmp(type_names[t], name, len) == 0)
             return t;
     }
     return AC__EV_CUSTOM;
@@ -60,8 +63,10 @@ const char *ac__ev_type_name(ac__ev_type_t t)
 
 unsigned ac__ev_data_field(const char *name, size_t len)
 {
-    for (unsigned i = 0; i < sizeof(field_names) / sizeof(field_names[0]); i++) {
-        if (strlen(field_names[i]) == len && memcmp(field_names[i], name, len) == 0)
+    static const uint8_t lens[] = {5, 7, 4, 12, 6, 5};
+
+    for (unsigned i = 0; i < sizeof(lens); i++) {
+        if (lens[i] == len && memcmp(field_names[i], name, len) == 0)
             return 1u << i;
     }
     return 0;

@@ -1,12 +1,20 @@
 /* Connection I/O: accept, read into the loop's one buffer, HTTP request framing, the
  * WebSocket receive path (frame rules, fragments, UTF-8, close handshake), the output
- * queue and its flush (uv_try_write first, then one uv_write in flight), deadlines and
- * closing. What a request or a message means is api/'s business. */
+ * queue and its flush (one sendmsg of the whole queue per loop turn; when the kernel's
+ * buffer is full, the rest waits for the socket to be writable), deadlines and closing.
+ * The socket is watched with a uv_poll_t and read and written here: no libuv stream, no
+ * write requests. What a request or a message means is api/'s business. */
 #include <assert.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "core/log.h"
@@ -18,6 +26,36 @@
 #define MAX_IOV 64
 
 static void on_close(uv_handle_t *h);
+static void on_io(uv_poll_t *h, int status, int events);
+
+int ac__conn_fd(const ac__conn_t *c)
+{
+    uv_os_fd_t fd;
+
+    return uv_fileno((const uv_handle_t *)&c->io, &fd) == 0 ? fd : -1;
+}
+
+/* Makes the poll handle watch what the connection waits for: readable unless reading is
+ * paused, writable while output is blocked. */
+static void io_update(ac__conn_t *c)
+{
+    unsigned want = (c->ioflags & AC__IO_PAUSED ? 0 : AC__IO_POLL_R) |
+                    (c->ioflags & AC__IO_BLOCKED ? AC__IO_POLL_W : 0);
+    int r;
+
+    if ((c->ioflags & (AC__IO_POLL_R | AC__IO_POLL_W)) == want || ac__conn_gone(c))
+        return;
+    c->ioflags = (uint8_t)((c->ioflags & ~(AC__IO_POLL_R | AC__IO_POLL_W)) | want);
+    if (want == 0)
+        r = uv_poll_stop(&c->io);
+    else
+        r = uv_poll_start(&c->io,
+                          (want & AC__IO_POLL_R ? UV_READABLE : 0) |
+                              (want & AC__IO_POLL_W ? UV_WRITABLE : 0),
+                          on_io);
+    if (r != 0)
+        ac__conn_destroy(c);
+}
 
 /* ---- deadline list ---------------------------------------------------------------- */
 
@@ -239,20 +277,18 @@ static void outq_free(ac__conn_t *c)
     }
 }
 
-static unsigned outq_iov(const ac__outq_t *q, uv_buf_t *bufs, unsigned max)
+static unsigned outq_iov(const ac__outq_t *q, struct iovec *iov, unsigned max, size_t *total)
 {
     unsigned n = 0;
 
+    *total = 0;
     for (uint32_t i = 0; i < q->count && n < max; i++) {
         const ac__outitem_t *it = &q->items[(q->head + i) % q->cap];
-        bufs[n++] = uv_buf_init(it->buf->data + it->off, it->buf->len - it->off);
+        iov[n].iov_base = it->buf->data + it->off;
+        iov[n].iov_len = it->buf->len - it->off;
+        *total += iov[n++].iov_len;
     }
     return n;
-}
-
-static void on_shutdown(uv_shutdown_t *req, int status)
-{
-    free(req);
 }
 
 /* The queue is empty: do what was waiting for that. */
@@ -263,42 +299,10 @@ static void after_drain(ac__conn_t *c)
         return;
     }
     if (c->flags & AC__CF_SHUTDOWN_AFTER) {
-        uv_shutdown_t *req = malloc(sizeof(*req));
         c->flags &= (uint8_t)~AC__CF_SHUTDOWN_AFTER;
-        if (req == NULL || uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
-            free(req);
+        if (shutdown(ac__conn_fd(c), SHUT_WR) != 0)
             ac__conn_destroy(c);
-        }
     }
-}
-
-static void flush(ac__conn_t *c);
-
-static void on_write(uv_write_t *req, int status)
-{
-    ac__conn_t *c = req->data;
-    ac__outq_t *q = c->out;
-    size_t n = 0;
-
-    for (uint32_t i = 0; i < q->inflight; i++) {
-        const ac__outitem_t *it = &q->items[(q->head + i) % q->cap];
-        n += it->buf->len - it->off;
-    }
-    outq_consume(c, n);
-    q->inflight = 0;
-    if (ac__conn_gone(c))
-        return;
-    if (status < 0) {
-        ac__log(AC_LOG_DEBUG, "event=write_error error=%s", uv_strerror(status));
-        ac__conn_destroy(c);
-        return;
-    }
-    if (q->count > 0) {
-        mark_dirty(c);
-        return;
-    }
-    outq_free(c);
-    after_drain(c);
 }
 
 /* Moves the session's pending ciphertext into the output queue as one buffer. */
@@ -321,12 +325,13 @@ static int tls_move_out(ac__conn_t *c)
     return 0;
 }
 
+/* Writes what the kernel takes now; the rest waits for the socket to be writable. */
 static void flush(ac__conn_t *c)
 {
+    struct iovec iov[MAX_IOV];
+    struct msghdr mh = {.msg_iov = iov};
     ac__outq_t *q;
-    uv_buf_t bufs[MAX_IOV];
-    unsigned n;
-    int r;
+    int fd;
 
     if (ac__conn_gone(c))
         return;
@@ -335,39 +340,36 @@ static void flush(ac__conn_t *c)
         return;
     }
     q = c->out;
-    if (q == NULL || q->inflight > 0)
+    if (q == NULL || (c->ioflags & AC__IO_BLOCKED))
         return;
-    /* Write what the kernel takes now, then hand the rest to one uv_write. */
+    fd = ac__conn_fd(c);
     while (q->count > 0) {
-        size_t total = 0;
-        n = outq_iov(q, bufs, MAX_IOV);
-        for (unsigned i = 0; i < n; i++)
-            total += bufs[i].len;
-        r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
-        if (r == UV_EAGAIN || r == UV_ENOSYS)
+        size_t total;
+        mh.msg_iovlen = outq_iov(q, iov, MAX_IOV, &total);
+        ssize_t r = sendmsg(fd, &mh, MSG_NOSIGNAL);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->ioflags |= AC__IO_BLOCKED;
             break;
+        }
         if (r < 0) {
-            ac__log(AC_LOG_DEBUG, "event=write_error error=%s", uv_strerror(r));
+            ac__log(AC_LOG_DEBUG, "event=write_error error=\"%s\"", strerror(errno));
             ac__conn_destroy(c);
             return;
         }
         outq_consume(c, (size_t)r);
-        if ((size_t)r < total)
-            break; /* the kernel's buffer is full */
+        if ((size_t)r < total) {
+            c->ioflags |= AC__IO_BLOCKED; /* the kernel's buffer is full */
+            break;
+        }
     }
     if (q->count == 0) {
         outq_free(c);
         after_drain(c);
         return;
     }
-    n = outq_iov(q, bufs, MAX_IOV);
-    q->req.data = c;
-    r = uv_write(&q->req, (uv_stream_t *)&c->tcp, bufs, n, on_write);
-    if (r < 0) {
-        ac__conn_destroy(c);
-        return;
-    }
-    q->inflight = n;
+    io_update(c);
 }
 
 void ac__conn_flush_dirty(ac_server_t *s)
@@ -390,9 +392,7 @@ void ac__conn_drop_backlog(ac__conn_t *c)
     /* Ciphertext cannot be dropped without breaking the TLS stream. */
     if (q == NULL || c->ssl != NULL)
         return;
-    keep = q->inflight;
-    if (keep == 0 && q->count > 0 && q->items[q->head].off > 0)
-        keep = 1;
+    keep = q->count > 0 && q->items[q->head].off > 0; /* a frame half written stays */
     while (q->count > keep) {
         ac__outitem_t *it = &q->items[(q->head + q->count - 1) % q->cap];
         q->bytes -= it->buf->len - it->off;
@@ -454,6 +454,7 @@ void ac__conn_send_control(ac__conn_t *c, ac__buf_t *frame)
 void ac__conn_destroy(ac__conn_t *c)
 {
     ac_server_t *s = ac__conn_server(c);
+    int fd;
 
     if (ac__conn_gone(c))
         return;
@@ -461,7 +462,11 @@ void ac__conn_destroy(ac__conn_t *c)
     ac__server_agent_remove(s, c);
     dl_remove(c);
     c->state = AC__CONN_CLOSED;
-    uv_close((uv_handle_t *)&c->tcp, on_close);
+    fd = ac__conn_fd(c);
+    /* uv_close() takes the socket out of epoll at once: it can be closed now. */
+    uv_close((uv_handle_t *)&c->io, on_close);
+    if (fd >= 0)
+        close(fd);
 }
 
 static void on_close(uv_handle_t *h)
@@ -701,7 +706,8 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
                 return;
             }
             dl_set(c, (uint64_t)(s->opts.handshake_timeout * 1000));
-            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->ioflags |= AC__IO_PAUSED;
+            io_update(c);
             return;
         }
         if (c->state == AC__CONN_HTTP) {
@@ -723,21 +729,13 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
     }
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
-
 void ac__conn_http_resume(ac__conn_t *c)
 {
-    int r;
-
     if (ac__conn_gone(c) || c->state != AC__CONN_HTTP || c->pend != NULL)
         return;
-    r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    if (r != 0 && r != UV_EALREADY) {
-        ac__conn_destroy(c);
-        return;
-    }
-    if (c->in != NULL)
+    c->ioflags &= (uint8_t)~AC__IO_PAUSED;
+    io_update(c);
+    if (!ac__conn_gone(c) && c->in != NULL)
         http_input(c, NULL, 0);
 }
 
@@ -745,15 +743,11 @@ void ac__conn_read_pause(ac__conn_t *c, int pause)
 {
     if (ac__conn_gone(c) || c->state != AC__CONN_WS)
         return;
-    int r;
-
-    if (pause) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        return;
-    }
-    r = uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read);
-    if (r != 0 && r != UV_EALREADY) /* EALREADY: it was not paused */
-        ac__conn_destroy(c);
+    if (pause)
+        c->ioflags |= AC__IO_PAUSED;
+    else
+        c->ioflags &= (uint8_t)~AC__IO_PAUSED;
+    io_update(c);
 }
 
 void ac__conn_bound_kernel_buffer(ac__conn_t *c)
@@ -761,7 +755,7 @@ void ac__conn_bound_kernel_buffer(ac__conn_t *c)
     size_t want = ac__conn_server(c)->opts.max_queue_bytes;
     int size = want < 16384 ? 16384 : want > 262144 ? 262144 : (int)want;
 
-    uv_send_buffer_size((uv_handle_t *)&c->tcp, &size);
+    setsockopt(ac__conn_fd(c), SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
 }
 
 int ac__conn_upgrade(ac__conn_t *c, const char accept_key[29])
@@ -790,20 +784,6 @@ int ac__conn_upgrade(ac__conn_t *c, const char accept_key[29])
 }
 
 /* ---- reading and accepting -------------------------------------------------------- */
-
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    ac_server_t *s = h->data;
-
-    /* One buffer for the whole loop: reads are handled to completion one at a time, and
-     * anything left over is copied into the connection. */
-    if (s->rbuf_busy) {
-        *buf = uv_buf_init(NULL, 0);
-        return;
-    }
-    s->rbuf_busy = 1;
-    *buf = uv_buf_init(s->rbuf, AC__READ_BUF_SIZE);
-}
 
 /* Plaintext from the peer, to whatever the connection is speaking now. */
 static void dispatch(ac__conn_t *c, char *p, size_t n)
@@ -860,47 +840,79 @@ static void tls_input(ac__conn_t *c, const char *p, size_t n)
         mark_dirty(c);
 }
 
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+/* Bytes in: one buffer for the whole loop. A read is handled to completion before the
+ * next (anything left over is copied into the connection), so one buffer is enough; a
+ * read nested in another's handling (a callback that runs the loop) gets a small one. */
+static void do_read(ac__conn_t *c)
 {
-    ac__conn_t *c = (ac__conn_t *)stream;
     ac_server_t *s = ac__conn_server(c);
+    char small[4096];
+    int nested = s->rbuf_busy, fd = ac__conn_fd(c);
+    char *buf = nested ? small : s->rbuf;
+    size_t cap = nested ? sizeof(small) : AC__READ_BUF_SIZE;
 
-    if (buf->base == s->rbuf)
-        s->rbuf_busy = 0;
-    if (nread == 0)
-        return;
-    if (nread < 0) {
+    /* A full buffer means more may be waiting: a few more reads before the next poll. */
+    for (int i = 0; i < 4; i++) {
+        ssize_t n = recv(fd, buf, cap, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n <= 0) {
+            if (n < 0)
+                ac__log(AC_LOG_DEBUG, "event=read_error error=\"%s\"", strerror(errno));
+            ac__conn_destroy(c); /* EOF or an error */
+            return;
+        }
+        if (c->state == AC__CONN_WS)
+            ac__conn_refill_tokens(c, ac__conn_now32(s));
+        c->last_rx = ac__conn_now32(s);
+        s->rbuf_busy = 1;
+        if (c->ssl != NULL)
+            tls_input(c, buf, (size_t)n);
+        else
+            dispatch(c, buf, (size_t)n);
+        s->rbuf_busy = nested;
+        if ((size_t)n < cap || ac__conn_gone(c) || (c->ioflags & AC__IO_PAUSED))
+            return;
+    }
+}
+
+static void on_io(uv_poll_t *h, int status, int events)
+{
+    ac__conn_t *c = (ac__conn_t *)h;
+
+    if (status < 0) {
+        ac__log(AC_LOG_DEBUG, "event=poll_error error=%s", uv_strerror(status));
         ac__conn_destroy(c);
         return;
     }
-    if (c->state == AC__CONN_WS)
-        ac__conn_refill_tokens(c, ac__conn_now32(s));
-    c->last_rx = ac__conn_now32(s);
-    if (c->ssl != NULL)
-        tls_input(c, buf->base, (size_t)nread);
-    else
-        dispatch(c, buf->base, (size_t)nread);
+    if (events & UV_WRITABLE) {
+        c->ioflags &= (uint8_t)~AC__IO_BLOCKED;
+        flush(c);
+        if (ac__conn_gone(c))
+            return;
+        if (!(c->ioflags & AC__IO_BLOCKED))
+            io_update(c);
+    }
+    if ((events & UV_READABLE) && !(c->ioflags & AC__IO_PAUSED) && !ac__conn_gone(c))
+        do_read(c);
 }
 
-void ac__conn_accept(ac_server_t *s)
+void ac__conn_accept(ac_server_t *s, int fd)
 {
     ac__conn_t *c = calloc(1, sizeof(*c));
+    int one = 1;
 
-    if (c == NULL)
-        return;
-    if (uv_tcp_init(s->loop, &c->tcp) != 0) {
+    if (c == NULL || uv_poll_init(s->loop, &c->io, fd) != 0) {
         free(c);
+        close(fd);
         return;
     }
-    c->tcp.data = s;
+    c->io.data = s;
     s->nconns_all++;
-    if (uv_accept((uv_stream_t *)&s->listener, (uv_stream_t *)&c->tcp) != 0) {
-        c->state = AC__CONN_CLOSED;
-        uv_close((uv_handle_t *)&c->tcp, on_close);
-        return;
-    }
     s->accepted_total++;
-    uv_tcp_nodelay(&c->tcp, 1);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (s->tls != NULL && (c->ssl = ac__tls_session_new(s->tls)) == NULL) {
         ac__conn_destroy(c);
         return;
@@ -908,8 +920,7 @@ void ac__conn_accept(ac_server_t *s)
     c->state = AC__CONN_HTTP;
     c->last_rx = ac__conn_now32(s);
     dl_set(c, (uint64_t)(s->opts.handshake_timeout * 1000));
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
-        ac__conn_destroy(c);
+    io_update(c);
 }
 
 void ac__conn_id_str(uint64_t id, char out[18])

@@ -53,15 +53,13 @@ typedef struct ac__outitem_s {
 
 /* Exists only while output is pending (then back to the server's cache). */
 typedef struct ac__outq_s {
-    uv_write_t req;
     struct ac__outq_s *next_free; /* the server's cache */
     ac__outitem_t *items;         /* ring: inline_items, or allocated past AC__OUTQ_INLINE */
     uint32_t cap;
     uint32_t head;
     uint32_t count;
-    uint32_t inflight; /* items from head handed to uv_write */
-    uint64_t bytes;    /* unwritten bytes of every queued item */
-    uint64_t exempt;   /* bytes of replayed history: not counted against the cap */
+    uint64_t bytes;  /* unwritten bytes of every queued item */
+    uint64_t exempt; /* bytes of replayed history: not counted against the cap */
     ac__outitem_t inline_items[AC__OUTQ_INLINE];
 } ac__outq_t;
 
@@ -72,8 +70,18 @@ typedef struct ac__bytes_s {
     char p[];
 } ac__bytes_t;
 
+/* The socket's poll state (ac__conn_t.ioflags). */
+enum {
+    AC__IO_PAUSED = 1 << 0,  /* reading stopped (backpressure, a request answered later) */
+    AC__IO_BLOCKED = 1 << 1, /* the kernel's send buffer is full: waiting to be writable */
+    AC__IO_POLL_R = 1 << 2,  /* the poll handle watches readable */
+    AC__IO_POLL_W = 1 << 3   /* and writable */
+};
+
 /* Per-connection memory, on x86_64 with libuv 1.44 (sizes in bytes):
- *   tcp        248  the libuv handle (tcp.data points at the server)
+ *   io         160  the libuv poll handle on the socket (io.data points at the server); we
+ *                   read and write the socket ourselves: a uv_tcp_t would be 248, plus a
+ *                   uv_write_t of 192 per write in flight
  *   m           32  manager link: user list prev/next, user, connection id
  *   out          8  pending output, NULL when none
  *   in           8  partial input (request or frame), NULL when none
@@ -87,11 +95,11 @@ typedef struct ac__bytes_s {
  *   deadline     4  server ms when the connection is closed if still on the list
  *   last_rx      4  server ms (wrapping) of the last byte received
  *   tokens       4  inbound rate bucket (thousandths of a frame)
- *   state, flags, msg_opcode, kind  4
- * 376 in all (sizeof, checked by hand with this libuv); plus the user's record (64 + id)
+ *   state, flags, msg_opcode, kind + ioflags  4
+ * 288 in all (sizeof, checked by hand with this libuv); plus the user's record (64 + id)
  * shared by the user's connections; nothing else per connection while idle. */
 struct ac__conn_s {
-    uv_tcp_t tcp;
+    uv_poll_t io;
     ac__mconn_t m;
     ac__outq_t *out;
     ac__bytes_t *in;
@@ -110,18 +118,23 @@ struct ac__conn_s {
     uint8_t state;
     uint8_t flags;
     uint8_t msg_opcode;
-    uint8_t kind;
+    uint8_t kind : 4;    /* AC__KIND_* */
+    uint8_t ioflags : 4; /* AC__IO_* */
 };
 
 #define AC__CONN_OF(mconn) ((ac__conn_t *)((char *)(mconn)-offsetof(ac__conn_t, m)))
 
 static inline ac_server_t *ac__conn_server(const ac__conn_t *c)
 {
-    return c->tcp.data;
+    return c->io.data;
 }
 
-/* Accepts one pending connection from the listener. */
-void ac__conn_accept(ac_server_t *s);
+/* Takes an accepted socket (non-blocking): a new connection in its HTTP phase. On failure
+ * the socket is closed. */
+void ac__conn_accept(ac_server_t *s, int fd);
+
+/* The connection's socket, or -1 once it is closing. */
+int ac__conn_fd(const ac__conn_t *c);
 
 /* Queues a data frame (takes its own reference). When the connection's backlog passes
  * --max-queue-bytes the connection is closed with 4008 instead and 0 is returned; 1 when

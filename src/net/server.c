@@ -1,11 +1,16 @@
 /* The server's lifecycle on a libuv loop: options, listening, the loop-wide timers (one
  * sweep for all connections, never a timer per connection), the per-turn flush, the
  * fan-out entry point, graceful shutdown, and stats. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "api/api.h"
+#include "api/auth.h"
 #include "core/log.h"
 #include "net/conn.h"
 #include "net/tls.h"
@@ -109,6 +114,9 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
     s = calloc(1, sizeof(*s));
     if (s == NULL)
         goto fail;
+    s->listen_fd = s->spare_fd = -1;
+    ac__ws_init();
+    ac__auth_init();
     s->loop = loop;
     s->opts = *opts;
     s->bound_port = -1;
@@ -252,6 +260,10 @@ void ac_server_free(ac_server_t *s)
     }
     free(s->rbuf);
     free(s->listen_host);
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    if (s->spare_fd >= 0)
+        close(s->spare_fd);
     free(s);
 }
 
@@ -262,17 +274,50 @@ int ac_server_port(const ac_server_t *s)
 
 /* ---- loop callbacks --------------------------------------------------------------- */
 
-static void on_connection(uv_stream_t *listener, int status)
+/* Out of file descriptors: the pending connections are accepted and closed at once with
+ * the descriptor kept in reserve, instead of staying in the backlog and waking the loop
+ * again and again. */
+static void shed_pending(ac_server_t *s)
 {
-    ac_server_t *s = listener->data;
+    unsigned n = 0;
+    int fd;
+
+    if (s->spare_fd < 0)
+        return;
+    close(s->spare_fd);
+    while ((fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
+        close(fd);
+        n++;
+    }
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    ac__log(AC_LOG_WARN, "event=accept_shed connections=%u reason=\"out of file descriptors\"",
+            n);
+}
+
+/* Accepts what is pending, a bounded number per loop turn. */
+static void on_listen_io(uv_poll_t *h, int status, int events)
+{
+    ac_server_t *s = h->data;
 
     if (status < 0) {
         ac__log(AC_LOG_WARN, "event=accept_error error=%s", uv_strerror(status));
         return;
     }
-    if (s->shutting_down)
+    for (int i = 0; i < 128 && !s->shutting_down; i++) {
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            ac__conn_accept(s, fd);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        ac__log(AC_LOG_WARN, "event=accept_error error=\"%s\"", strerror(errno));
+        if (errno == EMFILE || errno == ENFILE)
+            shed_pending(s);
         return;
-    ac__conn_accept(s);
+    }
 }
 
 static void on_flush_check(uv_check_t *h)
@@ -388,6 +433,26 @@ static uint64_t ms(double seconds)
     return v ? v : 1;
 }
 
+/* The listening socket, non-blocking, SO_REUSEADDR (as libuv sets it). 0 or a negative
+ * errno. */
+static int listen_socket(ac_server_t *s, const struct sockaddr_storage *addr)
+{
+    socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                : sizeof(struct sockaddr_in);
+    int one = 1, fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+    if (fd < 0)
+        return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, 4096) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    s->listen_fd = fd;
+    return 0;
+}
+
 int ac_server_start(ac_server_t *s)
 {
     struct sockaddr_storage addr;
@@ -401,23 +466,30 @@ int ac_server_start(ac_server_t *s)
                 s->opts.listen);
         return AC_EINVAL;
     }
-    uv_tcp_init(s->loop, &s->listener);
-    s->listener.data = s;
-    s->open_handles++;
     s->started = 1;
-    r = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
-    if (r == 0)
-        r = uv_listen((uv_stream_t *)&s->listener, 4096, on_connection);
+    r = listen_socket(s, &addr);
+    if (r == 0) {
+        r = uv_poll_init(s->loop, &s->listener, s->listen_fd);
+        if (r == 0) {
+            s->listener.data = s;
+            s->open_handles++;
+            r = uv_poll_start(&s->listener, UV_READABLE, on_listen_io);
+        } else {
+            close(s->listen_fd);
+            s->listen_fd = -1;
+        }
+    }
     if (r != 0) {
         ac__log(AC_LOG_ERROR, "event=listen_error addr=%s error=\"%s\"", s->opts.listen,
                 uv_strerror(r));
         return r;
     }
+    s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     {
         struct sockaddr_storage bound;
-        int len = sizeof(bound);
+        socklen_t len = sizeof(bound);
         char ip[64] = "?";
-        uv_tcp_getsockname(&s->listener, (struct sockaddr *)&bound, &len);
+        getsockname(s->listen_fd, (struct sockaddr *)&bound, &len);
         if (bound.ss_family == AF_INET6) {
             uv_ip6_name((struct sockaddr_in6 *)&bound, ip, sizeof(ip));
             s->bound_port = ntohs(((struct sockaddr_in6 *)&bound)->sin6_port);
@@ -630,6 +702,11 @@ int ac_server_shutdown(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
     ac__embed_close(s);
     ac__webhook_cancel(s);
     uv_close((uv_handle_t *)&s->listener, on_handle_closed);
+    close(s->listen_fd); /* out of epoll already (uv_close) */
+    s->listen_fd = -1;
+    if (s->spare_fd >= 0)
+        close(s->spare_fd);
+    s->spare_fd = -1;
     uv_timer_stop(&s->pinger);
     uv_timer_stop(&s->sweeper);
     /* Every user connection gets 1001; HTTP connections finish their response. After

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include <openssl/evp.h>
+#include <pthread.h>
 
 size_t ac__ws_header_size(uint64_t payload_len)
 {
@@ -288,6 +289,21 @@ static int is_base64_char(char c)
            c == '/';
 }
 
+/* SHA-1 fetched from OpenSSL's provider once, not implicitly at every handshake (and the
+ * provider's setup done at startup instead of by the first handshake). */
+static EVP_MD *sha1_md;
+static pthread_once_t sha1_once = PTHREAD_ONCE_INIT;
+
+static void sha1_fetch(void)
+{
+    sha1_md = EVP_MD_fetch(NULL, "SHA1", NULL);
+}
+
+void ac__ws_init(void)
+{
+    pthread_once(&sha1_once, sha1_fetch);
+}
+
 int ac__ws_accept_key(const char *key, size_t key_len, char out[29])
 {
     static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -312,7 +328,9 @@ int ac__ws_accept_key(const char *key, size_t key_len, char out[29])
 
     uint8_t digest[EVP_MAX_MD_SIZE];
     unsigned digest_len = 0;
-    if (EVP_Digest(buf, sizeof(buf), digest, &digest_len, EVP_sha1(), NULL) != 1 ||
+    ac__ws_init();
+    if (EVP_Digest(buf, sizeof(buf), digest, &digest_len, sha1_md ? sha1_md : EVP_sha1(), NULL) !=
+            1 ||
         digest_len != 20)
         return -1;
 

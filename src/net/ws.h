@@ -85,4 +85,8 @@ int ac__ws_close_code_valid(unsigned code);
  * is not base64 of 16 bytes. */
 int ac__ws_accept_key(const char *key, size_t key_len, char out[29]);
 
+/* Fetches the digest the handshake uses (once per process; thread-safe). Servers call it
+ * at creation; ac__ws_accept_key calls it too. */
+void ac__ws_init(void);
+
 #endif

@@ -223,6 +223,41 @@ static void test_type_name_custom_and_out_of_range(void **st)
     assert_string_equal(ac__ev_type_name(AC__EV_AGENT_ERROR), "agent_error");
 }
 
+/* ---- ac__ev_data_field ---- */
+
+static void test_data_field_names_their_bits(void **st)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } f[] = {{"agent", AC__DF_AGENT},   {"thought", AC__DF_THOUGHT},
+             {"tool", AC__DF_TOOL},     {"tool_call_id", AC__DF_TOOL_CALL_ID},
+             {"result", AC__DF_RESULT}, {"error", AC__DF_ERROR}};
+
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        assert_int_equal(ac__ev_data_field(f[i].name, strlen(f[i].name)), f[i].bit);
+}
+
+static void test_data_field_other_names_are_zero(void **st)
+{
+    assert_int_equal(ac__ev_data_field("too", 3), 0);
+    assert_int_equal(ac__ev_data_field("tool_call", 9), 0);
+    assert_int_equal(ac__ev_data_field("results", 7), 0);
+    assert_int_equal(ac__ev_data_field("Agent", 5), 0);
+    assert_int_equal(ac__ev_data_field("", 0), 0);
+}
+
+static void test_check_fields_reports_first_missing_in_order(void **st)
+{
+    const char *field = NULL;
+
+    assert_int_equal(ac__ev_check_fields(AC__EV_TOOL_COMPLETED, AC__DF_RESULT, &field), -1);
+    assert_string_equal(field, "tool");
+    assert_int_equal(ac__ev_check_fields(AC__EV_TOOL_COMPLETED, AC__DF_TOOL, &field), -1);
+    assert_string_equal(field, "tool_call_id");
+    assert_int_equal(ac__ev_check_fields(AC__EV_CUSTOM, 0, &field), 0);
+}
+
 /* ---- ac__ev_check_data ---- */
 
 static int check(ac__ev_type_t t, const char *data_json, const char **field)
@@ -433,6 +468,9 @@ int main(void)
         cmocka_unit_test(test_iso8601_epoch_zero),
         cmocka_unit_test(test_iso8601_sub_second_digits),
         cmocka_unit_test(test_iso8601_known_instant),
+        cmocka_unit_test(test_data_field_names_their_bits),
+        cmocka_unit_test(test_data_field_other_names_are_zero),
+        cmocka_unit_test(test_check_fields_reports_first_missing_in_order),
         cmocka_unit_test(test_iso8601_matches_gmtime),
         cmocka_unit_test(test_iso8601_leap_day),
         cmocka_unit_test(test_now_ms_is_close_to_time),
