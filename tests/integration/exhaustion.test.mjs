@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
 import fs from 'node:fs';
-import { daemonFor, connect, closeAfter, publishOk, HOST, RawWs, uid, withTimeout, sleep } from './helpers.mjs';
+import { daemonFor, connect, closeAfter, publishOk, HOST, RawWs, uid, withTimeout, sleep, waitFor } from './helpers.mjs';
 
 const rssKiB = (pid) => Number(fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/VmRSS:\s+(\d+)/)[1]);
 
@@ -109,4 +109,52 @@ test('a frame announcing 2^63-1 bytes is closed with 1009 without allocating it'
     }
     const after = rssKiB(d.proc.pid);
     if (!process.env.AGENTCAST_SANITIZED) assert.ok(after - before < 4096, `RSS grew ${after - before} KiB`);
+});
+
+const cpuTicks = (pid) => {
+    const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return Number(f[11]) + Number(f[12]); // utime + stime, clock ticks
+};
+
+test('out of file descriptors: connections past the limit are shed at once, the loop does not spin, and the daemon serves again when descriptors free up', async (t) => {
+    const d = await daemonFor(t, ['--auth=none'], {}, { nofile: 64 });
+    const user = uid('fd');
+    const tries = await Promise.allSettled(
+        Array.from({ length: 80 }, () => connect(d.port, { user_id: uid('fd') }, { timeoutMs: 4000 })),
+    );
+    const open = tries.filter((r) => r.status === 'fulfilled').map((r) => r.value);
+    const shed = tries.length - open.length;
+    t.after(() => open.forEach((c) => c.close()));
+    console.log(`fd limit 64: ${open.length} connected, ${shed} shed`);
+    assert.ok(open.length >= 30, `most descriptors serve connections (${open.length} connected)`);
+    assert.ok(shed > 0, 'some connections were past the limit');
+    await waitFor(() => d.logs.some((l) => /event=accept_shed connections=\d+/.test(l)), 3000,
+        'an accept_shed warning');
+
+    // More connections keep arriving while no descriptor is free: each is shed, no spin.
+    const pending = [];
+    const c0 = cpuTicks(d.proc.pid);
+    for (let i = 0; i < 20; i++) {
+        const s = net.connect(d.port, HOST);
+        s.on('error', () => {});
+        pending.push(s);
+        await sleep(40);
+    }
+    await sleep(200);
+    const busy = cpuTicks(d.proc.pid) - c0; // over ~1 s; a spinning loop would use ~100 ticks
+    pending.forEach((s) => s.destroy());
+    assert.ok(busy < 50, `the daemon did not spin while out of descriptors (${busy} ticks in ~1 s)`);
+
+    // Descriptors freed: a new user connects and gets its events.
+    for (const c of open.splice(0, 10)) c.close();
+    const c = await waitFor(async () => {
+        try {
+            return await connect(d.port, { user_id: user }, { timeoutMs: 1000 });
+        } catch {
+            return null;
+        }
+    }, 5000, 'a connection once descriptors are free');
+    t.after(() => c.close());
+    await publishOk(d.port, { user_id: user, type: 'note', data: { n: 1 } });
+    assert.equal((await c.nextEvent()).type, 'note');
 });

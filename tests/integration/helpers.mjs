@@ -85,16 +85,20 @@ process.on('exit', () => {
  * every AGENTCAST_* variable (so the harness's own AGENTCAST_BIN never leaks in as a flag),
  * plus `env`.
  */
-export async function startDaemon(args = [], env = {}, { startTimeoutMs = 5000 } = {}) {
+export async function startDaemon(args = [], env = {}, { startTimeoutMs = 5000, nofile } = {}) {
     const childEnv = {};
     for (const [k, v] of Object.entries(process.env)) {
         if (!k.startsWith('AGENTCAST_')) childEnv[k] = v;
     }
     Object.assign(childEnv, env);
-    const proc = spawn(BIN, ['--listen', `${HOST}:0`, ...args], {
-        env: childEnv,
-        stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    // `nofile`: the daemon runs with that open-file limit, soft and hard (exec: same pid).
+    const argv = ['--listen', `${HOST}:0`, ...args];
+    const proc = nofile
+        ? spawn('/bin/sh', ['-c', `ulimit -n ${Number(nofile)} && exec "$0" "$@"`, BIN, ...argv], {
+              env: childEnv,
+              stdio: ['ignore', 'pipe', 'pipe'],
+          })
+        : spawn(BIN, argv, { env: childEnv, stdio: ['ignore', 'pipe', 'pipe'] });
     running.add(proc);
     const logs = [];
     let partial = '';
@@ -193,8 +197,8 @@ export function sanitizerReport(logs) {
 }
 
 /** Starts a daemon and registers its stop() with the node:test context `t`. */
-export async function daemonFor(t, args = [], env = {}) {
-    const d = await startDaemon(args, env);
+export async function daemonFor(t, args = [], env = {}, opts = {}) {
+    const d = await startDaemon(args, env, opts);
     t.after(() => d.stop());
     return d;
 }
