@@ -274,6 +274,8 @@ int ac_server_port(const ac_server_t *s)
 
 /* ---- loop callbacks --------------------------------------------------------------- */
 
+static void on_handle_closed(uv_handle_t *h);
+
 /* Out of file descriptors: the pending connections are accepted and closed at once with
  * the descriptor kept in reserve, instead of staying in the backlog and waking the loop
  * again and again. */
@@ -468,20 +470,20 @@ int ac_server_start(ac_server_t *s)
     }
     s->started = 1;
     r = listen_socket(s, &addr);
-    if (r == 0) {
-        r = uv_poll_init(s->loop, &s->listener, s->listen_fd);
-        if (r == 0) {
-            s->listener.data = s;
-            s->open_handles++;
-            r = uv_poll_start(&s->listener, UV_READABLE, on_listen_io);
-        } else {
-            close(s->listen_fd);
-            s->listen_fd = -1;
-        }
+    if (r == 0 && (r = uv_poll_init(s->loop, &s->listener, s->listen_fd)) == 0) {
+        s->listener.data = s;
+        s->open_handles++;
+        r = uv_poll_start(&s->listener, UV_READABLE, on_listen_io);
+        if (r != 0)
+            uv_close((uv_handle_t *)&s->listener, on_handle_closed);
     }
     if (r != 0) {
+        if (s->listen_fd >= 0)
+            close(s->listen_fd);
+        s->listen_fd = -1;
         ac__log(AC_LOG_ERROR, "event=listen_error addr=%s error=\"%s\"", s->opts.listen,
                 uv_strerror(r));
+        s->started = 0; /* nothing to shut down: ac_server_free() is what is left to call */
         return r;
     }
     s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
