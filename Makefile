@@ -140,7 +140,7 @@ clean:
 # FUZZ_SECONDS on a working copy of its seed corpus (tests/fuzz/run.sh); fuzz-test is the
 # 30-second run of `make test`. Both fail on any crash, leak or broken invariant.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := http ws publish jwt
+FUZZ_TARGETS := http ws publish jwt jscan
 
 .PHONY: fuzz fuzz-build fuzz-test
 
