@@ -206,8 +206,8 @@ static const char *check_signature(const struct jwt_parts *p, const uint8_t *sec
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int mac_len = 0;
     const char *why = R_SIGNATURE;
-    if (HMAC(sha256(), secret, (int)secret_len, (const unsigned char *)p->part[0], signed_len,
-             mac, &mac_len) != NULL &&
+    if (HMAC(sha256(), secret, (int)secret_len, (const unsigned char *)p->part[0], signed_len, mac,
+             &mac_len) != NULL &&
         mac_len == JWT_SIG_LEN && CRYPTO_memcmp(mac, given, JWT_SIG_LEN) == 0)
         why = NULL;
     OPENSSL_cleanse(mac, sizeof(mac));

@@ -55,26 +55,6 @@ static int known_field(const char *key, size_t len)
     return -1;
 }
 
-static int json_kind(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return AC__J_OBJECT;
-    case JSON_ARRAY:
-        return AC__J_ARRAY;
-    case JSON_STRING:
-        return AC__J_STRING;
-    case JSON_TRUE:
-        return AC__J_TRUE;
-    case JSON_FALSE:
-        return AC__J_FALSE;
-    case JSON_NULL:
-        return AC__J_NULL;
-    default:
-        return AC__J_NUMBER;
-    }
-}
-
 /* Reads one event from jansson's tree. Returns 0, or 400 with *reason. */
 static int fields_from_json(json_t *obj, fields_t *f, const char **reason)
 {
@@ -94,7 +74,7 @@ static int fields_from_json(json_t *obj, fields_t *f, const char **reason)
             *reason = reason_buf;
             return 400;
         }
-        f->kind[i] = (uint8_t)json_kind(v);
+        f->kind[i] = (uint8_t)ac__json_kind(v);
         if (json_is_string(v))
             f->str[i] = (ac__str_t){json_string_value(v), json_string_length(v)};
     }
@@ -107,7 +87,7 @@ static int fields_from_json(json_t *obj, fields_t *f, const char **reason)
             if (bit != 0 && !json_is_null(v))
                 f->data_has |= bit;
             if (bit == AC__DF_TOOL_CALL_ID) {
-                f->tcid_kind = (uint8_t)json_kind(v);
+                f->tcid_kind = (uint8_t)ac__json_kind(v);
                 if (json_is_string(v))
                     f->tcid = (ac__str_t){json_string_value(v), json_string_length(v)};
             }

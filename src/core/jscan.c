@@ -293,6 +293,26 @@ int ac__jscan_finish(ac__jscan_t *j)
     return ac__jscan_peek(j) == -1 ? 0 : -1;
 }
 
+int ac__json_kind(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        return AC__J_OBJECT;
+    case JSON_ARRAY:
+        return AC__J_ARRAY;
+    case JSON_STRING:
+        return AC__J_STRING;
+    case JSON_TRUE:
+        return AC__J_TRUE;
+    case JSON_FALSE:
+        return AC__J_FALSE;
+    case JSON_NULL:
+        return AC__J_NULL;
+    default:
+        return AC__J_NUMBER;
+    }
+}
+
 size_t ac__json_compact(char *dst, const char *src, size_t len)
 {
     size_t o = 0;

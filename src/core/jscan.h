@@ -9,6 +9,7 @@
 #define AC_CORE_JSCAN_H
 
 #include <stddef.h>
+#include <jansson.h>
 
 enum {
     AC__J_OBJECT = 1,
@@ -66,6 +67,9 @@ int ac__jscan_value(ac__jscan_t *j, int *kind, const char **start);
 
 /* 0 when only whitespace remains, else -1. */
 int ac__jscan_finish(ac__jscan_t *j);
+
+/* The AC__J_* kind of a jansson value. */
+int ac__json_kind(const json_t *v);
 
 /* Copies `len` bytes of JSON the scanner accepted to `dst` without the whitespace between
  * tokens; returns the bytes written (at most `len`). */

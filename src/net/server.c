@@ -292,8 +292,7 @@ static void shed_pending(ac_server_t *s)
         n++;
     }
     s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    ac__log(AC_LOG_WARN, "event=accept_shed connections=%u reason=\"out of file descriptors\"",
-            n);
+    ac__log(AC_LOG_WARN, "event=accept_shed connections=%u reason=\"out of file descriptors\"", n);
 }
 
 /* Accepts what is pending, a bounded number per loop turn. */
@@ -439,8 +438,8 @@ static uint64_t ms(double seconds)
  * errno. */
 static int listen_socket(ac_server_t *s, const struct sockaddr_storage *addr)
 {
-    socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                : sizeof(struct sockaddr_in);
+    socklen_t len =
+        addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     int one = 1, fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
     if (fd < 0)

@@ -29,34 +29,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     return 0;
 }
 
-static int kind_of(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return AC__J_OBJECT;
-    case JSON_ARRAY:
-        return AC__J_ARRAY;
-    case JSON_STRING:
-        return AC__J_STRING;
-    case JSON_INTEGER:
-    case JSON_REAL:
-        return AC__J_NUMBER;
-    case JSON_TRUE:
-        return AC__J_TRUE;
-    case JSON_FALSE:
-        return AC__J_FALSE;
-    case JSON_NULL:
-        return AC__J_NULL;
-    }
-    return 0;
-}
-
 /* A scalar's text [start, end) against jansson's value for it. */
 static void check_scalar(const json_t *v, int kind, const char *start, const char *end, int esc)
 {
     size_t n = (size_t)(end - start);
 
-    check(kind == kind_of(v), "scalar kind differs from jansson's");
+    check(kind == ac__json_kind(v), "scalar kind differs from jansson's");
     if (kind == AC__J_STRING && !esc) {
         /* Unescaped, the text between the quotes is the string as published. */
         check(n >= 2 && start[0] == '"' && end[-1] == '"', "string span without its quotes");
@@ -150,7 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 err.text, err.line, err.column, err.position);
         check(0, "scanner accepted what jansson rejects");
     }
-    check(kind == kind_of(v), "value kind differs from jansson's");
+    check(kind == ac__json_kind(v), "value kind differs from jansson's");
 
     /* The same text read member by member and element by element. */
     ac__jscan_t w;
