@@ -1900,11 +1900,13 @@ static double rate(uint64_t n, int64_t from, int64_t to)
 
 static void json_head(const struct lg *lg, const char *mode)
 {
-    printf("{\"label\":\"%s\",\"mode\":\"%s\",\"busy_poll\":%s,\"nodes\":%u,\"users\":%u,\"conns_per_user\":%u,"
+    printf("{\"label\":\"%s\",\"mode\":\"%s\",\"busy_poll\":%s,\"nodes\":%u,\"users\":%u,\"conns_"
+           "per_user\":%u,"
            "\"connections\":%u,\"connected\":%u,\"connect_failed\":%" PRIu64 ","
            "\"connect_s\":%.3f,",
-           lg->o.label ? lg->o.label : "", mode, lg->o.busy_poll ? "true" : "false", lg->o.ntargets, lg->o.users, lg->o.conns_per_user,
-           lg->nconns, lg->open, lg->c.connect_failed, secs(lg->t_start, lg->t_connected));
+           lg->o.label ? lg->o.label : "", mode, lg->o.busy_poll ? "true" : "false", lg->o.ntargets,
+           lg->o.users, lg->o.conns_per_user, lg->nconns, lg->open, lg->c.connect_failed,
+           secs(lg->t_start, lg->t_connected));
 }
 
 /* Connects every client; 0 when all of them got `connected`. */
