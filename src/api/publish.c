@@ -44,15 +44,33 @@ typedef struct ac__pend_s pend_t;
 /* Reasons that name a value are formatted here (per thread: one server per loop thread). */
 static __thread char reason_buf[160];
 
-static const uint8_t known_lens[F_N] = {7, 4, 4, 6, 9, 13, 15};
-
 static int known_field(const char *key, size_t len)
 {
-    for (int i = 0; i < F_N; i++) {
-        if (known_lens[i] == len && memcmp(known_fields[i], key, len) == 0)
-            return i;
+    int i;
+
+    switch (len) { /* one candidate per length, but for type and data */
+    case 4:
+        i = key[0] == 't' ? F_TYPE : F_DATA;
+        break;
+    case 6:
+        i = F_RUN_ID;
+        break;
+    case 7:
+        i = F_USER_ID;
+        break;
+    case 9:
+        i = F_THREAD_ID;
+        break;
+    case 13:
+        i = F_CONNECTION_ID;
+        break;
+    case 15:
+        i = F_IDEMPOTENCY_KEY;
+        break;
+    default:
+        return -1;
     }
-    return -1;
+    return memcmp(known_fields[i], key, len) == 0 ? i : -1;
 }
 
 /* Reads one event from jansson's tree. Returns 0, or 400 with *reason. */

@@ -83,6 +83,12 @@ int ac__sbuf_json_str(ac__sbuf_t *s, const char *p, size_t n)
     char *o = s->p + s->len;
     *o++ = '"';
     for (size_t i = 0; i < n; i++) {
+        size_t k = ac__json_plain_prefix(p + i, n - i, 0);
+        memcpy(o, p + i, k);
+        o += k;
+        i += k;
+        if (i == n)
+            break;
         unsigned char c = (unsigned char)p[i];
         if (c == '"' || c == '\\') {
             *o++ = '\\';

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef struct ac__buf_s {
     uint32_t refs; /* holders: queues, history, the builder until it lets go */
@@ -40,6 +41,42 @@ int ac__sbuf_append(ac__sbuf_t *s, const void *p, size_t n);
 int ac__sbuf_printf(ac__sbuf_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends `p` as a JSON string literal (quotes included, escaped). */
 int ac__sbuf_json_str(ac__sbuf_t *s, const char *p, size_t n);
+
+/* The length of the longest prefix of p[0..n) that a JSON string holds as is: no '"', no
+ * '\\', no control character (< 0x20) and, with `ascii`, no byte >= 0x80. Eight bytes at a
+ * time: the hot loop of the publish path's scanner and of envelope building. */
+static inline size_t ac__json_plain_prefix(const char *p, size_t n, int ascii)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+    size_t i = 0;
+
+    /* Per word: a byte equal to '"' or '\\' (a zero byte after the xor), or below 0x20
+     * (the classic has-less test). The lowest flag of each test marks the first such byte
+     * exactly (a false flag can only sit above a true one), so on little-endian machines the
+     * word gives the position; elsewhere the byte loop below finds it. */
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, q, b, t;
+        memcpy(&x, p + i, 8);
+        q = x ^ (ones * '"');
+        b = x ^ (ones * '\\');
+        t = (((q - ones) & ~q) | ((b - ones) & ~b) | ((x - ones * 0x20) & ~x) | (ascii ? x : 0)) &
+            highs;
+        if (t != 0) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            return i + ((size_t)__builtin_ctzll(t) >> 3);
+#else
+            break;
+#endif
+        }
+    }
+    for (; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c == '"' || c == '\\' || c < 0x20 || (ascii && c >= 0x80))
+            break;
+    }
+    return i;
+}
+
 void ac__sbuf_dispose(ac__sbuf_t *s);
 
 /* Appends v in decimal (no printf: this runs per event). 0 or AC_ENOMEM. */

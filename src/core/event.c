@@ -63,13 +63,28 @@ const char *ac__ev_type_name(ac__ev_type_t t)
 
 unsigned ac__ev_data_field(const char *name, size_t len)
 {
-    static const uint8_t lens[] = {5, 7, 4, 12, 6, 5};
+    unsigned i;
 
-    for (unsigned i = 0; i < sizeof(lens); i++) {
-        if (lens[i] == len && memcmp(field_names[i], name, len) == 0)
-            return 1u << i;
+    switch (len) { /* one candidate per length, but for agent and error */
+    case 4:
+        i = 2; /* tool */
+        break;
+    case 5:
+        i = name[0] == 'a' ? 0 : 5; /* agent, error */
+        break;
+    case 6:
+        i = 4; /* result */
+        break;
+    case 7:
+        i = 1; /* thought */
+        break;
+    case 12:
+        i = 3; /* tool_call_id */
+        break;
+    default:
+        return 0;
     }
-    return 0;
+    return memcmp(field_names[i], name, len) == 0 ? 1u << i : 0;
 }
 
 int ac__ev_check_fields(ac__ev_type_t t, unsigned present, const char **field)

@@ -3,6 +3,7 @@
  * surrogate pairs, no duplicate keys) and answers -1 for everything else. */
 #include <string.h>
 
+#include "core/buf.h"
 #include "core/jscan.h"
 
 void ac__jscan_init(ac__jscan_t *j, const char *p, size_t len)
@@ -14,7 +15,7 @@ void ac__jscan_init(ac__jscan_t *j, const char *p, size_t len)
     j->esc = 0;
 }
 
-int ac__jscan_peek(ac__jscan_t *j)
+int ac__jscan_skip_ws(ac__jscan_t *j)
 {
     const char *p = j->p;
 
@@ -86,6 +87,7 @@ static int scan_string(ac__jscan_t *j)
 
     j->esc = 0;
     for (;;) {
+        p += ac__json_plain_prefix((const char *)p, (size_t)(end - p), 1);
         if (p >= end)
             return -1;
         unsigned c = *p;
@@ -199,7 +201,8 @@ int ac__jscan_member(ac__jscan_t *j, ac__jobj_t *o, const char **key, size_t *kl
         return -1;
     kl = (size_t)(j->p - 1 - k);
     for (unsigned i = 0; i < o->n; i++) {
-        if (o->keys[i].len == kl && memcmp(o->keys[i].p, k, kl) == 0)
+        if (o->keys[i].len == kl &&
+            (kl == 0 || (o->keys[i].p[0] == k[0] && memcmp(o->keys[i].p, k, kl) == 0)))
             return -1;
     }
     if (o->n == AC__JSCAN_MAX_KEYS || ac__jscan_peek(j) != ':')

@@ -43,8 +43,16 @@ typedef struct ac__jobj_s {
 
 void ac__jscan_init(ac__jscan_t *j, const char *p, size_t len);
 
-/* Skips whitespace (setting j->ws when there was any); the next byte, or -1 at the end. */
-int ac__jscan_peek(ac__jscan_t *j);
+int ac__jscan_skip_ws(ac__jscan_t *j);
+
+/* Skips whitespace (setting j->ws when there was any); the next byte, or -1 at the end.
+ * Whitespace is rare between tokens: the common case is one compare, inline. */
+static inline int ac__jscan_peek(ac__jscan_t *j)
+{
+    if (j->p < j->end && (unsigned char)*j->p > ' ')
+        return (unsigned char)*j->p;
+    return ac__jscan_skip_ws(j);
+}
 
 /* Consumes the '{' ahead (after ac__jscan_peek said so) and starts `o`. */
 void ac__jscan_object(ac__jscan_t *j, ac__jobj_t *o);

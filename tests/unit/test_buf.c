@@ -276,6 +276,60 @@ static void test_json_str_roundtrips_through_jansson(void **st)
     ac__sbuf_dispose(&s);
 }
 
+/* ---- ac__json_plain_prefix: word-at-a-time against a byte-at-a-time reference ---- */
+
+static size_t plain_ref(const unsigned char *p, size_t n, int ascii)
+{
+    size_t i = 0;
+    while (i < n && p[i] != '"' && p[i] != '\\' && p[i] >= 0x20 && !(ascii && p[i] >= 0x80))
+        i++;
+    return i;
+}
+
+static void test_plain_prefix_matches_bytewise_reference(void **st)
+{
+    /* Every special byte, and the bytes around each boundary, at every position of strings
+     * of every length up to 40, in both modes. */
+    static const unsigned char special[] = {'"',  '\\',        0x00,        0x1f, 0x20,
+                                            0x21, 0x7f,        0x80,        0xff, 0x5b,
+                                            0x5d, 0x22 ^ 0x80, 0x5c ^ 0x80, 0x01, 0xa2};
+    unsigned char buf[48];
+
+    for (size_t n = 0; n <= 40; n++) {
+        for (size_t pos = 0; pos <= n; pos++) {
+            for (size_t k = 0; k < sizeof(special); k++) {
+                for (size_t i = 0; i < n; i++)
+                    buf[i] = (unsigned char)('a' + (i * 7) % 26);
+                if (pos < n)
+                    buf[pos] = special[k];
+                for (int ascii = 0; ascii <= 1; ascii++)
+                    assert_int_equal(ac__json_plain_prefix((const char *)buf, n, ascii),
+                                     plain_ref(buf, n, ascii));
+            }
+        }
+    }
+}
+
+static void test_plain_prefix_pseudorandom_bytes(void **st)
+{
+    uint32_t x = 2463534242u;
+    unsigned char buf[64];
+
+    for (int round = 0; round < 20000; round++) {
+        size_t n = (size_t)(round % 64);
+        for (size_t i = 0; i < n; i++) {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            /* mostly plain ASCII, sometimes anything */
+            buf[i] = (unsigned char)((x & 0xf00) ? 0x23 + (x % 0x58) : (x >> 16));
+        }
+        for (int ascii = 0; ascii <= 1; ascii++)
+            assert_int_equal(ac__json_plain_prefix((const char *)buf, n, ascii),
+                             plain_ref(buf, n, ascii));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -305,6 +359,8 @@ int main(void)
         cmocka_unit_test(test_json_str_appends_after_existing_bytes),
         cmocka_unit_test(test_json_str_worst_case_all_control_chars_fits),
         cmocka_unit_test(test_json_str_roundtrips_through_jansson),
+        cmocka_unit_test(test_plain_prefix_matches_bytewise_reference),
+        cmocka_unit_test(test_plain_prefix_pseudorandom_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
