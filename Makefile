@@ -27,7 +27,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all deps run run-cluster test unit integration examples asan asan-test tsan valgrind debug bench bench-quick clean format
+.PHONY: all deps run run-cluster test unit integration examples asan asan-test tsan valgrind debug bench bench-quick callgrind clean format
 
 all: $(BUILD)/agentcastd $(BUILD)/libagentcast.a $(BENCH_BIN) $(EXAMPLE_BIN)
 
@@ -124,6 +124,10 @@ bench: deps all
 
 bench-quick: deps all
 	@BENCH_QUICK=1 scripts/bench.sh
+
+# Instructions per event under valgrind --tool=callgrind (bench/README.md).
+callgrind: deps all
+	@scripts/callgrind.sh
 
 # The bench tools share bench/lg_util.h.
 $(BENCH_BIN): $(wildcard bench/*.h)
