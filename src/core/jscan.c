@@ -5,6 +5,7 @@
 
 #include "core/buf.h"
 #include "core/jscan.h"
+#include "core/utf8.h"
 
 void ac__jscan_init(ac__jscan_t *j, const char *p, size_t len)
 {
@@ -26,39 +27,6 @@ int ac__jscan_skip_ws(ac__jscan_t *j)
         j->p = p;
     }
     return p < j->end ? (unsigned char)*p : -1;
-}
-
-/* The length of the UTF-8 sequence at p (lead byte >= 0x80), or 0 when it is not one
- * jansson accepts: no overlong forms, no surrogates, nothing past U+10FFFF. */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
-{
-    unsigned c = p[0], lo = 0x80, hi = 0xBF;
-    size_t n;
-
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if ((size_t)(end - p) < n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t i = 2; i < n; i++) {
-        if (p[i] < 0x80 || p[i] > 0xBF)
-            return 0;
-    }
-    return n;
 }
 
 /* Four hex digits at p (at least 4 bytes there); -1 when they are not. */
@@ -96,7 +64,7 @@ static int scan_string(ac__jscan_t *j)
         if (c < 0x20)
             return -1;
         if (c >= 0x80) {
-            size_t n = utf8_len(p, end);
+            size_t n = ac__utf8_char_len(p, (size_t)(end - p));
             if (n == 0)
                 return -1;
             p += n;

@@ -1,11 +1,13 @@
-/* RFC 6455 frame codec: bytes <-> frame headers, unmasking, UTF-8 validation, the
- * handshake accept key and the receive-side protocol rules. Pure functions: no sockets,
- * no allocation, no libuv. The connection code in conn.c drives it. */
+/* RFC 6455 frame codec: bytes <-> frame headers, unmasking, the handshake accept key and
+ * the receive-side protocol rules (UTF-8 validation is core/utf8.h). Pure functions: no
+ * sockets, no allocation, no libuv. The connection code in conn.c drives it. */
 #ifndef AC_NET_WS_H
 #define AC_NET_WS_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "core/utf8.h"
 
 enum {
     AC_WS_CONT = 0x0,
@@ -70,12 +72,6 @@ int ac__ws_check_header(const ac__ws_header_t *h, int in_message, uint64_t messa
 /* XORs p[0..n) with the masking key, where p starts `offset` bytes into the payload
  * (so a payload split across reads can be unmasked piece by piece). */
 void ac__ws_unmask(uint8_t *p, size_t n, const uint8_t mask[4], uint64_t offset);
-
-/* Incremental UTF-8 validation (RFC 3629: no overlongs, no surrogates, nothing above
- * U+10FFFF). Start with *state = 0 for each message. Returns 0 while the bytes so far are
- * a valid prefix, -1 on the first invalid byte. At the end of the message *state must be 0
- * again, else the text was truncated inside a character. */
-int ac__utf8_validate(uint32_t *state, const uint8_t *p, size_t n);
 
 /* 1 when a close frame from a peer may carry `code` (RFC 6455 7.4), else 0. */
 int ac__ws_close_code_valid(unsigned code);
