@@ -83,6 +83,9 @@ typedef struct ac_server_opts_s {
     const char *broker;          /* "memory" (one node) or redis://HOST:PORT[/DB]: "memory" */
     const char *redis_password;  /* AUTH for the redis broker; NULL: none */
     const char *redis_prefix;    /* namespace of the redis broker's keys and channels: "ac:" */
+    double slow_timeout;         /* backlog above max_queue_bytes this long: close 4008: 15 */
+    double seq_ttl;              /* an idle user's seq counter and epoch outlive its history
+                                    (history_ttl) this long, so seqs are never reused: 604800 */
 } ac_server_opts_t;
 
 void ac_server_opts_init(ac_server_opts_t *opts);

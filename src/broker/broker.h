@@ -130,6 +130,7 @@ typedef struct ac__redis_opts_s {
     unsigned max_per_user;   /* the cluster-wide per-user cap */
     unsigned history_size;   /* events kept per user */
     uint64_t history_ttl_ms; /* a stream kept this long after its last event */
+    uint64_t seq_ttl_ms;     /* its seq counter and epoch kept this long (>= history_ttl_ms) */
     uint64_t idem_ms;        /* idempotency window */
     uint64_t run_timeout_ms; /* open runs silent this long are timed out */
 } ac__redis_opts_t;

@@ -42,6 +42,8 @@ void ac_server_opts_init(ac_server_opts_t *o)
     o->max_queue_bytes = 1024 * 1024;
     o->broker = "memory";
     o->redis_prefix = "ac:";
+    o->slow_timeout = 15;
+    o->seq_ttl = 7 * 24 * 3600;
 }
 
 const char *ac_strerror(int err)
@@ -92,7 +94,8 @@ static int check_opts(const ac_server_opts_t *o)
         return AC_EINVAL;
     if (o->max_conns == 0 || o->max_conns_per_user == 0 || o->ping_interval <= 0 ||
         o->stale_timeout <= 0 || o->cleanup_interval <= 0 || o->handshake_timeout <= 0 ||
-        o->shutdown_timeout < 0 || o->history_ttl < 0 || o->max_publish_size == 0 ||
+        o->shutdown_timeout < 0 || o->history_ttl < 0 || o->slow_timeout <= 0 ||
+        o->seq_ttl < o->history_ttl || o->max_publish_size == 0 ||
         o->history_size == 0 || o->history_max_bytes == 0 || o->idempotency_window <= 0 ||
         o->run_timeout <= 0 || o->client_rate < 0 || o->handshake_rate < 0 ||
         (o->tls_cert == NULL) != (o->tls_key == NULL) ||
@@ -157,6 +160,7 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
                 .max_per_user = opts->max_conns_per_user,
                 .history_size = opts->history_size,
                 .history_ttl_ms = (uint64_t)(opts->history_ttl * 1000),
+                .seq_ttl_ms = (uint64_t)(opts->seq_ttl * 1000),
                 .idem_ms = (uint64_t)(opts->idempotency_window * 1000),
                 .run_timeout_ms = (uint64_t)(opts->run_timeout * 1000),
             };
