@@ -482,7 +482,11 @@ static void on_user_message_published(ac_server_t *s, int status, const ac_publi
     if (status != 0) {
         ac__log(AC_LOG_WARN, "event=user_message_refused conn=%s user=%s reason=\"%s\"", um->conn,
                 um->user_id, reason ? reason : ac_strerror(status));
-        snprintf(err, sizeof(err), "message not published: %s", reason ? reason : "broker error");
+        /* A Redis connection lost mid-publish may have published it: the reason says so. */
+        snprintf(err, sizeof(err), "message %s: %s",
+                 reason && strstr(reason, "may have been published") ? "not handed to the agent"
+                                                                     : "not published",
+                 reason ? reason : "broker error");
         umsg_error(s, um, err);
         goto done;
     }
