@@ -1,5 +1,6 @@
 /* The user side of the gateway: the GET /ws handshake (identity, limits, resume point)
- * and the messages a user's client sends. Identity comes only from a verified token, or
+ * and the messages a user's client sends (a chat message becomes a user_message event of
+ * the user's stream, then goes to the agent). Identity comes only from a verified token, or
  * in --auth=none development mode from user_id=. */
 #include <stdio.h>
 #include <stdlib.h>
