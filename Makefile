@@ -27,7 +27,7 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
-.PHONY: all deps run run-cluster test unit integration examples asan asan-test tsan valgrind debug bench bench-quick callgrind clean format
+.PHONY: all deps run run-cluster test unit integration examples asan asan-test tsan valgrind debug bench bench-quick callgrind soak clean format
 
 all: $(BUILD)/agentcastd $(BUILD)/libagentcast.a $(BENCH_BIN) $(EXAMPLE_BIN)
 
@@ -124,6 +124,11 @@ bench: deps all
 
 bench-quick: deps all
 	@BENCH_QUICK=1 scripts/bench.sh
+
+# A bounded soak (scripts/soak.mjs, SOAK_SECONDS=600 by default; not part of test): churn,
+# bursts, slow clients and resumes at a steady rate; RSS and queued bytes charted in bench/soak/.
+soak: deps all
+	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) node scripts/soak.mjs
 
 # Instructions per event under valgrind --tool=callgrind (bench/README.md).
 callgrind: deps all
