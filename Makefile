@@ -16,7 +16,7 @@ CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-
 LDLIBS_ALL := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -lpthread
 LDFLAGS_ALL := $(SAN) $(LDFLAGS)
 
-LIB_SRC  := $(wildcard src/core/*.c src/net/*.c src/broker/*.c src/api/*.c)
+LIB_SRC  := $(wildcard src/core/*.c src/net/*.c src/broker/*.c src/api/*.c src/gateway/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 SRV_SRC  := $(wildcard src/server/*.c)
 SRV_OBJ  := $(SRV_SRC:%.c=$(BUILD)/obj/%.o)

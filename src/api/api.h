@@ -10,6 +10,9 @@
 #include "net/conn.h"
 #include "net/http.h"
 
+/* What net/ calls: the entries below, as its handler table (router.c). */
+extern const ac__net_handlers_t ac__api_handlers;
+
 /* Handles one complete HTTP request on `c` (answers it, or upgrades the connection). */
 void ac__api_http_request(ac__conn_t *c, const ac__http_req_t *req);
 

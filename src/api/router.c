@@ -301,3 +301,21 @@ void ac__api_http_request(ac__conn_t *c, const ac__http_req_t *req)
     }
     ac__conn_respond_error(c, 404, "not found", NULL);
 }
+
+/* Shutdown begins: what was emitted before the signal is published (and retained) first,
+ * then ac_emit() is refused and the webhook's requests are cancelled. */
+static void on_shutdown(ac_server_t *s)
+{
+    ac__embed_drain(s);
+    ac__embed_close(s);
+    ac__webhook_cancel(s);
+}
+
+const ac__net_handlers_t ac__api_handlers = {
+    .on_request = ac__api_http_request,
+    .on_message = ac__api_ws_message,
+    .on_conn_free = ac__api_pend_orphan,
+    .on_wakeup = ac__embed_drain,
+    .on_sweep = ac__api_expire_runs,
+    .on_shutdown = on_shutdown,
+};

@@ -16,7 +16,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "api/api.h"
 #include "core/history.h"
 #include "core/log.h"
 #include "net/conn.h"
@@ -651,7 +650,7 @@ static void on_close(uv_handle_t *h)
         }
     }
     if (c->pend != NULL)
-        ac__api_pend_orphan(c);
+        s->handlers->on_conn_free(c);
     outq_free(c);
     SSL_free(c->ssl);
     free(c->in);
@@ -841,7 +840,7 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
              * body); what follows is WebSocket frames. Its count is exact. */
             s->http_requests_total++;
             ac__http_request(c->http, buf, &req);
-            ac__api_http_request(c, &req);
+            s->handlers->on_request(c, &req);
             break;
         }
         /* The request is done with: its parser state goes back (or away). */

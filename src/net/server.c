@@ -1,6 +1,6 @@
-/* The server's lifecycle on a libuv loop: options, listening, the loop-wide timers (one
- * sweep for all connections, never a timer per connection), the per-turn flush, the
- * fan-out entry point, graceful shutdown, and stats. */
+/* The server's loop glue: listening, the loop-wide timers (one sweep for all connections,
+ * never a timer per connection), the per-turn flush, the fan-out entry point and graceful
+ * shutdown. Building the server object (options, core, broker, api) is gateway/server.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,265 +9,39 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "api/api.h"
-#include "api/auth.h"
 #include "core/log.h"
 #include "net/conn.h"
-#include "net/tls.h"
 #include "net/server.h"
 #include "net/ws.h"
 
-void ac_server_opts_init(ac_server_opts_t *o)
+int ac__server_net_init(ac_server_t *s)
 {
-    memset(o, 0, sizeof(*o));
-    o->listen = "127.0.0.1:8080";
-    o->auth = AC_AUTH_JWT;
-    o->max_conns = 100000;
-    o->max_conns_per_user = 3;
-    o->ping_interval = 30;
-    o->stale_timeout = 120;
-    o->cleanup_interval = 30;
-    o->handshake_timeout = 10;
-    o->shutdown_timeout = 10;
-    o->history_ttl = 600;
-    o->history_size = 1000;
-    o->history_max_bytes = 256 * 1024 * 1024;
-    o->idempotency_window = 300;
-    o->run_timeout = 300;
-    o->client_rate = 100;
-    o->web_dir = "web";
-    o->client_dir = "clients/js";
-    o->max_publish_size = 1024 * 1024;
-    o->max_message_size = 64 * 1024;
-    o->max_queue_bytes = 1024 * 1024;
-    o->broker = "memory";
-    o->redis_prefix = "ac:";
-    o->slow_timeout = 15;
-    o->seq_ttl = 7 * 24 * 3600;
-}
-
-const char *ac_strerror(int err)
-{
-    switch (err) {
-    case 0:
-        return "ok";
-    case AC_ESTATE:
-        return "breaks the run lifecycle";
-    case AC_EUNAVAIL:
-        return "broker unavailable";
-    case AC_ECLOSED:
-        return "server shutting down";
-    default:
-        return err < 0 ? strerror(-err) : "unknown error";
-    }
-}
-
-/* Splits "HOST:PORT" ("[v6]:PORT" too). */
-static int parse_listen(const char *listen, char **host, int *port)
-{
-    const char *colon = strrchr(listen, ':');
-    const char *h = listen;
-    size_t hlen;
-    char *end;
-    long p;
-
-    if (colon == NULL)
-        return AC_EINVAL;
-    hlen = (size_t)(colon - listen);
-    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    p = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || colon[1] == '\0' || p < 0 || p > 65535 || hlen == 0)
-        return AC_EINVAL;
-    *host = strndup(h, hlen);
-    if (*host == NULL)
-        return AC_ENOMEM;
-    *port = (int)p;
-    return 0;
-}
-
-static int check_opts(const ac_server_opts_t *o)
-{
-    if (o->auth == AC_AUTH_JWT && (o->jwt_secret == NULL || o->jwt_secret[0] == '\0'))
-        return AC_EINVAL;
-    if (o->max_conns == 0 || o->max_conns_per_user == 0 || o->ping_interval <= 0 ||
-        o->stale_timeout <= 0 || o->cleanup_interval <= 0 || o->handshake_timeout <= 0 ||
-        o->shutdown_timeout < 0 || o->history_ttl < 0 || o->slow_timeout <= 0 || o->seq_ttl < 0 ||
-        o->max_publish_size == 0 || o->history_size == 0 || o->history_max_bytes == 0 ||
-        o->idempotency_window <= 0 || o->run_timeout <= 0 || o->client_rate < 0 ||
-        o->handshake_rate < 0 || (o->tls_cert == NULL) != (o->tls_key == NULL) ||
-        (o->message_webhook != NULL && strncmp(o->message_webhook, "http://", 7) != 0) ||
-        o->max_message_size == 0 || o->max_queue_bytes == 0)
-        return AC_EINVAL;
-    return 0;
-}
-
-ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *err)
-{
-    ac_server_t *s;
-    int r;
-
-    r = check_opts(opts);
-    if (r != 0)
-        goto fail;
-    r = AC_ENOMEM;
-    s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        goto fail;
     s->listen_fd = s->spare_fd = -1;
-    ac__ws_init();
-    ac__auth_init();
-    s->loop = loop;
-    s->opts = *opts;
     s->bound_port = -1;
-    r = parse_listen(opts->listen, &s->listen_host, &s->listen_port);
-    if (r != 0)
-        goto fail_listen;
-    r = AC_ENOMEM;
     s->rbuf = malloc(AC__READ_BUF_SIZE);
-    if (s->rbuf == NULL)
-        goto fail_rbuf;
-    s->scratch_http = ac__http_new(opts->max_publish_size);
-    if (s->scratch_http == NULL)
-        goto fail_scratch;
-    if (ac__manager_init(&s->manager, opts->max_conns_per_user, opts->max_conns) != 0)
-        goto fail_manager;
-    ac__history_store_init(&s->manager.history, opts->history_size, opts->history_max_bytes);
-    if (ac__idem_init(&s->idem, (uint64_t)(opts->idempotency_window * 1000), 1000000) != 0)
-        goto fail_idem;
-    if (ac__bridge_init(&s->bridge) != 0)
-        goto fail_bridge;
-    if (ac__ratelimit_init(&s->handshakes, opts->handshake_rate) != 0)
-        goto fail_ratelimit;
-    ac__emitter_init(&s->emitter);
-    {
-        ac__broker_host_t host;
-        ac__api_broker_host(s, &host);
-        if (opts->broker == NULL || opts->broker[0] == '\0' ||
-            strcmp(opts->broker, "memory") == 0) {
-            s->broker = ac__broker_memory_new(&host, &s->manager.history);
-            if (s->broker == NULL)
-                goto fail_broker;
-        } else {
-            char why[256];
-            ac__redis_opts_t ro = {
-                .url = opts->broker,
-                .password = opts->redis_password,
-                .prefix = opts->redis_prefix ? opts->redis_prefix : "ac:",
-                .max_per_user = opts->max_conns_per_user,
-                .history_size = opts->history_size,
-                .history_ttl_ms = (uint64_t)(opts->history_ttl * 1000),
-                .seq_ttl_ms = (uint64_t)(opts->seq_ttl * 1000),
-                .idem_ms = (uint64_t)(opts->idempotency_window * 1000),
-                .run_timeout_ms = (uint64_t)(opts->run_timeout * 1000),
-            };
-            r = ac__broker_redis_new(loop, &host, &s->manager, &ro, &s->broker, why, sizeof(why));
-            if (r != 0) {
-                ac__log(AC_LOG_ERROR, "event=broker_error broker=redis error=\"%s\"", why);
-                goto fail_broker;
-            }
-            /* Serve only once connected: run the loop until the broker is up (its
-             * connections, script and subscriptions are set up on it), at most 5 s. */
-            {
-                uint64_t t0 = uv_now(loop);
-                while (!s->broker->vt->up(s->broker) && uv_now(loop) - t0 < 5000)
-                    uv_run(loop, UV_RUN_ONCE);
-                if (!s->broker->vt->up(s->broker)) {
-                    ac__log(AC_LOG_ERROR, "event=broker_error broker=redis error=\"not ready "
-                                          "within 5 s (see the errors above)\"");
-                    r = AC_EUNAVAIL;
-                    goto fail_tls;
-                }
-            }
-            /* The cap is the cluster's (the registry in Redis), not this node's. */
-            s->manager.max_per_user = ~0u;
-            /* Recent frames on this node only bridge a join's answer and the live events. */
-            if (s->manager.history.per_user > 256)
-                s->manager.history.per_user = 256;
-            ac__api_cluster_init(s);
-        }
-    }
-    if (opts->tls_cert != NULL) {
-        const char *why = NULL;
-        r = AC_EINVAL;
-        s->tls = ac__tls_ctx_new(opts->tls_cert, opts->tls_key, &why);
-        if (s->tls == NULL) {
-            ac__log(AC_LOG_ERROR, "event=tls_error error=\"%s\"", why);
-            goto fail_tls;
-        }
-        r = AC_ENOMEM;
+    s->scratch_http = ac__http_new(s->opts.max_publish_size);
+    if (s->opts.tls_cert != NULL)
         s->tls_buf = malloc(AC__READ_BUF_SIZE);
-        if (s->tls_buf == NULL)
-            goto fail_tls_buf;
-    }
-    if (uv_mutex_init(&s->emit_lock) != 0)
-        goto fail_mutex;
-    s->start_ms = uv_now(loop);
-    return s;
-
-fail_mutex:
-    free(s->tls_buf);
-fail_tls_buf:
-    SSL_CTX_free(s->tls);
-fail_tls:
-    s->broker->vt->free(s->broker);
-
-fail_broker:
-    ac__emitter_dispose(&s->emitter);
-    ac__ratelimit_dispose(&s->handshakes);
-fail_ratelimit:
-    ac__bridge_dispose(&s->bridge);
-fail_bridge:
-    ac__idem_dispose(&s->idem);
-fail_idem:
-    ac__manager_dispose(&s->manager);
-fail_manager:
-    ac__http_free(s->scratch_http);
-fail_scratch:
-    free(s->rbuf);
-fail_rbuf:
-    free(s->listen_host);
-fail_listen:
-    free(s);
-fail:
-    if (err != NULL)
-        *err = r;
-    return NULL;
+    if (s->rbuf == NULL || s->scratch_http == NULL ||
+        (s->opts.tls_cert != NULL && s->tls_buf == NULL))
+        return AC_ENOMEM;
+    return 0;
 }
 
-void ac_server_free(ac_server_t *s)
+void ac__server_net_dispose(ac_server_t *s)
 {
-    if (s == NULL)
-        return;
-    ac__embed_close(s);
-    uv_mutex_destroy(&s->emit_lock);
-    ac__api_static_free(s);
-    ac__webhook_free(s);
-    SSL_CTX_free(s->tls);
     free(s->tls_buf);
-    s->broker->vt->free(s->broker);
-    ac__emitter_dispose(&s->emitter);
-    ac__ratelimit_dispose(&s->handshakes);
-    ac__bridge_dispose(&s->bridge);
-    ac__idem_dispose(&s->idem);
-    ac__manager_dispose(&s->manager);
     ac__http_free(s->scratch_http);
-    ac__sbuf_dispose(&s->reply);
-    free(s->pub_items);
     while (s->outq_cache != NULL) {
         struct ac__outq_s *q = s->outq_cache;
         s->outq_cache = q->next_free;
         free(q);
     }
     free(s->rbuf);
-    free(s->listen_host);
     if (s->listen_fd >= 0)
         close(s->listen_fd);
     if (s->spare_fd >= 0)
         close(s->spare_fd);
-    free(s);
 }
 
 int ac_server_port(const ac_server_t *s)
@@ -336,7 +110,9 @@ static void on_flush_prepare(uv_prepare_t *h)
 
 static void on_emit_async(uv_async_t *a)
 {
-    ac__embed_drain(a->data);
+    ac_server_t *s = a->data;
+
+    s->handlers->on_wakeup(s);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -432,7 +208,7 @@ static void on_sweep(uv_timer_t *t)
     if (expired > 0)
         ac__log(AC_LOG_DEBUG, "event=users_expired count=%zu", expired);
     ac__idem_expire(&s->idem, ac__server_now(s));
-    ac__api_expire_runs(s);
+    s->handlers->on_sweep(s);
     ac__ratelimit_expire(&s->handshakes, ac__server_now(s));
 }
 
@@ -707,9 +483,7 @@ int ac_server_shutdown(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
     s->shutdown_arg = arg;
     ac__log(AC_LOG_INFO, "event=shutdown_begin connections=%zu", s->manager.nconns);
     /* What was emitted before the signal is published (and retained) first. */
-    ac__embed_drain(s);
-    ac__embed_close(s);
-    ac__webhook_cancel(s);
+    s->handlers->on_shutdown(s);
     uv_close((uv_handle_t *)&s->listener, on_handle_closed);
     close(s->listen_fd); /* out of epoll already (uv_close) */
     s->listen_fd = -1;
@@ -739,32 +513,4 @@ int ac_server_shutdown(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
         close_handles(s);
     }
     return 0;
-}
-
-/* ---- stats ------------------------------------------------------------------------ */
-
-void ac_server_stats(const ac_server_t *s, ac_stats_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    out->total_users = s->manager.users_connected;
-    out->total_connections = s->manager.nconns;
-    out->active_emitters = s->manager.nusers;
-    for (int i = 0; i < AC_STAT_NTYPES; i++)
-        out->events_by_type[i] = s->emitter.by_type[i];
-    out->events_total = s->emitter.events_total;
-    out->direct_total = s->emitter.direct_total;
-    out->deliveries_total = s->deliveries_total;
-    out->evictions_total = s->evictions_total;
-    out->stale_total = s->stale_total;
-    out->slow_total = s->slow_total;
-    out->rate_limited_total = s->rate_limited_total;
-    out->http_requests_total = s->http_requests_total;
-    out->http_errors_total = s->http_errors_total;
-    out->queued_bytes = s->queued_bytes;
-    out->history_bytes = s->manager.history.bytes;
-    out->history_events = s->manager.history.frames;
-    out->duplicates_total = s->duplicates_total;
-    out->open_runs = s->bridge.nopen;
-    out->messages_total = s->messages_total;
-    out->uptime_s = (double)(uv_now(s->loop) - s->start_ms) / 1000.0;
 }

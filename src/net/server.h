@@ -1,5 +1,7 @@
-/* The server object shared by net/ and api/: options, the loop's handles, the core
- * objects (manager, emitter, broker) and counters. Private to the library. */
+/* The server object as net/ sees it: options, the loop's handles, the core objects
+ * (manager, emitter, broker) and counters, and the handler table through which net/ hands
+ * requests and messages up (filled in by api/, wired by gateway/server.c). net/ includes
+ * no api/ header. Private to the library. */
 #ifndef AC_NET_SERVER_H
 #define AC_NET_SERVER_H
 
@@ -16,6 +18,23 @@
 
 typedef struct ac__conn_s ac__conn_t;
 
+/* What net/ calls upward: the meaning of requests and messages, and the application's part
+ * of the loop's lifecycle. Every entry is required; all run on the loop thread. */
+typedef struct ac__net_handlers_s {
+    /* A complete HTTP request on c: answer it, defer it (c->pend) or upgrade c. */
+    void (*on_request)(ac__conn_t *c, const ac__http_req_t *req);
+    /* A complete message of an open WebSocket (text is valid UTF-8). */
+    void (*on_message)(ac__conn_t *c, const char *p, size_t len, int binary);
+    /* c is being freed with requests still deferred (c->pend != NULL): forget c there. */
+    void (*on_conn_free)(ac__conn_t *c);
+    /* The loop's wake-up from other threads fired (ac_emit()). */
+    void (*on_wakeup)(ac_server_t *s);
+    /* The --cleanup-interval sweep, after net/'s own. */
+    void (*on_sweep)(ac_server_t *s);
+    /* Shutdown begins, before any connection is closed: drain and refuse what is queued. */
+    void (*on_shutdown)(ac_server_t *s);
+} ac__net_handlers_t;
+
 #define AC__READ_BUF_SIZE (64 * 1024)
 #define AC__LAT_NBUCKETS 14
 extern const double AC__LAT_BOUNDS_S[AC__LAT_NBUCKETS];
@@ -23,6 +42,7 @@ extern const double AC__LAT_BOUNDS_S[AC__LAT_NBUCKETS];
 
 struct ac_server_s {
     uv_loop_t *loop;
+    const ac__net_handlers_t *handlers; /* api/'s, set by ac_server_new() */
     ac_server_opts_t opts;
     char *listen_host; /* parsed from opts.listen */
     int listen_port;
@@ -130,5 +150,10 @@ void ac__server_observe_latency(ac_server_t *s, uint64_t ns);
 
 /* Called by conn.c when a connection is freed, so shutdown can finish. */
 void ac__server_conn_freed(ac_server_t *s);
+
+/* net/'s part of the server: buffers allocated by ac__server_net_init() (0 or AC_ENOMEM)
+ * and, in dispose, the output queue cache and the sockets too. */
+int ac__server_net_init(ac_server_t *s);
+void ac__server_net_dispose(ac_server_t *s);
 
 #endif

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/api.h"
 #include "core/log.h"
 #include "net/conn.h"
 #include "net/conn_int.h"
@@ -35,7 +34,7 @@ static void ws_message(ac__conn_t *c, unsigned opcode, const char *p, size_t n)
     }
     if (c->state != AC__CONN_WS)
         return;
-    ac__api_ws_message(c, p, n, opcode == AC_WS_BINARY);
+    ac__conn_server(c)->handlers->on_message(c, p, n, opcode == AC_WS_BINARY);
 }
 
 static void ws_close_frame(ac__conn_t *c, const uint8_t *p, size_t n)

@@ -1,0 +1,272 @@
+/* The server object: options, and the wiring of every layer (core, broker, api's handlers
+ * for net/) into one ac_server_t; its stats. The loop glue (listening, timers, flush,
+ * shutdown) is net/server.c. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/auth.h"
+#include "core/log.h"
+#include "net/server.h"
+#include "net/tls.h"
+#include "net/ws.h"
+
+void ac_server_opts_init(ac_server_opts_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->listen = "127.0.0.1:8080";
+    o->auth = AC_AUTH_JWT;
+    o->max_conns = 100000;
+    o->max_conns_per_user = 3;
+    o->ping_interval = 30;
+    o->stale_timeout = 120;
+    o->cleanup_interval = 30;
+    o->handshake_timeout = 10;
+    o->shutdown_timeout = 10;
+    o->history_ttl = 600;
+    o->history_size = 1000;
+    o->history_max_bytes = 256 * 1024 * 1024;
+    o->idempotency_window = 300;
+    o->run_timeout = 300;
+    o->client_rate = 100;
+    o->web_dir = "web";
+    o->client_dir = "clients/js";
+    o->max_publish_size = 1024 * 1024;
+    o->max_message_size = 64 * 1024;
+    o->max_queue_bytes = 1024 * 1024;
+    o->broker = "memory";
+    o->redis_prefix = "ac:";
+    o->slow_timeout = 15;
+    o->seq_ttl = 7 * 24 * 3600;
+}
+
+const char *ac_strerror(int err)
+{
+    switch (err) {
+    case 0:
+        return "ok";
+    case AC_ESTATE:
+        return "breaks the run lifecycle";
+    case AC_EUNAVAIL:
+        return "broker unavailable";
+    case AC_ECLOSED:
+        return "server shutting down";
+    default:
+        return err < 0 ? strerror(-err) : "unknown error";
+    }
+}
+
+/* Splits "HOST:PORT" ("[v6]:PORT" too). */
+static int parse_listen(const char *listen, char **host, int *port)
+{
+    const char *colon = strrchr(listen, ':');
+    const char *h = listen;
+    size_t hlen;
+    char *end;
+    long p;
+
+    if (colon == NULL)
+        return AC_EINVAL;
+    hlen = (size_t)(colon - listen);
+    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    p = strtol(colon + 1, &end, 10);
+    if (*end != '\0' || colon[1] == '\0' || p < 0 || p > 65535 || hlen == 0)
+        return AC_EINVAL;
+    *host = strndup(h, hlen);
+    if (*host == NULL)
+        return AC_ENOMEM;
+    *port = (int)p;
+    return 0;
+}
+
+static int check_opts(const ac_server_opts_t *o)
+{
+    if (o->auth == AC_AUTH_JWT && (o->jwt_secret == NULL || o->jwt_secret[0] == '\0'))
+        return AC_EINVAL;
+    if (o->max_conns == 0 || o->max_conns_per_user == 0 || o->ping_interval <= 0 ||
+        o->stale_timeout <= 0 || o->cleanup_interval <= 0 || o->handshake_timeout <= 0 ||
+        o->shutdown_timeout < 0 || o->history_ttl < 0 || o->slow_timeout <= 0 || o->seq_ttl < 0 ||
+        o->max_publish_size == 0 || o->history_size == 0 || o->history_max_bytes == 0 ||
+        o->idempotency_window <= 0 || o->run_timeout <= 0 || o->client_rate < 0 ||
+        o->handshake_rate < 0 || (o->tls_cert == NULL) != (o->tls_key == NULL) ||
+        (o->message_webhook != NULL && strncmp(o->message_webhook, "http://", 7) != 0) ||
+        o->max_message_size == 0 || o->max_queue_bytes == 0)
+        return AC_EINVAL;
+    return 0;
+}
+
+ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *err)
+{
+    ac_server_t *s;
+    int r;
+
+    r = check_opts(opts);
+    if (r != 0)
+        goto fail;
+    r = AC_ENOMEM;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        goto fail;
+    ac__ws_init();
+    ac__auth_init();
+    s->loop = loop;
+    s->opts = *opts;
+    s->handlers = &ac__api_handlers;
+    r = parse_listen(opts->listen, &s->listen_host, &s->listen_port);
+    if (r != 0)
+        goto fail_listen;
+    r = ac__server_net_init(s);
+    if (r != 0)
+        goto fail_net;
+    r = AC_ENOMEM;
+    if (ac__manager_init(&s->manager, opts->max_conns_per_user, opts->max_conns) != 0)
+        goto fail_manager;
+    ac__history_store_init(&s->manager.history, opts->history_size, opts->history_max_bytes);
+    if (ac__idem_init(&s->idem, (uint64_t)(opts->idempotency_window * 1000), 1000000) != 0)
+        goto fail_idem;
+    if (ac__bridge_init(&s->bridge) != 0)
+        goto fail_bridge;
+    if (ac__ratelimit_init(&s->handshakes, opts->handshake_rate) != 0)
+        goto fail_ratelimit;
+    ac__emitter_init(&s->emitter);
+    {
+        ac__broker_host_t host;
+        ac__api_broker_host(s, &host);
+        if (opts->broker == NULL || opts->broker[0] == '\0' ||
+            strcmp(opts->broker, "memory") == 0) {
+            s->broker = ac__broker_memory_new(&host, &s->manager.history);
+            if (s->broker == NULL)
+                goto fail_broker;
+        } else {
+            char why[256];
+            ac__redis_opts_t ro = {
+                .url = opts->broker,
+                .password = opts->redis_password,
+                .prefix = opts->redis_prefix ? opts->redis_prefix : "ac:",
+                .max_per_user = opts->max_conns_per_user,
+                .history_size = opts->history_size,
+                .history_ttl_ms = (uint64_t)(opts->history_ttl * 1000),
+                .seq_ttl_ms = (uint64_t)(opts->seq_ttl * 1000),
+                .idem_ms = (uint64_t)(opts->idempotency_window * 1000),
+                .run_timeout_ms = (uint64_t)(opts->run_timeout * 1000),
+            };
+            r = ac__broker_redis_new(loop, &host, &s->manager, &ro, &s->broker, why, sizeof(why));
+            if (r != 0) {
+                ac__log(AC_LOG_ERROR, "event=broker_error broker=redis error=\"%s\"", why);
+                goto fail_broker;
+            }
+            /* Serve only once connected: run the loop until the broker is up (its
+             * connections, script and subscriptions are set up on it), at most 5 s. */
+            {
+                uint64_t t0 = uv_now(loop);
+                while (!s->broker->vt->up(s->broker) && uv_now(loop) - t0 < 5000)
+                    uv_run(loop, UV_RUN_ONCE);
+                if (!s->broker->vt->up(s->broker)) {
+                    ac__log(AC_LOG_ERROR, "event=broker_error broker=redis error=\"not ready "
+                                          "within 5 s (see the errors above)\"");
+                    r = AC_EUNAVAIL;
+                    goto fail_tls;
+                }
+            }
+            /* The cap is the cluster's (the registry in Redis), not this node's. */
+            s->manager.max_per_user = ~0u;
+            /* Recent frames on this node only bridge a join's answer and the live events. */
+            if (s->manager.history.per_user > 256)
+                s->manager.history.per_user = 256;
+            ac__api_cluster_init(s);
+        }
+    }
+    if (opts->tls_cert != NULL) {
+        const char *why = NULL;
+        r = AC_EINVAL;
+        s->tls = ac__tls_ctx_new(opts->tls_cert, opts->tls_key, &why);
+        if (s->tls == NULL) {
+            ac__log(AC_LOG_ERROR, "event=tls_error error=\"%s\"", why);
+            goto fail_tls;
+        }
+        r = AC_ENOMEM;
+    }
+    if (uv_mutex_init(&s->emit_lock) != 0)
+        goto fail_mutex;
+    s->start_ms = uv_now(loop);
+    return s;
+
+fail_mutex:
+    SSL_CTX_free(s->tls);
+fail_tls:
+    s->broker->vt->free(s->broker);
+
+fail_broker:
+    ac__emitter_dispose(&s->emitter);
+    ac__ratelimit_dispose(&s->handshakes);
+fail_ratelimit:
+    ac__bridge_dispose(&s->bridge);
+fail_bridge:
+    ac__idem_dispose(&s->idem);
+fail_idem:
+    ac__manager_dispose(&s->manager);
+fail_manager:
+fail_net:
+    ac__server_net_dispose(s);
+    free(s->listen_host);
+fail_listen:
+    free(s);
+fail:
+    if (err != NULL)
+        *err = r;
+    return NULL;
+}
+
+void ac_server_free(ac_server_t *s)
+{
+    if (s == NULL)
+        return;
+    ac__embed_close(s);
+    uv_mutex_destroy(&s->emit_lock);
+    ac__api_static_free(s);
+    ac__webhook_free(s);
+    SSL_CTX_free(s->tls);
+    s->broker->vt->free(s->broker);
+    ac__emitter_dispose(&s->emitter);
+    ac__ratelimit_dispose(&s->handshakes);
+    ac__bridge_dispose(&s->bridge);
+    ac__idem_dispose(&s->idem);
+    ac__manager_dispose(&s->manager);
+    ac__sbuf_dispose(&s->reply);
+    free(s->pub_items);
+    ac__server_net_dispose(s);
+    free(s->listen_host);
+    free(s);
+}
+
+/* ---- stats ------------------------------------------------------------------------ */
+
+void ac_server_stats(const ac_server_t *s, ac_stats_t *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->total_users = s->manager.users_connected;
+    out->total_connections = s->manager.nconns;
+    out->active_emitters = s->manager.nusers;
+    for (int i = 0; i < AC_STAT_NTYPES; i++)
+        out->events_by_type[i] = s->emitter.by_type[i];
+    out->events_total = s->emitter.events_total;
+    out->direct_total = s->emitter.direct_total;
+    out->deliveries_total = s->deliveries_total;
+    out->evictions_total = s->evictions_total;
+    out->stale_total = s->stale_total;
+    out->slow_total = s->slow_total;
+    out->rate_limited_total = s->rate_limited_total;
+    out->http_requests_total = s->http_requests_total;
+    out->http_errors_total = s->http_errors_total;
+    out->queued_bytes = s->queued_bytes;
+    out->history_bytes = s->manager.history.bytes;
+    out->history_events = s->manager.history.frames;
+    out->duplicates_total = s->duplicates_total;
+    out->open_runs = s->bridge.nopen;
+    out->messages_total = s->messages_total;
+    out->uptime_s = (double)(uv_now(s->loop) - s->start_ms) / 1000.0;
+}
