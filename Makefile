@@ -105,9 +105,13 @@ asan-test: asan
 		OPT="-O0 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" unit integration
 
-# ThreadSanitizer over the one place threads meet: ac_emit()'s queue (examples/embed.c).
+# ThreadSanitizer over the places threads meet: ac_emit()'s queue (examples/embed.c) and the
+# loop-to-loop inbox (tests/unit/test_inbox.c: producers on loops of their own).
 tsan:
 	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SAN="-fsanitize=thread" examples
+	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SAN="-fsanitize=thread" \
+		build/tsan/tests/test_inbox
+	@TSAN_OPTIONS=halt_on_error=1 build/tsan/tests/test_inbox
 
 # The integration suite with the daemon under valgrind memcheck (slow; not part of test).
 valgrind: deps
