@@ -15,6 +15,8 @@ CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-
               $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS)
 LDLIBS_ALL := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -lpthread
 LDFLAGS_ALL := $(SAN) $(LDFLAGS)
+# The daemon alone links libsystemd, for sd_notify() (Type=notify readiness).
+DAEMON_LIBS := $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
 
 LIB_SRC  := $(wildcard src/core/*.c src/net/*.c src/broker/*.c src/api/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -48,7 +50,7 @@ $(BUILD)/libagentcast.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/agentcastd: $(SRV_OBJ) $(BUILD)/libagentcast.a
-	$(CC) $(LDFLAGS_ALL) -o $@ $(SRV_OBJ) $(BUILD)/libagentcast.a $(LDLIBS_ALL)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(SRV_OBJ) $(BUILD)/libagentcast.a $(LDLIBS_ALL) $(DAEMON_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libagentcast.a
 	@mkdir -p $(dir $@)

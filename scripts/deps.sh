@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(build-essential pkg-config libuv1-dev libjansson-dev libssl-dev libhttp-parser-dev
-      libcmocka-dev libhiredis-dev redis-server nodejs npm curl openssl clang libclang-rt-14-dev
+      libcmocka-dev libhiredis-dev libsystemd-dev redis-server nodejs npm curl openssl clang libclang-rt-14-dev
       chromium valgrind)
 missing=()
 for p in "${pkgs[@]}"; do
