@@ -38,6 +38,13 @@ for f in bin/agentcastd lib/libagentcast.a lib/libagentcast.so lib/libagentcast.
 done
 ok "make install DESTDIR=$stage PREFIX=$PREFIX installed every file"
 
+# PREFIX=/usr puts the configuration in /etc, not /usr/etc (a dry run).
+dry=$(make --no-print-directory -n install PREFIX=/usr DESTDIR=/stage)
+grep -q ' /stage/etc/agentcast$' <<<"$dry" || fail "PREFIX=/usr does not use /etc"
+grep -q '/stage/usr/lib/systemd/system/agentcastd.service' <<<"$dry" ||
+    fail "PREFIX=/usr does not put the unit in /usr/lib/systemd/system"
+ok "PREFIX=/usr: configuration in /etc/agentcast, unit in /usr/lib/systemd/system"
+
 # ---- the shared library: soname, symlinks, exported symbols --------------------------
 soname=$(readelf -d "$root/lib/libagentcast.so" | sed -n 's/.*Library soname: \[\(.*\)\]/\1/p')
 [ "$soname" = libagentcast.so.0 ] || fail "soname is '$soname', not libagentcast.so.0"

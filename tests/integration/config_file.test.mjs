@@ -191,3 +191,11 @@ test('an unknown --log-format is refused', async () => {
     assert.equal(r.code, 2);
     assert.match(r.err, /invalid value "xml" for --log-format/);
 });
+
+test('README.md names every flag of --help (the flags table stays whole)', async () => {
+    const help = await runToExit(['--help']);
+    const readme = fs.readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+    const flags = [...help.out.matchAll(/^ {2}--([a-z][a-z0-9-]*)/gm)].map((m) => m[1]);
+    const missing = flags.filter((f) => !readme.includes(`\`--${f}`));
+    assert.deepEqual(missing, [], `flags missing from README.md: ${missing.join(' ')}`);
+});
