@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "server/config.h"
 
@@ -291,6 +292,18 @@ static char *read_file(const char *path)
     return text;
 }
 
+/* A secret in a file that others may read is worth a line on stderr (ssh does the same). */
+static void warn_if_readable(const char *path, const char *name)
+{
+    struct stat st;
+
+    if (stat(path, &st) == 0 && (st.st_mode & 0077) != 0)
+        fprintf(stderr,
+                "agentcastd: warning: %s holds %s and other users may read it (mode %03o); "
+                "chmod 600 it, or set the secret in the environment\n",
+                path, name, (unsigned)(st.st_mode & 0777));
+}
+
 static char *trim(char *s, char *end)
 {
     while (s < end && isspace((unsigned char)*s))
@@ -358,6 +371,8 @@ static int apply_file(ac_config_t *cfg, const char *path)
             return -1;
         cfg->src[k].from = FROM_FILE;
         cfg->src[k].line = lineno;
+        if (f->kind == K_SECRET)
+            warn_if_readable(path, f->name);
     }
     return 0;
 }

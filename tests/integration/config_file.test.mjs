@@ -105,6 +105,18 @@ test('--check-config masks jwt-secret, api-key and redis-password from the file,
     assert.match(r.err, /configuration is valid/);
 });
 
+test('a secret in a config file that others may read draws a warning; mode 0600 does not', async () => {
+    const f = confFile('auth = none\napi-key = k-123\n');
+    fs.chmodSync(f, 0o644);
+    const open = await runToExit(['--config', f, '--check-config']);
+    assert.equal(open.code, 0, open.err);
+    assert.match(open.err, /warning: .* holds api-key and other users may read it \(mode 644\)/);
+    fs.chmodSync(f, 0o600);
+    const closed = await runToExit(['--config', f, '--check-config']);
+    assert.equal(closed.code, 0, closed.err);
+    assert.doesNotMatch(closed.err, /warning/);
+});
+
 test('--check-config exits non-zero for an invalid configuration', async () => {
     const noKey = await runToExit(['--check-config', '--auth=none', '--tls-cert', path.join(tmp, 'missing.pem')]);
     assert.notEqual(noKey.code, 0, noKey.err);
