@@ -231,13 +231,5 @@ void ac__log(ac_log_level_t level, const char *fmt, ...)
     va_end(ap);
 }
 
-void ac_log(ac_log_level_t level, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (!ac__log_enabled(level))
-        return;
-    va_start(ap, fmt);
-    log_v(level, fmt, ap);
-    va_end(ap);
-}
+/* The public name of the same function: one body, two symbols (the .so exports only this). */
+void ac_log(ac_log_level_t level, const char *fmt, ...) __attribute__((alias("ac__log")));

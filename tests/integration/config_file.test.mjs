@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { daemonFor, connect, closeAfter, BIN, HOST, withTimeout, waitFor, uid } from './helpers.mjs';
+import { daemonFor, assertEvictsAtOne, connect, closeAfter, BIN, HOST, withTimeout, waitFor, uid } from './helpers.mjs';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'agentcast-config-'));
 process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -42,30 +42,22 @@ function setting(out, name) {
     return { value: m[2], from: m[3] };
 }
 
-async function evictsAtOne(t, d) {
-    const user = uid();
-    const c1 = closeAfter(t, await connect(d.port, { user_id: user }));
-    const c2 = closeAfter(t, await connect(d.port, { user_id: user }));
-    assert.equal((await c1.waitClose()).code, 4001);
-    assert.ok(c2.isOpen);
-}
-
 test('a config file sets flags: name = value lines, # comments, blank lines, quoted values', async (t) => {
     const f = confFile('# agentcastd\n\n   # indented comment\nauth = none\nmax-conns-per-user = "1"\n');
     const d = await daemonFor(t, ['--config', f]);
-    await evictsAtOne(t, d);
+    await assertEvictsAtOne(t, d.port);
 });
 
 test('AGENTCAST_CONFIG names the file too', async (t) => {
     const f = confFile('auth=none\nmax-conns-per-user=1\n');
     const d = await daemonFor(t, [], { AGENTCAST_CONFIG: f });
-    await evictsAtOne(t, d);
+    await assertEvictsAtOne(t, d.port);
 });
 
 test('the environment wins over the file when the daemon runs', async (t) => {
     const f = confFile('auth = none\nmax-conns-per-user = 5\n');
     const d = await daemonFor(t, ['--config', f], { AGENTCAST_MAX_CONNS_PER_USER: '1' });
-    await evictsAtOne(t, d);
+    await assertEvictsAtOne(t, d.port);
 });
 
 test('precedence: command line > environment > file > defaults, as --check-config reports it', async () => {
