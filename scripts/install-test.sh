@@ -174,6 +174,12 @@ curl -sf "http://127.0.0.1:$port/clients/js/agentcast.js" >/dev/null ||
     fail "/clients/js/agentcast.js is not served from the installed client files"
 ok "the installed daemon runs from its config on port $port: READY=1, /healthz 200, pages served"
 
+# The unit's ExecReload sends SIGHUP: the daemon must survive it and keep serving.
+kill -HUP "$daemon_pid"
+health=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$port/healthz")
+[ "$health" = '{"status":"ok","broker":"up"} 200' ] || fail "after SIGHUP /healthz answered: $health"
+ok "SIGHUP (systemctl reload) leaves the daemon serving"
+
 kill -TERM "$daemon_pid"
 rc=0
 wait "$daemon_pid" || rc=$?

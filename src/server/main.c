@@ -120,6 +120,9 @@ static int run(const ac_config_t *cfg)
     if (cfg->check_config)
         return check_config(cfg);
     signal(SIGPIPE, SIG_IGN);
+    /* `systemctl reload` sends SIGHUP: never let it end the daemon (a reload handler, where
+     * there is one, replaces this). */
+    signal(SIGHUP, SIG_IGN);
     raise_nofile();
 
     d.server = ac_server_new(loop, &cfg->server, &err);
