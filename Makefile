@@ -36,7 +36,7 @@ SOVERSION := 0
 SHLIB     := libagentcast.so.$(AC_VERSION_STR)
 INSTALL_EXTRA := $(if $(SAN),,$(BUILD)/$(SHLIB) $(BUILD)/agentcastd.8)
 
-.PHONY: all deps run run-cluster test unit integration examples asan asan-test tsan valgrind debug bench bench-quick callgrind clean format
+.PHONY: all deps run run-cluster test unit integration examples asan asan-test tsan valgrind debug bench bench-quick callgrind soak clean format
 
 all: $(BUILD)/agentcastd $(BUILD)/libagentcast.a $(BENCH_BIN) $(EXAMPLE_BIN) $(INSTALL_EXTRA)
 
@@ -134,6 +134,11 @@ bench: deps all
 
 bench-quick: deps all
 	@BENCH_QUICK=1 scripts/bench.sh
+
+# A bounded soak (scripts/soak.mjs, SOAK_SECONDS=600 by default; not part of test): churn,
+# bursts, slow clients and resumes at a steady rate; RSS and queued bytes charted in bench/soak/.
+soak: deps all
+	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) node scripts/soak.mjs
 
 # Instructions per event under valgrind --tool=callgrind (bench/README.md).
 callgrind: deps all

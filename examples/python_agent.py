@@ -4,6 +4,9 @@ only (urllib): POST /v1/publish with batching (arrays of events), an idempotency
 event so a retried batch is never shown twice, and retries with backoff on 503/network errors.
 
     python3 examples/python_agent.py --url http://127.0.0.1:8080 --user u1 [--api-key K]
+
+Over https (agentcastd --tls-cert), a private CA is given the standard way:
+SSL_CERT_FILE=ca.pem python3 examples/python_agent.py --url https://HOST:PORT ...
 """
 import argparse
 import json

@@ -104,7 +104,8 @@ typedef struct ac_server_opts_s {
     const char *redis_prefix;    /* namespace of the redis broker's keys and channels: "ac:" */
     double slow_timeout;         /* backlog above max_queue_bytes this long: close 4008: 15 */
     double seq_ttl;              /* an idle user's seq counter and epoch outlive its history
-                                    (history_ttl) this long, so seqs are never reused: 604800 */
+                                    (history_ttl) this long, so seqs are never reused; at least
+                                    history_ttl: 604800 */
 } ac_server_opts_t;
 
 void ac_server_opts_init(ac_server_opts_t *opts);

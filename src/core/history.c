@@ -140,3 +140,27 @@ void ac__history_since(const ac__user_t *u, uint64_t after, ac__history_fn fn, v
             fn(b, arg);
     }
 }
+
+ac__buf_t *ac__history_get(const ac__user_t *u, uint64_t seq)
+{
+    const ac__history_t *h = u->hist;
+    uint64_t first;
+
+    if (h == NULL || h->count == 0 || seq == 0)
+        return NULL;
+    first = h->ring[h->head]->seq;
+    if (seq < first)
+        return NULL;
+    if (seq - first < h->count) {
+        ac__buf_t *b = h->ring[(h->head + (seq - first)) % h->cap];
+        if (b->seq == seq)
+            return b;
+    }
+    /* A gap before it: look it up the slow way (seqs increase along the ring). */
+    for (uint32_t i = 0; i < h->count; i++) {
+        ac__buf_t *b = h->ring[(h->head + i) % h->cap];
+        if (b->seq >= seq)
+            return b->seq == seq ? b : NULL;
+    }
+    return NULL;
+}

@@ -47,6 +47,10 @@ uint64_t ac__history_oldest(const ac__user_t *u);
 typedef void (*ac__history_fn)(ac__buf_t *frame, void *arg);
 void ac__history_since(const ac__user_t *u, uint64_t after, ac__history_fn fn, void *arg);
 
+/* The retained frame with this seq (borrowed), or NULL when it is not retained. O(1) while
+ * the user's frames are consecutive, as they are unless a frame failed to be retained. */
+ac__buf_t *ac__history_get(const ac__user_t *u, uint64_t seq);
+
 /* Forgets everything the user retains. */
 void ac__history_drop(ac__history_store_t *st, ac__user_t *u);
 

@@ -187,15 +187,23 @@ ac__mconn_t *ac__manager_find_conn(const ac__user_t *u, uint64_t id)
     return NULL;
 }
 
-size_t ac__manager_expire(ac__manager_t *m, uint64_t now, uint64_t ttl)
+size_t ac__manager_expire(ac__manager_t *m, uint64_t now, uint64_t history_ttl, uint64_t seq_ttl)
 {
     size_t removed = 0;
 
+    if (seq_ttl < history_ttl)
+        seq_ttl = history_ttl;
     for (size_t b = 0; b < m->nbuckets; b++) {
         ac__user_t **pp = &m->buckets[b];
         while (*pp != NULL) {
             ac__user_t *u = *pp;
-            if (u->nconns == 0 && u->bs == NULL && u->last_active + ttl <= now) {
+            if (u->nconns != 0 || u->bs != NULL) {
+                pp = &u->hnext;
+                continue;
+            }
+            if (u->hist != NULL && u->last_active + history_ttl <= now)
+                ac__history_drop(&m->history, u);
+            if (u->last_active + seq_ttl <= now) {
                 *pp = u->hnext;
                 ac__history_drop(&m->history, u);
                 free(u);

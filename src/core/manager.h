@@ -86,9 +86,11 @@ void ac__manager_detach(ac__manager_t *m, ac__mconn_t *c, uint64_t now);
 /* The user's connection with this id, or NULL. Cost: the user's connections. */
 ac__mconn_t *ac__manager_find_conn(const ac__user_t *u, uint64_t id);
 
-/* Removes the records of users with no connection whose last activity is older than
- * `ttl` at `now` (not those the broker still keeps state for). Returns how many. */
-size_t ac__manager_expire(ac__manager_t *m, uint64_t now, uint64_t ttl);
+/* Users with no connection whose last activity is older than `history_ttl` at `now` lose
+ * their retained frames; older than `seq_ttl` (>= history_ttl), their record too: seq and
+ * epoch outlive the history, so a seq is never handed out twice within an epoch. Those the
+ * broker still keeps state for are left alone. Returns how many records were removed. */
+size_t ac__manager_expire(ac__manager_t *m, uint64_t now, uint64_t history_ttl, uint64_t seq_ttl);
 
 /* Calls fn for every attached connection. fn may detach the connection it is given (and
  * no other). */

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "core/history.h"
 #include "core/log.h"
 #include "net/conn.h"
 #include "net/conn_int.h"
@@ -39,7 +40,7 @@ int ac__conn_fd(const ac__conn_t *c)
  * paused, writable while output is blocked. */
 static void io_update(ac__conn_t *c)
 {
-    unsigned want = (c->ioflags & AC__IO_PAUSED ? 0 : AC__IO_POLL_R) |
+    unsigned want = (c->ioflags & (AC__IO_PAUSED | AC__IO_OUTFULL) ? 0 : AC__IO_POLL_R) |
                     (c->ioflags & AC__IO_BLOCKED ? AC__IO_POLL_W : 0);
     int r;
 
@@ -182,7 +183,8 @@ static uint64_t backlog(const ac__conn_t *c)
     return n;
 }
 
-static int outq_push_raw(ac__conn_t *c, ac__buf_t *b)
+/* The connection's output queue, created when it has none. */
+static ac__outq_t *outq_get(ac__conn_t *c)
 {
     ac__outq_t *q = c->out;
 
@@ -196,13 +198,22 @@ static int outq_push_raw(ac__conn_t *c, ac__buf_t *b)
         } else {
             q = malloc(sizeof(*q));
             if (q == NULL)
-                return AC_ENOMEM;
+                return NULL;
         }
         memset(q, 0, offsetof(ac__outq_t, inline_items));
         q->items = q->inline_items;
         q->cap = AC__OUTQ_INLINE;
         c->out = q;
     }
+    return q;
+}
+
+static int outq_push_raw(ac__conn_t *c, ac__buf_t *b)
+{
+    ac__outq_t *q = outq_get(c);
+
+    if (q == NULL)
+        return AC_ENOMEM;
     if (q->count == q->cap) {
         uint32_t ncap = q->cap * 2;
         ac__outitem_t *items = malloc(ncap * sizeof(*items));
@@ -291,7 +302,8 @@ static unsigned outq_iov(const ac__outq_t *q, struct iovec *iov, unsigned max, s
     return n;
 }
 
-/* The queue is empty: do what was waiting for that. */
+/* The queue is empty: do what was waiting for that. With TLS the session's close_notify
+ * goes out first, so the peer can tell a complete response from a cut one. */
 static void after_drain(ac__conn_t *c)
 {
     if (c->flags & AC__CF_CLOSE_AFTER) {
@@ -299,6 +311,16 @@ static void after_drain(ac__conn_t *c)
         return;
     }
     if (c->flags & AC__CF_SHUTDOWN_AFTER) {
+        if (c->ssl != NULL && !(SSL_get_shutdown(c->ssl) & SSL_SENT_SHUTDOWN)) {
+            if (!SSL_in_init(c->ssl))
+                (void)SSL_shutdown(c->ssl);
+            SSL_set_shutdown(c->ssl, SSL_get_shutdown(c->ssl) | SSL_SENT_SHUTDOWN); /* once */
+            ERR_clear_error();
+            if (BIO_ctrl_pending(SSL_get_wbio(c->ssl)) > 0) {
+                mark_dirty(c); /* written by the next flush, which comes back here */
+                return;
+            }
+        }
         c->flags &= (uint8_t)~AC__CF_SHUTDOWN_AFTER;
         if (shutdown(ac__conn_fd(c), SHUT_WR) != 0)
             ac__conn_destroy(c);
@@ -325,50 +347,167 @@ static int tls_move_out(ac__conn_t *c)
     return 0;
 }
 
-/* Writes what the kernel takes now; the rest waits for the socket to be writable. */
+/* ---- slow consumers ---------------------------------------------------------------- */
+
+static void too_slow(ac__conn_t *c, const char *why)
+{
+    ac_server_t *s = ac__conn_server(c);
+
+    s->slow_total++;
+    ac__log(AC_LOG_WARN, "event=slow_consumer conn=%llx user=%s queued=%llu reason=\"%s\"",
+            (unsigned long long)c->m.id, c->m.user ? c->m.user->id : "-",
+            (unsigned long long)backlog(c), why);
+    if (c->out != NULL)
+        c->out->lag_seq = 0;
+    ac__conn_drop_backlog(c);
+    ac__conn_close_ws(c, AC_WS_CLOSE_TOO_SLOW, "too slow, resume with last_seq", 0);
+}
+
+void ac__conn_check_slow(ac__conn_t *c, uint32_t now)
+{
+    ac_server_t *s = ac__conn_server(c);
+    ac__outq_t *q = c->out;
+
+    if (q == NULL || q->slow_since == 0 || c->state != AC__CONN_WS)
+        return;
+    /* since is now | 1 (0 means "not slow"): it may be 1 ms ahead of now. */
+    int32_t elapsed = (int32_t)(now - q->slow_since);
+    if (elapsed >= 0 && (double)elapsed >= s->opts.slow_timeout * 1000)
+        too_slow(c, "backlog over max-queue-bytes for slow-timeout");
+}
+
+/* The backlog is over the cap: the soft limit's clock starts (once). */
+static void mark_slow(ac__conn_t *c)
+{
+    if (c->out != NULL && c->out->slow_since == 0)
+        c->out->slow_since = ac__conn_now32(ac__conn_server(c)) | 1;
+}
+
+/* After a write: a connection back under its cap is no longer slow, and one that was not
+ * read for its backlog is read again below half of it. */
+static void slow_update(ac__conn_t *c)
+{
+    uint64_t max = ac__conn_server(c)->opts.max_queue_bytes;
+    uint64_t n = backlog(c);
+
+    if (c->out != NULL && c->out->lag_seq == 0 && n <= max)
+        c->out->slow_since = 0;
+    if ((c->ioflags & AC__IO_OUTFULL) && n <= max / 2) {
+        c->ioflags &= (uint8_t)~AC__IO_OUTFULL;
+        io_update(c);
+    }
+}
+
+/* After queueing: over the cap, the soft limit's clock runs; a publisher socket or an
+ * HTTP client that does not read its answers is not read either (the receiver sets the
+ * pace) instead of having answers pile up. */
+static void after_push(ac__conn_t *c)
+{
+    ac_server_t *s = ac__conn_server(c);
+
+    if (backlog(c) <= s->opts.max_queue_bytes)
+        return;
+    mark_slow(c);
+    if ((c->kind == AC__KIND_AGENT || c->state == AC__CONN_HTTP) &&
+        !(c->ioflags & AC__IO_OUTFULL)) {
+        c->ioflags |= AC__IO_OUTFULL;
+        io_update(c);
+    }
+}
+
+/* A lagging connection takes its next events from its user's history: up to the cap, or
+ * (all) everything it is owed. Caught up, it is live again; when what it needs is no
+ * longer retained it cannot be served in order and is closed 4008 (it resumes, and is
+ * told with `resync` what was lost). */
+static void refill(ac__conn_t *c, int all)
+{
+    uint64_t max = ac__conn_server(c)->opts.max_queue_bytes;
+    ac__outq_t *q = c->out;
+    ac__user_t *u = c->m.user;
+
+    while (q->lag_seq != 0 && (all || backlog(c) <= max)) {
+        ac__buf_t *f;
+        if (u == NULL || c->state != AC__CONN_WS || q->lag_seq > u->seq) {
+            q->lag_seq = 0; /* caught up, or closing: nothing more is owed */
+            return;
+        }
+        f = ac__history_get(u, q->lag_seq);
+        if (f == NULL) {
+            too_slow(c, "the events it needs have left the history");
+            return;
+        }
+        if (outq_push(c, f) != 0) {
+            ac__conn_destroy(c);
+            return;
+        }
+        if (c->ssl == NULL)
+            q->items[(q->head + q->count - 1) % q->cap].live = 1;
+        q->lag_seq++;
+    }
+}
+
+/* Writes what the kernel takes now; the rest waits for the socket to be writable. A
+ * lagging connection is refilled from history whenever it drained to half its cap. */
 static void flush(ac__conn_t *c)
 {
     struct iovec iov[MAX_IOV];
     struct msghdr mh = {.msg_iov = iov};
+    uint64_t max = ac__conn_server(c)->opts.max_queue_bytes;
     ac__outq_t *q;
     int fd;
 
     if (ac__conn_gone(c))
         return;
-    if (c->ssl != NULL && tls_move_out(c) != 0) {
-        ac__conn_destroy(c);
-        return;
-    }
-    q = c->out;
-    if (q == NULL || (c->ioflags & AC__IO_BLOCKED))
-        return;
     fd = ac__conn_fd(c);
-    while (q->count > 0) {
-        size_t total;
-        mh.msg_iovlen = outq_iov(q, iov, MAX_IOV, &total);
-        ssize_t r = sendmsg(fd, &mh, MSG_NOSIGNAL);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            c->ioflags |= AC__IO_BLOCKED;
-            break;
+    for (;;) {
+        if (c->out != NULL && c->out->lag_seq != 0 && backlog(c) <= max / 2) {
+            refill(c, 0);
+            if (ac__conn_gone(c))
+                return;
         }
-        if (r < 0) {
-            ac__log(AC_LOG_DEBUG, "event=write_error error=\"%s\"", strerror(errno));
+        if (c->ssl != NULL && tls_move_out(c) != 0) {
             ac__conn_destroy(c);
             return;
         }
-        outq_consume(c, (size_t)r);
-        if ((size_t)r < total) {
-            c->ioflags |= AC__IO_BLOCKED; /* the kernel's buffer is full */
-            break;
+        q = c->out;
+        if (q == NULL) {
+            if (c->state == AC__CONN_CLOSING || (c->flags & AC__CF_CLOSE_AFTER))
+                after_drain(c);
+            return;
         }
-    }
-    if (q->count == 0) {
+        if (c->ioflags & AC__IO_BLOCKED)
+            break;
+        while (q->count > 0) {
+            size_t total;
+            mh.msg_iovlen = outq_iov(q, iov, MAX_IOV, &total);
+            ssize_t r = sendmsg(fd, &mh, MSG_NOSIGNAL);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                c->ioflags |= AC__IO_BLOCKED;
+                break;
+            }
+            if (r < 0) {
+                ac__log(AC_LOG_DEBUG, "event=write_error error=\"%s\"", strerror(errno));
+                ac__conn_destroy(c);
+                return;
+            }
+            outq_consume(c, (size_t)r);
+            if ((size_t)r < total) {
+                c->ioflags |= AC__IO_BLOCKED; /* the kernel's buffer is full */
+                break;
+            }
+        }
+        if (q->count > 0)
+            break;
+        if (q->lag_seq != 0)
+            continue; /* the kernel took it all: more from history */
         outq_free(c);
+        slow_update(c);
         after_drain(c);
         return;
     }
+    slow_update(c);
     io_update(c);
 }
 
@@ -389,6 +528,8 @@ void ac__conn_drop_backlog(ac__conn_t *c)
     ac__outq_t *q = c->out;
     uint32_t keep;
 
+    if (q != NULL)
+        q->lag_seq = 0;
     /* Ciphertext cannot be dropped without breaking the TLS stream. */
     if (q == NULL || c->ssl != NULL)
         return;
@@ -405,27 +546,50 @@ void ac__conn_drop_backlog(ac__conn_t *c)
 int ac__conn_send(ac__conn_t *c, ac__buf_t *frame)
 {
     ac_server_t *s = ac__conn_server(c);
+    ac__outq_t *q = c->out;
 
     if (c->state != AC__CONN_WS)
         return 0;
-    if (backlog(c) > 0 && backlog(c) + frame->len > s->opts.max_queue_bytes) {
-        s->slow_total++;
-        ac__log(AC_LOG_WARN, "event=slow_consumer conn=%llx user=%s queued=%llu",
-                (unsigned long long)c->m.id, c->m.user ? c->m.user->id : "-",
-                (unsigned long long)backlog(c));
-        ac__conn_drop_backlog(c);
-        ac__conn_close_ws(c, AC_WS_CLOSE_TOO_SLOW, "too slow, resume with last_seq", 0);
-        return 0;
+    if (q != NULL && q->lag_seq != 0) {
+        if (frame->seq >= q->lag_seq) {
+            /* In the history already: it is sent from there, in its turn, unless the
+             * history has moved past what this connection still needs. */
+            if (c->m.user != NULL && ac__history_oldest(c->m.user) > q->lag_seq)
+                too_slow(c, "the events it needs have left the history");
+            else
+                ac__conn_check_slow(c, ac__conn_now32(s));
+            return c->state == AC__CONN_WS;
+        }
+        /* Not of the stream (a direct message): what the stream owes goes first. */
+        refill(c, 1);
+        if (c->state != AC__CONN_WS)
+            return 0;
+    }
+    if (frame->seq != 0 && c->m.user != NULL && backlog(c) > 0 &&
+        backlog(c) + frame->len > s->opts.max_queue_bytes &&
+        ac__history_get(c->m.user, frame->seq) == frame) {
+        /* At the cap: keep the place in the history instead of a copy of the burst. */
+        if ((q = outq_get(c)) == NULL) {
+            ac__conn_destroy(c);
+            return 0;
+        }
+        q->lag_seq = frame->seq;
+        mark_slow(c);
+        mark_dirty(c);
+        ac__conn_check_slow(c, ac__conn_now32(s));
+        return c->state == AC__CONN_WS;
     }
     if (outq_push(c, frame) != 0) {
         ac__conn_destroy(c);
         return 0;
     }
     if (c->out != NULL && c->ssl == NULL) {
-        ac__outq_t *q = c->out;
+        q = c->out;
         q->items[(q->head + q->count - 1) % q->cap].live = 1;
     }
-    return 1;
+    after_push(c);
+    ac__conn_check_slow(c, ac__conn_now32(s));
+    return c->state == AC__CONN_WS;
 }
 
 int ac__conn_send_replay(ac__conn_t *c, ac__buf_t *frame)
@@ -445,8 +609,12 @@ void ac__conn_send_control(ac__conn_t *c, ac__buf_t *frame)
 {
     if (ac__conn_gone(c))
         return;
-    if (outq_push(c, frame) != 0)
+    if (outq_push(c, frame) != 0) {
         ac__conn_destroy(c);
+        return;
+    }
+    if (c->state == AC__CONN_HTTP)
+        after_push(c);
 }
 
 /* ---- closing ---------------------------------------------------------------------- */
@@ -873,7 +1041,7 @@ static void do_read(ac__conn_t *c)
         else
             dispatch(c, buf, (size_t)n);
         s->rbuf_busy = nested;
-        if ((size_t)n < cap || ac__conn_gone(c) || (c->ioflags & AC__IO_PAUSED))
+        if ((size_t)n < cap || ac__conn_gone(c) || (c->ioflags & (AC__IO_PAUSED | AC__IO_OUTFULL)))
             return;
     }
 }
@@ -895,7 +1063,8 @@ static void on_io(uv_poll_t *h, int status, int events)
         if (!(c->ioflags & AC__IO_BLOCKED))
             io_update(c);
     }
-    if ((events & UV_READABLE) && !(c->ioflags & AC__IO_PAUSED) && !ac__conn_gone(c))
+    if ((events & UV_READABLE) && !(c->ioflags & (AC__IO_PAUSED | AC__IO_OUTFULL)) &&
+        !ac__conn_gone(c))
         do_read(c);
 }
 

@@ -60,6 +60,11 @@ typedef struct ac__outq_s {
     uint32_t count;
     uint64_t bytes;  /* unwritten bytes of every queued item */
     uint64_t exempt; /* bytes of replayed history: not counted against the cap */
+    /* A user connection whose backlog reached --max-queue-bytes is not queued more: it
+     * keeps its place in its user's history (the seq of the first event not yet queued),
+     * and is refilled from there as the socket drains. 0 when it is not lagging. */
+    uint64_t lag_seq;
+    uint32_t slow_since; /* server ms (| 1) since the backlog is over the cap; 0: it is not */
     ac__outitem_t inline_items[AC__OUTQ_INLINE];
 } ac__outq_t;
 
@@ -75,7 +80,8 @@ enum {
     AC__IO_PAUSED = 1 << 0,  /* reading stopped (backpressure, a request answered later) */
     AC__IO_BLOCKED = 1 << 1, /* the kernel's send buffer is full: waiting to be writable */
     AC__IO_POLL_R = 1 << 2,  /* the poll handle watches readable */
-    AC__IO_POLL_W = 1 << 3   /* and writable */
+    AC__IO_POLL_W = 1 << 3,  /* and writable */
+    AC__IO_OUTFULL = 1 << 4  /* reading stopped: the peer does not read our answers */
 };
 
 /* Per-connection memory, on x86_64 with libuv 1.44 (sizes in bytes):
@@ -118,8 +124,8 @@ struct ac__conn_s {
     uint8_t state;
     uint8_t flags;
     uint8_t msg_opcode;
-    uint8_t kind : 4;    /* AC__KIND_* */
-    uint8_t ioflags : 4; /* AC__IO_* */
+    uint8_t kind : 2;    /* AC__KIND_* */
+    uint8_t ioflags : 6; /* AC__IO_* */
 };
 
 #define AC__CONN_OF(mconn) ((ac__conn_t *)((char *)(mconn)-offsetof(ac__conn_t, m)))
@@ -136,10 +142,18 @@ void ac__conn_accept(ac_server_t *s, int fd);
 /* The connection's socket, or -1 once it is closing. */
 int ac__conn_fd(const ac__conn_t *c);
 
-/* Queues a data frame (takes its own reference). When the connection's backlog passes
- * --max-queue-bytes the connection is closed with 4008 instead and 0 is returned; 1 when
- * queued. */
+/* Queues a data frame (takes its own reference). Returns 1 when it will be sent, 0 when
+ * the connection is not open (or was closed as too slow). A user connection whose backlog
+ * is at --max-queue-bytes does not queue an event of its user's stream: it takes it from
+ * the history when the socket drains (so a burst costs no memory per connection). It is
+ * closed with 4008 when its backlog stays over the cap for --slow-timeout, or when the
+ * events it still needs have left the history. Other connections (publisher sockets, HTTP)
+ * stop being read while their unsent answers are over the cap. */
 int ac__conn_send(ac__conn_t *c, ac__buf_t *frame);
+
+/* Closes the connection with 4008 when its backlog has been over the cap for
+ * --slow-timeout at `now` (the sweep's check for a client that stalled). */
+void ac__conn_check_slow(ac__conn_t *c, uint32_t now);
 
 /* Queues a frame replayed from history: allowed past the cap (it is already in memory,
  * shared), so a resume is never refused for its own size. Returns 1, or 0 when closed. */

@@ -94,11 +94,10 @@ static int check_opts(const ac_server_opts_t *o)
         return AC_EINVAL;
     if (o->max_conns == 0 || o->max_conns_per_user == 0 || o->ping_interval <= 0 ||
         o->stale_timeout <= 0 || o->cleanup_interval <= 0 || o->handshake_timeout <= 0 ||
-        o->shutdown_timeout < 0 || o->history_ttl < 0 || o->slow_timeout <= 0 ||
-        o->seq_ttl < o->history_ttl || o->max_publish_size == 0 ||
-        o->history_size == 0 || o->history_max_bytes == 0 || o->idempotency_window <= 0 ||
-        o->run_timeout <= 0 || o->client_rate < 0 || o->handshake_rate < 0 ||
-        (o->tls_cert == NULL) != (o->tls_key == NULL) ||
+        o->shutdown_timeout < 0 || o->history_ttl < 0 || o->slow_timeout <= 0 || o->seq_ttl < 0 ||
+        o->max_publish_size == 0 || o->history_size == 0 || o->history_max_bytes == 0 ||
+        o->idempotency_window <= 0 || o->run_timeout <= 0 || o->client_rate < 0 ||
+        o->handshake_rate < 0 || (o->tls_cert == NULL) != (o->tls_key == NULL) ||
         (o->message_webhook != NULL && strncmp(o->message_webhook, "http://", 7) != 0) ||
         o->max_message_size == 0 || o->max_queue_bytes == 0)
         return AC_EINVAL;
@@ -407,7 +406,8 @@ static void sweep_one(ac__mconn_t *m, void *arg)
     uint32_t now = (uint32_t)ac__server_now(s);
     uint32_t limit = (uint32_t)(s->opts.stale_timeout * 1000);
 
-    if (now - c->last_rx >= limit) {
+    ac__conn_check_slow(c, now);
+    if (c->state == AC__CONN_WS && now - c->last_rx >= limit) {
         char reason[64];
         snprintf(reason, sizeof(reason), "stale: nothing received for %g s", s->opts.stale_timeout);
         s->stale_total++;
@@ -423,8 +423,12 @@ static void on_sweep(uv_timer_t *t)
     ac__manager_foreach(&s->manager, sweep_one, s);
     foreach_agent(s, sweep_one, s);
     s->broker->vt->sweep(s->broker);
-    expired =
-        ac__manager_expire(&s->manager, ac__server_now(s), (uint64_t)(s->opts.history_ttl * 1000));
+    /* With the redis broker a node's records are a cache of streams that live in Redis
+     * (with their own --seq-ttl there): they go with their history. */
+    expired = ac__manager_expire(
+        &s->manager, ac__server_now(s), (uint64_t)(s->opts.history_ttl * 1000),
+        s->broker->vt->publish_batch == NULL ? (uint64_t)(s->opts.seq_ttl * 1000)
+                                             : (uint64_t)(s->opts.history_ttl * 1000));
     if (expired > 0)
         ac__log(AC_LOG_DEBUG, "event=users_expired count=%zu", expired);
     ac__idem_expire(&s->idem, ac__server_now(s));

@@ -268,8 +268,8 @@ async function floodUntilDropped(port, user, conns, { size = 64 * 1024, max = 40
     return { dropped: false, sent: max };
 }
 
-test('a connection whose unsent backlog exceeds --max-queue-bytes is closed with 4008', async (t) => {
-    const d = await daemonFor(t, [...NONE, '--max-queue-bytes', '65536', '--ping-interval', '30']);
+test('a connection whose unsent backlog stays over --max-queue-bytes for --slow-timeout is closed with 4008', async (t) => {
+    const d = await daemonFor(t, [...NONE, '--max-queue-bytes', '65536', '--slow-timeout', '0.2', '--ping-interval', '30']);
     const user = uid();
     const ws = await RawWs.connect(d.port, `/ws?user_id=${user}`);
     t.after(() => ws.destroy());
@@ -283,7 +283,7 @@ test('a connection whose unsent backlog exceeds --max-queue-bytes is closed with
 });
 
 test('a slow connection does not hold back a fast connection of the same user', async (t) => {
-    const d = await daemonFor(t, [...NONE, '--max-queue-bytes', '65536', '--ping-interval', '30']);
+    const d = await daemonFor(t, [...NONE, '--max-queue-bytes', '65536', '--slow-timeout', '0.2', '--ping-interval', '30']);
     const user = uid();
     const slow = await RawWs.connect(d.port, `/ws?user_id=${user}`);
     t.after(() => slow.destroy());

@@ -619,7 +619,7 @@ static void test_manager_expire_drops_history(void **st)
     ac__buf_t *fa = emit_held(m, a, 11);
     emit(m, b, 13);
     emit(m, a, 11);
-    assert_int_equal(ac__manager_expire(m, 500, 500), 1); /* alice only */
+    assert_int_equal(ac__manager_expire(m, 500, 500, 500), 1); /* alice only */
     assert_null(ac__manager_find_user(m, "alice", 5));
     assert_int_equal(fa->refs, 1);
     assert_int_equal(m->history.bytes, 13);
@@ -632,6 +632,54 @@ static void test_manager_expire_drops_history(void **st)
     mgr_free(m);
 }
 
+/* The history goes at history_ttl; the seq counter and epoch stay until seq_ttl, so the
+ * next event continues the stream and a resume from 0 sees that events are missing. */
+static void test_manager_expire_keeps_seq_past_history(void **st)
+{
+    ac__manager_t *m = mgr_new(10, 1 << 20);
+    ac__user_t *a = ac__manager_user(m, "alice", 5, 0);
+    uint32_t epoch = a->epoch;
+    emit(m, a, 11);
+    emit(m, a, 11);
+    assert_int_equal(ac__manager_expire(m, 500, 500, 5000), 0);
+    assert_ptr_equal(ac__manager_find_user(m, "alice", 5), a);
+    assert_null(a->hist);
+    assert_int_equal(m->history.bytes, 0);
+    assert_int_equal(a->seq, 2);
+    assert_int_equal(a->epoch, epoch);
+    assert_int_equal(ac__history_oldest(a), 3); /* a resume from 0 is not whole */
+    emit(m, a, 11);
+    assert_int_equal(a->seq, 3);
+    a->last_active = 600;
+    assert_int_equal(ac__manager_expire(m, 5599, 500, 5000), 0);
+    assert_int_equal(ac__manager_expire(m, 5600, 500, 5000), 1);
+    assert_null(ac__manager_find_user(m, "alice", 5));
+    mgr_free(m);
+}
+
+static void test_history_get_by_seq(void **st)
+{
+    ac__manager_t *m = mgr_new(3, 1 << 20);
+    ac__user_t *u = ac__manager_user(m, "u", 1, 0);
+    assert_null(ac__history_get(u, 1));
+    for (int i = 0; i < 5; i++)
+        emit(m, u, 4);
+    assert_null(ac__history_get(u, 0));
+    assert_null(ac__history_get(u, 2)); /* dropped past per_user */
+    for (uint64_t q = 3; q <= 5; q++) {
+        assert_non_null(ac__history_get(u, q));
+        assert_int_equal(ac__history_get(u, q)->seq, q);
+    }
+    assert_null(ac__history_get(u, 6));
+    /* A frame that failed to be retained leaves a gap: the others are still found. */
+    u->seq++;
+    emit(m, u, 4);
+    assert_null(ac__history_get(u, 6));
+    assert_int_equal(ac__history_get(u, 7)->seq, 7);
+    assert_int_equal(ac__history_get(u, 5)->seq, 5);
+    mgr_free(m);
+}
+
 static void test_manager_expire_then_global_cap_still_works(void **st)
 {
     ac__manager_t *m = mgr_new(10, 40);
@@ -639,7 +687,7 @@ static void test_manager_expire_then_global_cap_still_works(void **st)
     ac__user_t *b = ac__manager_user(m, "bob", 3, 1000);
     emit(m, a, 10);
     emit(m, b, 10);
-    assert_int_equal(ac__manager_expire(m, 500, 500), 1);
+    assert_int_equal(ac__manager_expire(m, 500, 500, 500), 1);
     emit(m, b, 20);
     emit(m, b, 20); /* 50 > 40: bob's oldest goes */
     assert_since(b, 0, 2, 3);
@@ -726,6 +774,8 @@ int main(void)
         cmocka_unit_test(test_drop_then_append_starts_fresh),
         cmocka_unit_test(test_manager_expire_drops_history),
         cmocka_unit_test(test_manager_expire_then_global_cap_still_works),
+        cmocka_unit_test(test_manager_expire_keeps_seq_past_history),
+        cmocka_unit_test(test_history_get_by_seq),
         cmocka_unit_test(test_manager_dispose_releases_all_history),
         cmocka_unit_test(test_many_users_counters_stay_exact),
     };

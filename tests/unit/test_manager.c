@@ -566,7 +566,7 @@ static void test_expire_keeps_user_before_ttl(void **st)
     ac__mconn_t c = {0};
     ac__manager_attach(m, u, &c);
     ac__manager_detach(m, &c, 1000);
-    assert_int_equal(ac__manager_expire(m, 1499, 500), 0);
+    assert_int_equal(ac__manager_expire(m, 1499, 500, 500), 0);
     assert_ptr_equal(find(m, "alice"), u);
     assert_int_equal(m->nusers, 1);
     mgr_free(m);
@@ -579,7 +579,7 @@ static void test_expire_removes_user_at_ttl(void **st)
     ac__mconn_t c = {0};
     ac__manager_attach(m, u, &c);
     ac__manager_detach(m, &c, 1000);
-    assert_int_equal(ac__manager_expire(m, 1500, 500), 1);
+    assert_int_equal(ac__manager_expire(m, 1500, 500, 500), 1);
     assert_null(find(m, "alice"));
     assert_int_equal(m->nusers, 0);
     mgr_free(m);
@@ -591,7 +591,7 @@ static void test_expire_never_removes_connected_user(void **st)
     ac__user_t *u = user(m, "alice", 0);
     ac__mconn_t c = {0};
     ac__manager_attach(m, u, &c);
-    assert_int_equal(ac__manager_expire(m, 1000000, 1), 0);
+    assert_int_equal(ac__manager_expire(m, 1000000, 1, 1), 0);
     assert_ptr_equal(find(m, "alice"), u);
     assert_int_equal(m->users_connected, 1);
     mgr_free(m);
@@ -601,8 +601,8 @@ static void test_expire_uses_creation_time_for_never_connected_user(void **st)
 {
     ac__manager_t *m = mgr_new(3, 100);
     user(m, "alice", 200);
-    assert_int_equal(ac__manager_expire(m, 299, 100), 0);
-    assert_int_equal(ac__manager_expire(m, 300, 100), 1);
+    assert_int_equal(ac__manager_expire(m, 299, 100, 100), 0);
+    assert_int_equal(ac__manager_expire(m, 300, 100, 100), 1);
     assert_null(find(m, "alice"));
     mgr_free(m);
 }
@@ -619,7 +619,7 @@ static void test_expire_removes_only_idle_users(void **st)
     ac__manager_attach(m, idle_new, &c[2]);
     ac__manager_detach(m, &c[1], 100);
     ac__manager_detach(m, &c[2], 900);
-    assert_int_equal(ac__manager_expire(m, 1000, 500), 1);
+    assert_int_equal(ac__manager_expire(m, 1000, 500, 500), 1);
     assert_ptr_equal(find(m, "connected-old"), conn_old);
     assert_null(find(m, "idle-old"));
     assert_ptr_equal(find(m, "idle-new"), idle_new);
@@ -637,7 +637,7 @@ static void test_expire_counts_every_removed_user(void **st)
         snprintf(id, sizeof(id), "user-%d", i);
         user(m, id, (uint64_t)(i % 2 == 0 ? 0 : 100));
     }
-    assert_int_equal(ac__manager_expire(m, 50, 50), 1500);
+    assert_int_equal(ac__manager_expire(m, 50, 50, 50), 1500);
     assert_int_equal(m->nusers, 1500);
     for (int i = 0; i < 3000; i++) {
         snprintf(id, sizeof(id), "user-%d", i);
@@ -655,7 +655,7 @@ static void test_expire_then_recreate_gives_seq_0_and_new_epoch(void **st)
     ac__user_t *u = user(m, "alice", 0);
     u->seq = 42;
     uint32_t old_epoch = u->epoch;
-    assert_int_equal(ac__manager_expire(m, 10, 10), 1);
+    assert_int_equal(ac__manager_expire(m, 10, 10, 10), 1);
     ac__user_t *again = user(m, "alice", 20);
     assert_int_equal(again->seq, 0);
     assert_int_equal(again->last_active, 20);
