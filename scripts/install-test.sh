@@ -70,9 +70,11 @@ libs=$(pkg-config --libs agentcast)
 # shellcheck disable=SC2086
 cc -Wall -Werror -o "$work/embed-shared" examples/embed.c $cflags $libs ||
     fail "embed.c with pkg-config --cflags --libs agentcast (shared)"
-readelf -d "$work/embed-shared" | grep -q 'NEEDED.*libagentcast.so.0' ||
+# (Outputs are captured before grep -q: with pipefail, a writer cut off by grep's early exit
+# would fail the pipeline.)
+grep -q 'NEEDED.*libagentcast.so.0' <<<"$(readelf -d "$work/embed-shared")" ||
     fail "embed-shared does not link libagentcast.so.0"
-LD_LIBRARY_PATH="$root/lib" ldd "$work/embed-shared" | grep -q "$root/lib/libagentcast.so.0" ||
+grep -q "$root/lib/libagentcast.so.0" <<<"$(LD_LIBRARY_PATH="$root/lib" ldd "$work/embed-shared")" ||
     fail "embed-shared does not load the installed libagentcast.so.0"
 LD_LIBRARY_PATH="$root/lib" timeout 120 "$work/embed-shared" >"$work/embed-shared.out" 2>&1 ||
     { tail -20 "$work/embed-shared.out" >&2; fail "embed-shared exited non-zero"; }
@@ -83,7 +85,7 @@ static_libs=$(pkg-config --static --libs agentcast | sed 's/-lagentcast\b/-l:lib
 # shellcheck disable=SC2086
 cc -Wall -Werror -o "$work/embed-static" examples/embed.c $cflags $static_libs ||
     fail "embed.c with pkg-config --static --libs agentcast"
-if readelf -d "$work/embed-static" | grep -q 'NEEDED.*libagentcast'; then
+if grep -q 'NEEDED.*libagentcast' <<<"$(readelf -d "$work/embed-static")"; then
     fail "embed-static still needs libagentcast.so"
 fi
 timeout 120 "$work/embed-static" >"$work/embed-static.out" 2>&1 ||
@@ -169,7 +171,8 @@ for _ in $(seq 100); do grep -q 'READY=1' "$work/notify.log" && break; sleep 0.1
 grep -q 'READY=1' "$work/notify.log" || fail "no READY=1 on \$NOTIFY_SOCKET"
 health=$(curl -s -w ' %{http_code}' "http://127.0.0.1:$port/healthz")
 [ "$health" = '{"status":"ok","broker":"up"} 200' ] || fail "/healthz answered: $health"
-curl -sf "http://127.0.0.1:$port/" | grep -qi '<html' || fail "/ does not serve the installed web/index.html"
+page=$(curl -sf "http://127.0.0.1:$port/") || fail "GET / failed"
+grep -qi '<html' <<<"$page" || fail "/ does not serve the installed web/index.html"
 curl -sf "http://127.0.0.1:$port/clients/js/agentcast.js" >/dev/null ||
     fail "/clients/js/agentcast.js is not served from the installed client files"
 ok "the installed daemon runs from its config on port $port: READY=1, /healthz 200, pages served"
