@@ -179,13 +179,16 @@ int ac_emit(ac_server_t *server, const ac_event_t *event, ac_emit_cb cb, void *a
 /* ---- messages from users ---------------------------------------------------------- */
 
 /* One chat message a user's client sent: {"type":"user_message","text":...,"thread_id":...}.
- * Strings are valid during the call only; `json` is the whole message as received. */
+ * It reaches the agent only after it became a `user_message` event in the user's stream
+ * (every tab of the user sees it; `seq` is its place there). Strings are valid during the
+ * call only; `json` is the whole message as received. */
 typedef struct ac_message_s {
     const char *user_id;
     const char *connection_id;
     const char *thread_id; /* NULL when the message has none */
     const char *text;
     const char *json;
+    uint64_t seq; /* the message's user_message event in the user's stream */
 } ac_message_t;
 
 /* Receives user messages on the loop thread. Return 0 when taken; a negative value makes
@@ -238,6 +241,7 @@ enum {
     AC_STAT_TOOL_COMPLETED,
     AC_STAT_AGENT_COMPLETED,
     AC_STAT_AGENT_ERROR,
+    AC_STAT_USER_MESSAGE, /* the people's chat messages, published by the gateway */
     AC_STAT_CUSTOM,
     AC_STAT_NTYPES
 };

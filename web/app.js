@@ -1,8 +1,13 @@
-// The demo chat page. One connection through the agentcast client; one card per agent run,
-// drawn only from the events the gateway delivers, so every tab of the same user shows the
-// same runs live. The person's own messages are not echoed by the server: they are drawn
-// here when sent. No framework, no build step; every text goes in through textContent.
-import { connect } from '/clients/js/agentcast.js';
+// The demo chat page. One connection through the agentcast client; the conversation is the
+// user's event stream: the person's messages (user_message events, which the gateway puts in
+// the stream before the agent gets them) and one card per agent run, drawn only from what the
+// gateway delivers, so every tab of the user shows the same conversation live. On load the
+// page asks for everything the gateway still holds (last_seq=0 in the epoch it last saw, kept
+// in localStorage) and rebuilds the conversation from that replay, a run still in progress
+// included; when part of it is gone (resync) it says so. A message is drawn when sent and
+// confirmed when its user_message comes back. No framework, no build step; every text goes
+// in through textContent.
+import { connect, readPosition } from '/clients/js/agentcast.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -48,6 +53,18 @@ const userId = params.get('user_id') || kept('localStorage', 'agentcast.user_id'
 const threadId =
   params.get('thread_id') || kept('sessionStorage', 'agentcast.thread_id', () => randomId('t-'));
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+
+// Where the client keeps its position in this user's stream (null where storage is refused).
+const storage = (() => {
+  try {
+    const st = window.localStorage;
+    st.getItem('agentcast.probe');
+    return st;
+  } catch {
+    return null;
+  }
+})();
+const positionKey = `agentcast.position:${token ? 'token' : userId}`;
 
 els.who.textContent = token ? 'the token’s user' : userId;
 els.thread.textContent = threadId;
@@ -140,10 +157,15 @@ function appendToLog(el, { force = false } = {}) {
   if (stick) scrollToBottom();
 }
 
-function systemNote(text, kind = 'info') {
-  appendToLog(
-    h('div', { class: `system system-${kind}` }, kind === 'warn' ? icon('error') : null, h('span', { text }))
+function systemNote(text, kind = 'info', testid) {
+  const el = h(
+    'div',
+    { class: `system system-${kind}`, 'data-testid': testid },
+    kind === 'warn' ? icon('error') : null,
+    h('span', { text })
   );
+  appendToLog(el);
+  return el;
 }
 
 // ---- connection state -----------------------------------------------------------------
@@ -180,6 +202,13 @@ function renderState(s = {}) {
     }
     case 'resumed': {
       const n = Number(s.missed) || 0;
+      if (restoring) {
+        // The first connection of this page load: it replayed the conversation.
+        restoring = false;
+        text = n > 0 ? 'connected — conversation restored' : 'connected';
+        if (s.recovered === false) text = 'connected — part of the conversation is no longer kept';
+        break;
+      }
       text =
         s.recovered === false
           ? 'resumed — some events were no longer kept'
@@ -205,9 +234,10 @@ function renderState(s = {}) {
   }
   if (state === 'connected' || state === 'resumed') {
     if (client && client.userId) els.who.textContent = client.userId;
+    if (s.connectionId) myConnections.add(s.connectionId);
+    // Queued messages went out with the connection: they wait for their user_message now.
     for (const el of els.log.querySelectorAll('.user-msg[data-delivery="queued"]')) {
-      el.dataset.delivery = 'sent';
-      el.querySelector('.msg-meta-state').textContent = 'sent';
+      setDelivery(el, 'sending');
     }
   }
 }
@@ -478,19 +508,65 @@ setInterval(() => {
 
 // ---- the person's messages ------------------------------------------------------------
 
-function addUserMessage(text, delivery) {
-  const el = h(
+// A message is drawn when sent ('sending', or 'queued' while offline) and becomes 'sent' when
+// its user_message event comes back from the gateway: then it is in the user's stream, every
+// tab shows it, and a reload draws it again from the replay. Bubbles drawn from events carry
+// their seq, so nothing is drawn twice.
+const myConnections = new Set(); // this page's connection ids: its own messages come back
+const shownMessages = new Set(); // seqs of the user_message events on the page
+
+function setDelivery(el, delivery) {
+  el.dataset.delivery = delivery;
+  el.querySelector('.msg-meta-state').textContent = delivery === 'failed' ? 'not sent' : delivery;
+}
+
+function userBubble(text, delivery, ms, threadOf) {
+  const meta = h('div', { class: 'msg-meta' }, h('span', { class: 'msg-meta-time', text: `You · ${clock(ms)} · ` }));
+  if (threadOf && threadOf !== threadId) {
+    meta.prepend(h('span', { class: 'tag', title: `thread ${threadOf}`, text: 'other thread' }), ' ');
+  }
+  meta.append(h('span', { class: 'msg-meta-state', text: delivery }));
+  return h(
     'div',
     { class: 'user-msg', 'data-delivery': delivery },
     h('div', { class: 'bubble', 'data-testid': 'user-message', text }),
-    h(
-      'div',
-      { class: 'msg-meta' },
-      h('span', { text: `You · ${clock()} · ` }),
-      h('span', { class: 'msg-meta-state', text: delivery })
-    )
+    meta
   );
+}
+
+function addUserMessage(text, delivery) {
+  const el = userBubble(text, delivery);
+  el.dataset.pending = '';
   appendToLog(el, { force: true });
+}
+
+function renderUserMessage(ev) {
+  if (shownMessages.has(ev.seq)) return;
+  shownMessages.add(ev.seq);
+  const d = ev.data || {};
+  const text = typeof d.text === 'string' ? d.text : asText(d.text);
+  if (myConnections.has(d.connection_id)) {
+    // Sent from this page: confirm its bubble rather than drawing another.
+    for (const el of els.log.querySelectorAll('.user-msg[data-pending]')) {
+      if (el.querySelector('.bubble').textContent !== text) continue;
+      delete el.dataset.pending;
+      el.dataset.seq = String(ev.seq);
+      setDelivery(el, 'sent');
+      return;
+    }
+  }
+  const el = userBubble(text, 'sent', toMs(ev.timestamp), ev.thread_id);
+  el.dataset.seq = String(ev.seq);
+  appendToLog(el);
+}
+
+// What the gateway answers when a message did not make it into the stream.
+function failOldestPending(reason) {
+  const el = els.log.querySelector('.user-msg[data-pending]');
+  if (!el) return;
+  delete el.dataset.pending;
+  setDelivery(el, 'failed');
+  el.title = reason;
 }
 
 // ---- the client -----------------------------------------------------------------------
@@ -505,11 +581,18 @@ const RUN_TYPES = new Set([
   'agent_error',
 ]);
 
+// True from page load until the first connection has replayed the conversation.
+let restoring = false;
+
 function start(resume) {
   viewGen++;
   const opts = { url: wsUrl, threadId };
   if (token) opts.token = token;
   else opts.userId = userId;
+  if (storage) {
+    opts.storage = storage;
+    opts.storageKey = positionKey;
+  }
   if (resume && Number.isFinite(resume.lastSeq)) {
     opts.lastSeq = resume.lastSeq;
     if (resume.epoch) opts.epoch = resume.epoch;
@@ -525,12 +608,24 @@ function start(resume) {
     'resync',
     mine((info) => {
       viewGen++;
+      if (restoring) {
+        // Rebuilding on load: what is missing is the beginning of the conversation.
+        const restarted = info.previousEpoch && info.epoch && info.previousEpoch !== info.epoch;
+        const before = Number(info.fromSeq) - 1;
+        const text = restarted
+          ? 'The gateway was restarted since your last visit: the earlier conversation is no longer kept.'
+          : before > 0
+            ? `The beginning of this conversation is no longer kept by the gateway (${before} earlier event${before === 1 ? '' : 's'}); below is what it still holds.`
+            : 'Part of this conversation is no longer kept by the gateway.';
+        systemNote(text, 'warn', 'history-notice').classList.add('notice');
+        return;
+      }
       const lost = Number.isFinite(info?.lost) ? info.lost : 0;
       const what =
         lost > 0
           ? `${lost} event${lost === 1 ? '' : 's'} could not be replayed`
           : 'The gateway started the event stream over';
-      systemNote(`${what}; the runs above may be incomplete.`, 'warn');
+      systemNote(`${what}; the conversation above may be incomplete.`, 'warn', 'history-notice');
     })
   );
   c.on(
@@ -539,15 +634,23 @@ function start(resume) {
       const msg = ev?.data?.error ?? ev?.message ?? asText(ev);
       // The client's own notices (socket errors while reconnecting, timeouts) are already
       // told by the connection state; only what the gateway answered goes in the chat.
-      if (ev?.local) console.warn('agentcast:', msg);
-      else systemNote(`The gateway answered: ${msg}`, 'warn');
+      if (ev?.local) {
+        console.warn('agentcast:', msg);
+        return;
+      }
+      if (/^(message not published|no agent is listening|text:|thread_id:)/.test(String(msg))) {
+        failOldestPending(String(msg));
+      }
+      systemNote(`The gateway answered: ${msg}`, 'warn');
     })
   );
+  // The person's messages, from this tab, another tab, or the replay.
+  c.on('user_message', mine((ev) => typeof ev.seq === 'number' && renderUserMessage(ev)));
   // Events that belong to no run (custom notifications, direct messages) become a line.
   c.on(
     '*',
     mine((ev) => {
-      if (!ev || typeof ev.type !== 'string' || ev.run_id) return;
+      if (!ev || typeof ev.type !== 'string' || ev.run_id || ev.type === 'user_message') return;
       if (RESERVED.has(ev.type) || RUN_TYPES.has(ev.type)) return;
       const data = ev.data && Object.keys(ev.data).length ? `: ${asText(ev.data)}` : '';
       systemNote(`${ev.type}${data}`);
@@ -562,6 +665,7 @@ function start(resume) {
 
 function restart() {
   const old = client;
+  restoring = false;
   const resume = old ? { lastSeq: old.lastSeq, epoch: old.epoch } : null;
   client = null; // the old client's own 'closed' is not news
   try {
@@ -609,11 +713,15 @@ els.form.addEventListener('submit', (e) => {
     return;
   }
   // send() answers false when it queued the message until the connection is back.
-  addUserMessage(text, sentNow === false ? 'queued' : 'sent');
+  addUserMessage(text, sentNow === false ? 'queued' : 'sending');
   els.input.value = '';
   autoGrow();
   els.input.focus();
 });
 
-start(null);
+// Rebuild the conversation: everything the gateway still holds for this user, in the epoch
+// this browser last saw (a changed epoch, or history gone, comes back as a resync).
+const saved = readPosition(storage, positionKey);
+restoring = true;
+start({ lastSeq: 0, epoch: saved ? saved.epoch : null });
 els.input.focus();

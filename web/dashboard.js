@@ -18,6 +18,7 @@ const TYPES = [
   { key: 'tool_completed', color: '#10b981', dash: [2, 3] },
   { key: 'agent_completed', color: '#06b6d4', dash: [10, 4] },
   { key: 'agent_error', color: '#ef4444', dash: [] },
+  { key: 'user_message', color: '#ec4899', dash: [1, 3] },
   { key: 'custom', color: '#94a3b8', dash: [4, 4] },
 ];
 

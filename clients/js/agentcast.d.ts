@@ -18,6 +18,35 @@ export interface Envelope {
 export type AgentEvent = Envelope & { seq: number };
 
 /**
+ * The person's chat message, put in their stream by the gateway (never by a publisher) before
+ * the agent gets it; every connection of the user receives it, the sender's included.
+ */
+export type UserMessageEvent = AgentEvent & {
+    type: 'user_message';
+    data: {
+        text: string;
+        thread_id?: string;
+        /** the connection that sent it (compare with `client.connectionId`) */
+        connection_id: string;
+    };
+};
+
+/** Where the client keeps its position: `localStorage`, `sessionStorage`, or your own. */
+export interface PositionStorage {
+    getItem(key: string): string | null;
+    setItem(key: string, value: string): void;
+}
+
+/** A position in a user's stream, as kept in storage. */
+export interface Position {
+    /** the newest seq the application was handed */
+    lastSeq: number;
+    epoch: string | null;
+    /** whose stream it is, when known */
+    userId: string | null;
+}
+
+/**
  * What an `'error'` listener receives: the gateway's `error` envelope, or an error noticed by
  * this client (`local: true`: socket error, unparsable frame, seq gap, token callback, timeout).
  */
@@ -136,6 +165,13 @@ export interface ConnectOptions {
     maxQueue?: number;
     /** run views kept; beyond, the oldest finished ones are dropped first (1000) */
     maxRuns?: number;
+    /**
+     * keep the position (`lastSeq`, `epoch`) here across page loads, e.g. `localStorage`;
+     * without `lastSeq`, the client resumes from what it finds there
+     */
+    storage?: PositionStorage;
+    /** the key in `storage` (`agentcast.position`, plus `:userId` when given); one per user */
+    storageKey?: string;
 }
 
 export class AgentcastClient {
@@ -153,17 +189,22 @@ export class AgentcastClient {
     readonly runs: Map<string, RunView>;
     /** the current WebSocket or null; read-only, for diagnostics and tests */
     readonly socket: any;
+    /** the position read from `storage` at the start and resumed from, or null */
+    readonly restoredFrom: Position | null;
 
     on(type: 'state', fn: (ev: StateEvent) => void): () => void;
     on(type: 'resync', fn: (info: ResyncInfo) => void): () => void;
     on(type: 'error', fn: (err: ClientError) => void): () => void;
     on(type: 'run', fn: (run: RunView) => void): () => void;
+    on(type: 'user_message', fn: (ev: UserMessageEvent) => void): () => void;
     on(type: '*', fn: (ev: Envelope) => void): () => void;
     on(type: string, fn: (ev: Envelope) => void): () => void;
     off(type: string, fn: (payload: any) => void): void;
 
     /** JSON over the socket (a string as is); queued while not connected. true: sent now; false: queued */
     send(message: unknown): boolean;
+    /** the person's chat message: `{type: 'user_message', text, thread_id}` (the client's threadId by default); like send() */
+    sendMessage(text: string, options?: { threadId?: string }): boolean;
     /** numbered events in seq order, from now on; ends when the client is closed for good */
     events(options?: { signal?: AbortSignal }): AsyncIterableIterator<AgentEvent>;
     /** stops for good (no reconnect) */
@@ -171,3 +212,6 @@ export class AgentcastClient {
 }
 
 export function connect(options: ConnectOptions): AgentcastClient;
+
+/** The position a client with `storage` kept under `key` (`agentcast.position`), or null. */
+export function readPosition(storage: PositionStorage | null | undefined, key?: string): Position | null;

@@ -138,6 +138,29 @@
  * @property {number} [idleTimeoutMs=0]     reconnect when nothing at all was received for this long (0: off); use 2-3x the gateway's `--ping-interval`
  * @property {number} [maxQueue=100]        messages `send()` may hold while not connected
  * @property {number} [maxRuns=1000]        run views kept; beyond, the oldest finished ones are dropped first
+ * @property {PositionStorage} [storage]    where to keep the position (`lastSeq`, `epoch`) across page loads, e.g. `localStorage`; the client resumes from it when `lastSeq` is not given
+ * @property {string} [storageKey]          the key in `storage` (default `agentcast.position`, plus `:` and `userId` when given); use one key per user
+ */
+
+/**
+ * Where the client keeps its position: anything with the Web Storage `getItem`/`setItem`
+ * (`localStorage`, `sessionStorage`, or an object of your own).
+ * @typedef {object} PositionStorage
+ * @property {(key: string) => string | null} getItem
+ * @property {(key: string, value: string) => void} setItem
+ */
+
+/**
+ * A position in a user's stream, as kept in storage.
+ * @typedef {object} Position
+ * @property {number} lastSeq               the newest seq the application was handed
+ * @property {string | null} epoch          the epoch of that seq
+ * @property {string | null} userId         whose stream it is, when known
+ */
+
+/**
+ * A chat message of the person, as the gateway puts it in their stream (`type: 'user_message'`).
+ * @typedef {AgentEvent & { type: 'user_message', data: { text: string, thread_id?: string, connection_id: string } }} UserMessageEvent
  */
 
 /**
@@ -153,6 +176,39 @@ const CLIENT_TYPES = new Set(['state', 'run', 'resync', 'error', '*']);
 const OPEN = 1;
 const PONG = '{"type":"pong"}';
 
+/** The storage key when none is given. */
+const DEFAULT_STORAGE_KEY = 'agentcast.position';
+
+/**
+ * Reads a position kept by a client with `storage` (null when there is none, or it is not
+ * one). A page that rebuilds what it shows from the replay reads it first, to learn the epoch
+ * it last saw, then connects with `lastSeq: 0` and that epoch.
+ * @param {PositionStorage | null | undefined} storage
+ * @param {string} [key='agentcast.position']
+ * @returns {Position | null}
+ */
+export function readPosition(storage, key = DEFAULT_STORAGE_KEY) {
+    let raw;
+    try {
+        raw = storage?.getItem(key);
+    } catch {
+        return null; // storage refused (a private mode, a sandboxed frame)
+    }
+    if (typeof raw !== 'string') return null;
+    let v;
+    try {
+        v = JSON.parse(raw);
+    } catch {
+        return null;
+    }
+    if (v === null || typeof v !== 'object' || !Number.isSafeInteger(v.last_seq) || v.last_seq < 0) return null;
+    return {
+        lastSeq: v.last_seq,
+        epoch: typeof v.epoch === 'string' ? v.epoch : null,
+        userId: typeof v.user_id === 'string' ? v.user_id : null,
+    };
+}
+
 /**
  * Opens a client; the first socket is opened in a microtask, so listeners added right after
  * this call see every state change.
@@ -167,7 +223,7 @@ export function connect(options) {
  * One logical connection to the gateway, made of as many sockets as it takes.
  */
 export class AgentcastClient {
-    /** @type {Required<Omit<ConnectOptions, 'token' | 'userId' | 'threadId' | 'lastSeq' | 'epoch' | 'backoff'>> & { token?: ConnectOptions['token'], userId?: string, threadId?: string }} */
+    /** @type {Required<Omit<ConnectOptions, 'token' | 'userId' | 'threadId' | 'lastSeq' | 'epoch' | 'backoff' | 'storage'>> & { token?: ConnectOptions['token'], userId?: string, threadId?: string, storage?: PositionStorage }} */
     #opts;
     /** @type {Required<BackoffOptions>} */
     #backoff;
@@ -205,6 +261,11 @@ export class AgentcastClient {
     #replay = null;
     /** @type {{ code: number, reason: string } | null} the `closing` message of the current socket */
     #closing = null;
+    /** @type {Position | null} the position read from storage at the start */
+    #restored = null;
+    /** @type {string | null} what was last written to storage */
+    #saved = null;
+    #saveFailed = false;
 
     /** @type {ReturnType<typeof setTimeout> | null} */
     #retryTimer = null;
@@ -244,13 +305,29 @@ export class AgentcastClient {
             idleTimeoutMs: num(options.idleTimeoutMs, 0, 0),
             maxQueue: num(options.maxQueue, 100, 0),
             maxRuns: num(options.maxRuns, 1000, 1),
+            storage: options.storage ?? undefined,
+            storageKey:
+                typeof options.storageKey === 'string' && options.storageKey !== ''
+                    ? options.storageKey
+                    : DEFAULT_STORAGE_KEY + (options.userId !== undefined ? `:${options.userId}` : ''),
         };
+        if (this.#opts.storage !== undefined && (typeof this.#opts.storage.getItem !== 'function' || typeof this.#opts.storage.setItem !== 'function')) {
+            throw new TypeError('agentcast: options.storage needs getItem and setItem');
+        }
         if (options.lastSeq !== undefined && options.lastSeq !== null) {
             if (!Number.isSafeInteger(options.lastSeq) || options.lastSeq < 0) {
                 throw new TypeError('agentcast: options.lastSeq must be a non-negative integer');
             }
             this.#lastSeq = options.lastSeq;
             this.#epoch = options.epoch ?? null;
+        } else if (this.#opts.storage !== undefined) {
+            // A position kept by an earlier page load: resume after it (one of another user is ignored).
+            const p = readPosition(this.#opts.storage, this.#opts.storageKey);
+            if (p && (p.userId === null || options.userId === undefined || p.userId === options.userId)) {
+                this.#restored = p;
+                this.#lastSeq = p.lastSeq;
+                this.#epoch = p.epoch;
+            }
         }
         this.#userId = options.userId ?? null;
         queueMicrotask(() => this.#open());
@@ -286,6 +363,10 @@ export class AgentcastClient {
     /** @returns {any} the current WebSocket, or null; read-only, for diagnostics and tests */
     get socket() {
         return this.#ws;
+    }
+    /** @returns {Position | null} the position this client resumed from, read from `storage` (null when none was used) */
+    get restoredFrom() {
+        return this.#restored;
     }
 
     /**
@@ -336,6 +417,23 @@ export class AgentcastClient {
         }
         this.#queue.push(text);
         return false;
+    }
+
+    /**
+     * Sends a chat message of the person: `{type: 'user_message', text, thread_id}`. The gateway
+     * puts it in the user's stream (a `user_message` event every connection of the user gets,
+     * this one included) and hands it to the agent. Queued like `send()` while not connected.
+     * @param {string} text
+     * @param {{ threadId?: string }} [options]  default: the client's `threadId`
+     * @returns {boolean} true when written to the socket now, false when queued
+     */
+    sendMessage(text, options = {}) {
+        if (typeof text !== 'string' || text === '') throw new TypeError('agentcast: text must be a non-empty string');
+        /** @type {Record<string, string>} */
+        const msg = { type: 'user_message', text };
+        const thread = options.threadId ?? this.#opts.threadId;
+        if (thread !== undefined) msg.thread_id = thread;
+        return this.send(msg);
     }
 
     /**
@@ -645,6 +743,7 @@ export class AgentcastClient {
         // A fresh (live) start: the stream for this client begins after the newest seq, so a
         // later reconnect asks for whatever was published while it was away.
         if (this.#sentLastSeq === null && this.#lastSeq === null) this.#lastSeq = newest;
+        if (recovered || this.#sentLastSeq === null) this.#savePosition(); // a resync saves its own
         if (this.#sentLastSeq !== null) {
             this.#replay = { target: newest, count: 0, awaitingResync: !recovered, recovered };
         }
@@ -690,6 +789,7 @@ export class AgentcastClient {
         };
         this.#lastSeq = from - 1;
         this.#runs.clear();
+        this.#savePosition();
         if (this.#replay) this.#replay.awaitingResync = false;
         const ws = this.#ws;
         this.#emit('resync', info);
@@ -710,7 +810,24 @@ export class AgentcastClient {
         this.#dispatch(env);
         for (const q of this.#iterators) q.push(env);
         if (run) this.#emit('run', run);
+        this.#savePosition(); // after the listeners: what is kept is what the application was handed
         if (this.#ws === ws) this.#maybeResumed();
+    }
+
+    /** Writes the position to `storage` (when given and changed); a refusal is reported once. */
+    #savePosition() {
+        const st = this.#opts.storage;
+        if (st === undefined || this.#lastSeq === null) return;
+        const value = JSON.stringify({ last_seq: this.#lastSeq, epoch: this.#epoch, user_id: this.#userId });
+        if (value === this.#saved) return;
+        try {
+            st.setItem(this.#opts.storageKey, value);
+            this.#saved = value;
+        } catch (err) {
+            if (this.#saveFailed) return;
+            this.#saveFailed = true;
+            this.#localError(`storage: ${errorText(err)}`, err);
+        }
     }
 
     /** Announces `resumed` once the replay of a resuming connection is complete. */

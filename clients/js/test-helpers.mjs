@@ -213,3 +213,61 @@ export function gate() {
         },
     };
 }
+
+/** A scriptable stand-in for the browser WebSocket API (the client's tests of what the real daemon never does). */
+export class FakeSocket {
+    static CONNECTING = 0;
+    static OPEN = 1;
+    static CLOSED = 3;
+    /** @type {FakeSocket[]} */
+    static made = [];
+    constructor(url) {
+        this.url = new URL(url);
+        this.readyState = 0;
+        this.sent = [];
+        this.listeners = { open: [], message: [], error: [], close: [] };
+        FakeSocket.made.push(this);
+    }
+    addEventListener(type, fn) {
+        this.listeners[type].push(fn);
+    }
+    fire(type, ev) {
+        for (const fn of this.listeners[type]) fn(ev);
+    }
+    send(data) {
+        if (this.readyState !== 1) throw new Error('not open');
+        this.sent.push(data);
+    }
+    close(code = 1005, reason = '') {
+        if (this.readyState === 3) return;
+        this.readyState = 3;
+        setTimeout(() => this.fire('close', { code, reason }), 0);
+    }
+    // Server side
+    open() {
+        this.readyState = 1;
+        this.fire('open', {});
+    }
+    msg(obj) {
+        this.fire('message', { data: typeof obj === 'string' ? obj : JSON.stringify(obj) });
+    }
+    connected(lastSeq, { epoch = 'E1', recovered = false, id = 'c1', user = 'u1' } = {}) {
+        this.open();
+        this.msg({ type: 'connected', user_id: user, data: { connection_id: id, last_seq: lastSeq, epoch, recovered } });
+    }
+    drop(code, reason = '') {
+        this.readyState = 3;
+        this.fire('close', { code, reason });
+    }
+}
+
+/** A fresh fake class per test, so that `made` is per test. */
+export function fakeClass() {
+    return class extends FakeSocket {
+        static made = [];
+        constructor(url) {
+            super(url);
+            this.constructor.made.push(this);
+        }
+    };
+}

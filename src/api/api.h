@@ -40,6 +40,15 @@ void ac__api_run_get(ac__conn_t *c, const ac__http_req_t *req, const char *id, s
  * rule): before returning with the memory broker, when Redis answers with a cluster. */
 void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void *arg);
 
+/* Publishes an event the gateway itself makes for a user (a user_message: its type is
+ * reserved, so no publisher can), through the same path as every event: seq, history,
+ * fan-out, with either broker. `data` (an object) and the strings are borrowed for the call.
+ * Calls cb exactly once with the outcome (0 and the seq, or AC_EUNAVAIL / AC_ENOMEM with a
+ * reason): before returning with the memory broker, when Redis answers with a cluster
+ * (publish.c). */
+void ac__api_publish_own(ac_server_t *s, ac__str_t user, ac__ev_type_t type, ac__str_t thread,
+                         const json_t *data, ac_emit_cb cb, void *arg);
+
 /* Runs every queued ac_emit() now (embed.c); the uv_async_t callback. */
 void ac__embed_drain(ac_server_t *s);
 

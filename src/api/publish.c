@@ -978,6 +978,42 @@ answer:
         cb(s, r, r == 0 ? &res : NULL, why ? why : ac_strerror(r), arg);
 }
 
+void ac__api_publish_own(ac_server_t *s, ac__str_t user, ac__ev_type_t type, ac__str_t thread,
+                         const json_t *data, ac_emit_cb cb, void *arg)
+{
+    const char *name = ac__ev_type_name(type);
+    ac_publish_result_t res = {0};
+    item_t it;
+    int r;
+
+    memset(&it, 0, sizeof(it));
+    it.ev.type = type;
+    it.ev.type_name = (ac__str_t){name, strlen(name)};
+    it.ev.thread_id = thread;
+    it.ev.data = data;
+    it.user = user;
+    it.op.type = type;
+    it.op.user_id = user;
+    it.op.thread_id = thread;
+    if (s->shutting_down) {
+        r = AC_ECLOSED;
+    } else if (s->broker->vt->publish_batch != NULL) {
+        pend_t *p = pend_new(s, PEND_EMIT, NULL);
+        r = AC_ENOMEM;
+        if (p != NULL) {
+            p->cb = cb;
+            p->cb_arg = arg;
+            r = cluster_start(s, &it, 1, 0, p);
+            if (r == 0)
+                return; /* cluster_done calls cb */
+            free(p);
+        }
+    } else {
+        r = execute(s, &it, ac__now_ms(), &res);
+    }
+    cb(s, r, r == 0 ? &res : NULL, r == AC_EUNAVAIL ? "broker unavailable" : ac_strerror(r), arg);
+}
+
 void ac__api_expire_runs(ac_server_t *s)
 {
     uint64_t now = ac__server_now(s);

@@ -1,5 +1,6 @@
 /* The user side of the gateway: the GET /ws handshake (identity, limits, resume point)
- * and the messages a user's client sends. Identity comes only from a verified token, or
+ * and the messages a user's client sends (a chat message becomes a user_message event of
+ * the user's stream, then goes to the agent). Identity comes only from a verified token, or
  * in --auth=none development mode from user_id=. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -440,19 +441,92 @@ static void send_error(ac__conn_t *c, const char *msg)
     ac__buf_unref(b);
 }
 
-/* A chat message from the person: to the embedded agent, the webhook, or refused. */
+/* A chat message on its way: published first, then handed to the agent. Owns copies of
+ * what the message said, since with Redis the sender may be gone when the broker answers. */
+typedef struct umsg_s {
+    uint64_t conn_id;
+    char conn[18];
+    char *user_id;
+    char *thread_id; /* NULL: none */
+    char *text;
+    char *json; /* the message as the client sent it */
+} umsg_t;
+
+static void umsg_free(umsg_t *um)
+{
+    free(um->user_id);
+    free(um->thread_id);
+    free(um->text);
+    free(um->json);
+    free(um);
+}
+
+/* Tells the sender, if its connection is still open on this node. */
+static void umsg_error(ac_server_t *s, const umsg_t *um, const char *msg)
+{
+    ac__user_t *u = ac__manager_find_user(&s->manager, um->user_id, strlen(um->user_id));
+    ac__conn_t *c = u ? find_conn(u, um->conn_id) : NULL;
+
+    if (c != NULL && c->state == AC__CONN_WS)
+        send_error(c, msg);
+}
+
+/* The message is in the user's stream (every tab has it): now the agent gets it. */
+static void on_user_message_published(ac_server_t *s, int status, const ac_publish_result_t *res,
+                                      const char *reason, void *arg)
+{
+    umsg_t *um = arg;
+    ac_message_t m;
+    char err[160];
+    int r;
+
+    if (status != 0) {
+        ac__log(AC_LOG_WARN, "event=user_message_refused conn=%s user=%s reason=\"%s\"", um->conn,
+                um->user_id, reason ? reason : ac_strerror(status));
+        /* A Redis connection lost mid-publish may have published it: the reason says so. */
+        snprintf(err, sizeof(err), "message %s: %s",
+                 reason && strstr(reason, "may have been published") ? "not handed to the agent"
+                                                                     : "not published",
+                 reason ? reason : "broker error");
+        umsg_error(s, um, err);
+        goto done;
+    }
+    m.user_id = um->user_id;
+    m.connection_id = um->conn;
+    m.thread_id = um->thread_id;
+    m.text = um->text;
+    m.json = um->json;
+    m.seq = res->seq;
+    if (s->message_cb != NULL)
+        r = s->message_cb(s, &m, s->message_arg) < 0 ? -1 : 0;
+    else if (s->opts.message_webhook != NULL)
+        r = ac__webhook_post(s, &m);
+    else
+        r = -1; /* the agent went away meanwhile */
+    if (r != 0)
+        umsg_error(s, um, "message not accepted by the agent");
+done:
+    umsg_free(um);
+}
+
+/* A chat message from the person: it becomes a user_message event in the user's stream
+ * (seq, history, every connection of the user, on every node), and once the broker took
+ * it, goes to the embedded agent or the webhook. Without either it is refused unpublished. */
 static void user_message(ac__conn_t *c, json_t *msg)
 {
     ac_server_t *s = ac__conn_server(c);
     json_t *text = json_object_get(msg, "text");
     json_t *thread = json_object_get(msg, "thread_id");
-    ac_message_t m;
-    char id[18];
-    char *json;
-    int r;
+    const char *thread_id;
+    json_t *data;
+    umsg_t *um;
 
     if (!json_is_string(text) || json_string_length(text) == 0) {
         send_error(c, "text: required (a non-empty string)");
+        return;
+    }
+    if (strlen(json_string_value(text)) != json_string_length(text)) {
+        send_error(c, "text: must not contain NUL characters");
         return;
     }
     if (thread != NULL && !json_is_null(thread) &&
@@ -465,28 +539,37 @@ static void user_message(ac__conn_t *c, json_t *msg)
     if (c->m.user == NULL)
         return; /* closing */
     s->messages_total++;
-    ac__conn_id_str(c->m.id, id);
-    json = json_dumps(msg, JSON_COMPACT | JSON_ALLOW_NUL);
-    if (json == NULL) {
-        send_error(c, "out of memory");
+    if (s->message_cb == NULL && s->opts.message_webhook == NULL) {
+        send_error(c, "no agent is listening: start the gateway with --demo or --message-webhook");
         return;
     }
-    m.user_id = c->m.user->id;
-    m.connection_id = id;
-    m.thread_id = json_is_string(thread) ? json_string_value(thread) : c->thread_id;
-    m.text = json_string_value(text);
-    m.json = json;
-    if (s->message_cb != NULL)
-        r = s->message_cb(s, &m, s->message_arg) < 0 ? -1 : 0;
-    else if (s->opts.message_webhook != NULL)
-        r = ac__webhook_post(s, &m);
-    else
-        r = -2;
-    free(json);
-    if (r == -2)
-        send_error(c, "no agent is listening: start the gateway with --demo or --message-webhook");
-    else if (r != 0)
-        send_error(c, "message not accepted by the agent");
+    thread_id = json_is_string(thread) ? json_string_value(thread) : c->thread_id;
+    um = calloc(1, sizeof(*um));
+    if (um == NULL)
+        goto oom;
+    um->conn_id = c->m.id;
+    ac__conn_id_str(c->m.id, um->conn);
+    um->user_id = strdup(c->m.user->id);
+    um->thread_id = thread_id ? strdup(thread_id) : NULL;
+    um->text = strdup(json_string_value(text));
+    um->json = json_dumps(msg, JSON_COMPACT | JSON_ALLOW_NUL);
+    if (um->user_id == NULL || (thread_id != NULL && um->thread_id == NULL) || um->text == NULL ||
+        um->json == NULL)
+        goto oom;
+    data = json_pack("{s:s,s:s?,s:s}", "text", um->text, "thread_id", um->thread_id,
+                     "connection_id", um->conn);
+    if (data == NULL)
+        goto oom;
+    /* Calls on_user_message_published, now or when the broker answers; it frees um. */
+    ac__api_publish_own(s, (ac__str_t){um->user_id, strlen(um->user_id)}, AC__EV_USER_MESSAGE,
+                        (ac__str_t){um->thread_id, um->thread_id ? strlen(um->thread_id) : 0}, data,
+                        on_user_message_published, um);
+    json_decref(data);
+    return;
+oom:
+    if (um != NULL)
+        umsg_free(um);
+    send_error(c, "out of memory");
 }
 
 void ac__api_ws_message(ac__conn_t *c, const char *p, size_t len, int binary)

@@ -315,10 +315,10 @@ int ac__webhook_post(ac_server_t *s, const ac_message_t *m)
 
     if (w == NULL || w->ninflight >= WEBHOOK_MAX_INFLIGHT || s->shutting_down)
         return -1;
-    body =
-        json_pack("{s:s,s:s,s:s?,s:s,s:I,s:o}", "user_id", m->user_id, "connection_id",
-                  m->connection_id, "thread_id", m->thread_id, "text", m->text, "received_at_ms",
-                  (json_int_t)ac__now_ms(), "message", json_loads(m->json, JSON_ALLOW_NUL, NULL));
+    body = json_pack("{s:s,s:s,s:s?,s:s,s:I,s:I,s:o}", "user_id", m->user_id, "connection_id",
+                     m->connection_id, "thread_id", m->thread_id, "text", m->text, "seq",
+                     (json_int_t)m->seq, "received_at_ms", (json_int_t)ac__now_ms(), "message",
+                     json_loads(m->json, JSON_ALLOW_NUL, NULL));
     json = body ? json_dumps(body, JSON_COMPACT | JSON_ALLOW_NUL) : NULL;
     json_decref(body);
     d = json ? calloc(1, sizeof(*d)) : NULL;

@@ -8,7 +8,7 @@
 
 static const char *const type_names[AC__EV_NTYPES] = {
     "agent_started",   "agent_thinking", "tool_executing", "tool_completed",
-    "agent_completed", "agent_error",    "custom"};
+    "agent_completed", "agent_error",    "user_message",   "custom"};
 
 /* The data fields of AC__DF_*, in bit order. */
 static const char *const field_names[] = {"agent",        "thought", "tool",
@@ -22,10 +22,14 @@ static const unsigned required[AC__EV_NTYPES] = {
     AC__DF_TOOL | AC__DF_TOOL_CALL_ID | AC__DF_RESULT,
     AC__DF_RESULT,
     AC__DF_ERROR,
+    0, /* user_message: the gateway builds it */
     0,
 };
 
-static const char *const reserved[] = {"connected", "ping", "resync", "error", "closing"};
+/* Server messages, and user_message: a user_message in a stream always came from that
+ * user's own connection, never from a publisher speaking for the person. */
+static const char *const reserved[] = {"connected", "ping",    "resync",
+                                       "error",     "closing", "user_message"};
 
 int ac__ev_type_parse(const char *name, size_t len, const char **reason)
 {
@@ -36,8 +40,8 @@ int ac__ev_type_parse(const char *name, size_t len, const char **reason)
         if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'))
             goto malformed;
     }
-    static const uint8_t reserved_lens[] = {9, 4, 6, 5, 7};
-    static const uint8_t type_lens[AC__EV_CUSTOM] = {13, 14, 14, 14, 15, 11};
+    static const uint8_t reserved_lens[] = {9, 4, 6, 5, 7, 12};
+    static const uint8_t type_lens[AC__EV_CUSTOM] = {13, 14, 14, 14, 15, 11, 12};
 
     for (size_t i = 0; i < sizeof(reserved_lens); i++) {
         if (reserved_lens[i] == len && memcmp(reserved[i], name, len) == 0) {

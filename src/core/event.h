@@ -15,12 +15,14 @@ typedef enum {
     AC__EV_TOOL_COMPLETED,
     AC__EV_AGENT_COMPLETED,
     AC__EV_AGENT_ERROR,
+    AC__EV_USER_MESSAGE, /* the person's chat message; published only by the gateway */
     AC__EV_CUSTOM,
     AC__EV_NTYPES
 } ac__ev_type_t;
 
 /* Classifies a publisher-given type name. Returns the type, or -1 with *reason set to
- * "type: reserved" (connected, ping, resync, error, closing) or "type: malformed"
+ * "type: reserved" (connected, ping, resync, error, closing: server messages; user_message:
+ * only the gateway publishes it, for the user's own connection) or "type: malformed"
  * (not [a-z][a-z0-9_.-]{0,63}). */
 int ac__ev_type_parse(const char *name, size_t len, const char **reason);
 

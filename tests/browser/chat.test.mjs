@@ -59,19 +59,32 @@ test('a message becomes a live run: thinking, a tool card from running to done, 
     const user = uid('b');
     const page = await openChat(user);
     try {
+        // Every status the tool card shows, in order, recorded in the page (no timing window).
+        await page.evaluate(() => {
+            window.toolStatuses = [];
+            new MutationObserver((muts) => {
+                for (const m of muts) {
+                    if (m.target.dataset?.testid === 'tool') window.toolStatuses.push(m.target.dataset.status);
+                }
+            }).observe(document.getElementById('log'), { subtree: true, attributes: true, attributeFilter: ['data-status'] });
+        });
         await send(page, 'what is 6*7?');
         await page.locator('[data-testid="user-message"]', { hasText: 'what is 6*7?' }).waitFor({ timeout: 5000 });
-        const tool = page.locator('[data-testid="tool"]').last();
-        await tool.waitFor({ timeout: 8000 });
-        // The tool card is seen running before it is done (the demo tool takes 400 ms).
-        assert.equal(await tool.getAttribute('data-status'), 'running');
         await page.waitForSelector('[data-testid="tool"][data-status="done"]', { timeout: 8000 });
+        // The tool card was shown running before it was done (the demo tool takes 400 ms).
+        assert.deepEqual(await page.evaluate(() => window.toolStatuses), ['running', 'done']);
         await answerOf(page).waitFor({ timeout: 8000 });
         assert.match(await answerOf(page).innerText(), /42/);
         const thinking = await page.locator('[data-testid="thinking"]').last().innerText();
         assert.match(thinking, /calculator tool/);
         assert.deepEqual(page.errors, []);
         await page.screenshot({ path: path.join(ARTIFACTS, 'chat.png'), fullPage: true });
+        // --demo too: a reload rebuilds the question and its run from the replay, once each.
+        await page.reload();
+        await page.locator('[data-testid="answer"]', { hasText: '42' }).waitFor({ timeout: 8000 });
+        assert.equal(await page.locator('[data-testid="user-message"]', { hasText: 'what is 6*7?' }).count(), 1);
+        assert.equal(await page.locator('[data-testid="run"]').count(), 1);
+        assert.deepEqual(page.errors, []);
     } finally {
         await page.close();
     }

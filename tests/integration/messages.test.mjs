@@ -12,7 +12,10 @@ test('--demo: a user_message gets a whole live run: started, thinking, calculato
     const user = uid('demo');
     const c = closeAfter(t, await connect(d.port, { user_id: user }));
     c.ws.send(JSON.stringify({ type: 'user_message', thread_id: 'th1', text: 'what is (6*7)+1?' }));
+    const question = await c.next(byType('user_message'), 5000);
+    assert.equal(question.data.text, 'what is (6*7)+1?');
     const started = await c.next(byType('agent_started'), 5000);
+    assert.equal(started.seq, question.seq + 1, 'the question is in the stream before the run');
     assert.equal(started.thread_id, 'th1');
     assert.ok(started.run_id);
     const exec = await c.next(byType('tool_executing'), 8000);
@@ -25,7 +28,7 @@ test('--demo: a user_message gets a whole live run: started, thinking, calculato
     const all = c.inbox.all.filter((m) => m.seq);
     for (let i = 1; i < all.length; i++) assert.equal(all[i].seq, all[i - 1].seq + 1);
     assert.ok(all.filter((m) => m.type === 'agent_thinking').length >= 5, 'thinking streams in chunks');
-    assert.ok(all.every((m) => m.run_id === started.run_id));
+    assert.ok(all.slice(1).every((m) => m.run_id === started.run_id));
 });
 
 test('--demo: both tabs of a user see the run; another user sees nothing', async (t) => {
@@ -90,6 +93,8 @@ test('--message-webhook: a message is POSTed as JSON, retried after 500s until a
     assert.equal(m.body.thread_id, 'tt');
     assert.equal(m.body.text, 'hello agent');
     assert.equal(m.body.connection_id, c.hello.data.connection_id);
+    const ev = await c.next(byType('user_message'), 2000);
+    assert.equal(m.body.seq, ev.seq, 'the webhook gets the seq of the message in the stream');
     await sleep(300);
     assert.equal(c.inbox.all.filter((x) => x.type === 'error').length, 0, 'delivered: no error envelope');
 });

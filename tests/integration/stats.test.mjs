@@ -29,6 +29,7 @@ test('/v1/stats on a fresh daemon counts nothing', async (t) => {
         tool_completed: 0,
         agent_completed: 0,
         agent_error: 0,
+        user_message: 0,
         custom: 0,
     });
     assert.equal(typeof s.uptime_s, 'number');
@@ -72,6 +73,7 @@ test('/v1/stats counts users, connections, events by type (custom together) and 
         tool_completed: 1,
         agent_completed: 1,
         agent_error: 1,
+        user_message: 0,
         custom: 3,
     });
     assert.equal(s.events_total, sent.length);

@@ -198,6 +198,12 @@ static void test_type_parse_closing_is_reserved(void **st)
     assert_reserved("closing");
 }
 
+static void test_type_parse_user_message_is_reserved(void **st)
+{
+    /* Only the gateway publishes it, from the user's own connection. */
+    assert_reserved("user_message");
+}
+
 static void test_type_parse_reserved_prefix_is_custom(void **st)
 {
     const char *reason;
@@ -212,8 +218,11 @@ static void test_type_name_roundtrips_through_parse(void **st)
 {
     for (int t = 0; t < AC__EV_CUSTOM; t++) {
         const char *reason;
+        if (t == AC__EV_USER_MESSAGE)
+            continue; /* named, but reserved for the gateway */
         assert_int_equal(parse(ac__ev_type_name((ac__ev_type_t)t), &reason), t);
     }
+    assert_string_equal(ac__ev_type_name(AC__EV_USER_MESSAGE), "user_message");
 }
 
 static void test_type_name_custom_and_out_of_range(void **st)
@@ -449,6 +458,7 @@ int main(void)
         cmocka_unit_test(test_type_parse_resync_is_reserved),
         cmocka_unit_test(test_type_parse_error_is_reserved),
         cmocka_unit_test(test_type_parse_closing_is_reserved),
+        cmocka_unit_test(test_type_parse_user_message_is_reserved),
         cmocka_unit_test(test_type_parse_reserved_prefix_is_custom),
         cmocka_unit_test(test_type_name_roundtrips_through_parse),
         cmocka_unit_test(test_type_name_custom_and_out_of_range),
