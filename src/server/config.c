@@ -465,9 +465,17 @@ static void value_text(const ac_config_t *cfg, const flag_t *f, char *out, size_
     case K_BYTES:
         snprintf(out, n, "%zu", *(const size_t *)field);
         break;
-    case K_AUTH:
-        snprintf(out, n, "%s", *(const ac_auth_mode_t *)field == AC_AUTH_JWT ? "jwt" : "none");
+    case K_AUTH: {
+        /* Spelled as set_value() parses them: a mode added there is added here too. */
+        ac_auth_mode_t m = *(const ac_auth_mode_t *)field;
+        if (m == AC_AUTH_JWT)
+            snprintf(out, n, "jwt");
+        else if (m == AC_AUTH_NONE)
+            snprintf(out, n, "none");
+        else
+            snprintf(out, n, "(mode %d)", (int)m);
         break;
+    }
     case K_LOGLEVEL:
         snprintf(out, n, "%s", level_names[*(const ac_log_level_t *)field]);
         break;
