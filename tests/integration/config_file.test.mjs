@@ -19,7 +19,7 @@ function confFile(text) {
 }
 
 // Runs agentcastd to its exit with only the given AGENTCAST_* variables.
-function runToExit(args, env = {}, ms = 5000) {
+function runToExit(args, env = {}, ms = 20000) {
     const childEnv = {};
     for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('AGENTCAST_')) childEnv[k] = v;
     Object.assign(childEnv, env);
@@ -167,13 +167,14 @@ test('--log-format json: every log line is one JSON object with ts, level and th
     let text = '';
     p.stderr.setEncoding('utf8');
     p.stderr.on('data', (s) => (text += s));
-    const lines = () => text.split('\n').filter(Boolean);
+    // Whole lines only: the last chunk may end inside a line.
+    const lines = () => text.slice(0, text.lastIndexOf('\n') + 1).split('\n').filter(Boolean);
     const find = (event) => lines().map((l) => JSON.parse(l)).find((o) => o.event === event);
-    const listening = await waitFor(() => find('listening'), 5000, 'the listening line');
+    const listening = await waitFor(() => find('listening'), 20000, 'the listening line');
     const port = Number(/:(\d+)$/.exec(listening.addr)[1]);
     const user = uid();
     const c = closeAfter(t, await connect(port, { user_id: user }));
-    const open = await waitFor(() => find('ws_open'), 5000, 'the ws_open line');
+    const open = await waitFor(() => find('ws_open'), 20000, 'the ws_open line');
     assert.equal(open.user, user);
     assert.equal(open.level, 'info');
     c.close();
