@@ -94,7 +94,7 @@ ok "examples/embed.c linked statically with pkg-config --static --libs agentcast
 
 # ---- the manual page: renders without warnings, names every flag of --help -----------
 man_page="$root/share/man/man8/agentcastd.8"
-MANWIDTH=100 man --warnings -l "$man_page" >"$work/man.txt" 2>"$work/man.err" ||
+LC_ALL=C MANWIDTH=100 man --warnings -l "$man_page" >"$work/man.txt" 2>"$work/man.err" ||
     fail "man -l $man_page"
 [ ! -s "$work/man.err" ] || { cat "$work/man.err" >&2; fail "man -l warned"; }
 "$root/bin/agentcastd" --help | grep -oE '^  --[a-z][a-z0-9-]*' | sed 's/^  //' >"$work/help-flags"
