@@ -15,6 +15,8 @@ CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-
               $(shell pkg-config --cflags $(PKGS) 2>/dev/null) $(CFLAGS)
 LDLIBS_ALL := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lm -lpthread
 LDFLAGS_ALL := $(SAN) $(LDFLAGS)
+# The daemon alone links libsystemd, for sd_notify() (Type=notify readiness).
+DAEMON_LIBS := $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
 
 LIB_SRC  := $(wildcard src/core/*.c src/net/*.c src/broker/*.c src/api/*.c src/gateway/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -27,9 +29,16 @@ BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 EXAMPLE_SRC := $(wildcard examples/*.c)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
 
+# What `make install` adds to the plain build (not in the sanitizer variants): the shared
+# library and the manual page (see "install" below).
+AC_VERSION_STR := $(shell sed -n 's/^\#define AC_VERSION "\(.*\)"/\1/p' include/agentcast.h)
+SOVERSION := 0
+SHLIB     := libagentcast.so.$(AC_VERSION_STR)
+INSTALL_EXTRA := $(if $(SAN),,$(BUILD)/$(SHLIB) $(BUILD)/agentcastd.8)
+
 .PHONY: all deps run run-cluster test unit integration examples asan asan-test tsan valgrind debug bench bench-quick callgrind soak clean format
 
-all: $(BUILD)/agentcastd $(BUILD)/libagentcast.a $(BENCH_BIN) $(EXAMPLE_BIN)
+all: $(BUILD)/agentcastd $(BUILD)/libagentcast.a $(BENCH_BIN) $(EXAMPLE_BIN) $(INSTALL_EXTRA)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -48,7 +57,7 @@ $(BUILD)/libagentcast.a: $(LIB_OBJ)
 	ar rcs $@ $^
 
 $(BUILD)/agentcastd: $(SRV_OBJ) $(BUILD)/libagentcast.a
-	$(CC) $(LDFLAGS_ALL) -o $@ $(SRV_OBJ) $(BUILD)/libagentcast.a $(LDLIBS_ALL)
+	$(CC) $(LDFLAGS_ALL) -o $@ $(SRV_OBJ) $(BUILD)/libagentcast.a $(LDLIBS_ALL) $(DAEMON_LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libagentcast.a
 	@mkdir -p $(dir $@)
@@ -78,6 +87,7 @@ run-cluster: deps
 test: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory unit integration
+	@$(MAKE) --no-print-directory install-test
 	@$(MAKE) --no-print-directory asan-test
 	@$(MAKE) --no-print-directory tsan
 	@$(MAKE) --no-print-directory fuzz-test
@@ -173,3 +183,80 @@ $(BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(BUILD)/libagentcast.a
 		$(BUILD)/libagentcast.a $(LDLIBS_ALL)
 
 -include $(wildcard $(BUILD)/fuzz_*.d)
+
+# ---- install ---------------------------------------------------------------------------
+# make install PREFIX=/usr/local DESTDIR=/tmp/stage (and make uninstall, same variables).
+# The shared library is built from -fPIC objects of its own (build/pic/) and exports only
+# the public ac_* API (dist/agentcast.map); the manual page is written by the daemon from
+# the flag table that also prints --help (agentcastd --help-man).
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+DATADIR    ?= $(PREFIX)/share/agentcast
+MANDIR     ?= $(PREFIX)/share/man
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+PIC_OBJ    := $(LIB_SRC:%.c=$(BUILD)/pic/%.o)
+CLIENT_FILES := clients/js/agentcast.js clients/js/agentcast.d.ts clients/js/README.md \
+                clients/js/package.json
+WEB_FILES  := $(wildcard web/*)
+SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@DATADIR@|$(DATADIR)|g' \
+	-e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' -e 's|@VERSION@|$(AC_VERSION_STR)|g'
+
+.PHONY: install uninstall install-test shared
+
+shared: $(BUILD)/$(SHLIB)
+
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fPIC -MMD -MP -c $< -o $@
+
+$(BUILD)/pic/src/broker/redis.o: $(BUILD)/gen/redis_lua.h
+
+$(BUILD)/$(SHLIB): $(PIC_OBJ) dist/agentcast.map
+	$(CC) -shared $(LDFLAGS_ALL) -Wl,-soname,libagentcast.so.$(SOVERSION) \
+		-Wl,--version-script=dist/agentcast.map -Wl,-z,defs -o $@ $(PIC_OBJ) $(LDLIBS_ALL)
+	ln -sf $(SHLIB) $(BUILD)/libagentcast.so.$(SOVERSION)
+	ln -sf libagentcast.so.$(SOVERSION) $(BUILD)/libagentcast.so
+
+$(BUILD)/agentcastd.8: $(BUILD)/agentcastd
+	$(BUILD)/agentcastd --help-man > $@.tmp && mv $@.tmp $@
+
+install: $(BUILD)/agentcastd $(BUILD)/libagentcast.a $(BUILD)/$(SHLIB) $(BUILD)/agentcastd.8
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR) \
+		$(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DATADIR)/web $(DESTDIR)$(DATADIR)/clients/js \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/agentcast
+	install -m 0755 $(BUILD)/agentcastd $(DESTDIR)$(BINDIR)/agentcastd
+	install -m 0644 $(BUILD)/libagentcast.a $(DESTDIR)$(LIBDIR)/libagentcast.a
+	install -m 0755 $(BUILD)/$(SHLIB) $(DESTDIR)$(LIBDIR)/$(SHLIB)
+	ln -sf $(SHLIB) $(DESTDIR)$(LIBDIR)/libagentcast.so.$(SOVERSION)
+	ln -sf libagentcast.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libagentcast.so
+	install -m 0644 include/agentcast.h $(DESTDIR)$(INCLUDEDIR)/agentcast.h
+	$(SUBST) dist/agentcast.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/agentcast.pc
+	install -m 0644 $(BUILD)/agentcastd.8 $(DESTDIR)$(MANDIR)/man8/agentcastd.8
+	install -m 0644 $(WEB_FILES) $(DESTDIR)$(DATADIR)/web/
+	install -m 0644 $(CLIENT_FILES) $(DESTDIR)$(DATADIR)/clients/js/
+	$(SUBST) dist/agentcastd.service.in > $(DESTDIR)$(UNITDIR)/agentcastd.service
+	$(SUBST) dist/agentcast.conf.in > $(DESTDIR)$(DATADIR)/agentcast.conf.example
+	@# An operator's configuration is never overwritten.
+	[ -e $(DESTDIR)$(SYSCONFDIR)/agentcast/agentcast.conf ] || \
+		install -m 0644 $(DESTDIR)$(DATADIR)/agentcast.conf.example \
+			$(DESTDIR)$(SYSCONFDIR)/agentcast/agentcast.conf
+	@if [ -z "$(DESTDIR)" ] && command -v ldconfig >/dev/null 2>&1; then ldconfig; fi
+
+# Leaves the configuration in $(SYSCONFDIR)/agentcast (an operator's file).
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/agentcastd $(DESTDIR)$(LIBDIR)/libagentcast.a \
+		$(DESTDIR)$(LIBDIR)/$(SHLIB) $(DESTDIR)$(LIBDIR)/libagentcast.so.$(SOVERSION) \
+		$(DESTDIR)$(LIBDIR)/libagentcast.so $(DESTDIR)$(LIBDIR)/pkgconfig/agentcast.pc \
+		$(DESTDIR)$(INCLUDEDIR)/agentcast.h $(DESTDIR)$(MANDIR)/man8/agentcastd.8 \
+		$(DESTDIR)$(UNITDIR)/agentcastd.service
+	rm -rf $(DESTDIR)$(DATADIR)
+
+# make install into a temporary folder, then use what it installed (scripts/install-test.sh).
+install-test: $(BUILD)/agentcastd $(BUILD)/libagentcast.a $(BUILD)/$(SHLIB) $(BUILD)/agentcastd.8
+	@scripts/install-test.sh
+
+-include $(PIC_OBJ:.o=.d)

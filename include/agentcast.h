@@ -46,6 +46,25 @@ void ac_log_set_level(ac_log_level_t level);
 /* Parses "error", "warn", "info" or "debug"; returns AC_EINVAL for anything else. */
 int ac_log_level_parse(const char *name, ac_log_level_t *out);
 
+/* What the default sink writes, one line per event on stderr. AC_LOG_TEXT (the default):
+ * `ts=... level=... key=value...`. AC_LOG_JSON: one JSON object per line, for log
+ * pipelines: "ts", "level", then each key=value field as a string member (a quoted value
+ * without its quotes; text that is not key=value goes to "msg"). A sink set with
+ * ac_log_set_sink() still receives the key=value line. Not thread-safe, like the sink. */
+typedef enum { AC_LOG_TEXT = 0, AC_LOG_JSON = 1 } ac_log_format_t;
+void ac_log_set_format(ac_log_format_t format);
+/* Parses "text" or "json"; returns AC_EINVAL for anything else. */
+int ac_log_format_parse(const char *name, ac_log_format_t *out);
+
+/* Writes one line of key=value fields (printf-style) through the sink when `level` is
+ * enabled: the embedder's own events in the gateway's log. Any thread when the sink is
+ * thread-safe (the default sink is). */
+void ac_log(ac_log_level_t level, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
 /* ---- the server ------------------------------------------------------------------- */
 
 typedef enum { AC_AUTH_JWT = 0, AC_AUTH_NONE = 1 } ac_auth_mode_t;

@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/resource.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
 
 #include "agentcast.h"
 #include "server/config.h"
@@ -34,6 +37,7 @@ static void on_signal(uv_signal_t *h, int signum)
         fprintf(stderr, "agentcastd: second signal, exiting now\n");
         exit(1);
     }
+    sd_notify(0, "STOPPING=1");
     ac_server_shutdown(d->server, on_shutdown_done, d);
 }
 
@@ -48,51 +52,96 @@ static void raise_nofile(void)
     }
 }
 
+/* --check-config: everything ac_server_new() validates (limits, the listen address, the TLS
+ * files, the webhook URL), on a scratch loop with the memory broker, so neither Redis is
+ * contacted nor any port bound. Prints the effective configuration. 0 valid, 2 not. */
+static int check_config(const ac_config_t *cfg)
+{
+    ac_server_opts_t opts = cfg->server;
+    uv_loop_t loop;
+    ac_server_t *server;
+    int err = 0;
+
+    ac_config_print(cfg, stdout);
+    fflush(stdout);
+    opts.broker = "memory";
+    if (uv_loop_init(&loop) != 0)
+        return 1;
+    server = ac_server_new(&loop, &opts, &err);
+    if (server != NULL)
+        ac_server_free(server);
+    uv_run(&loop, UV_RUN_NOWAIT);
+    uv_loop_close(&loop);
+    if (server == NULL) {
+        fprintf(stderr, "agentcastd: invalid configuration: %s\n", ac_strerror(err));
+        return 2;
+    }
+    fprintf(stderr, "agentcastd: the configuration is valid\n");
+    return 0;
+}
+
+static int run(const ac_config_t *cfg);
+
 int main(int argc, char **argv)
 {
     ac_config_t cfg;
+    int rc = ac_config_parse(&cfg, argc, argv) != 0 ? 2 : run(&cfg);
+
+    ac_config_dispose(&cfg);
+    return rc;
+}
+
+static int run(const ac_config_t *cfg)
+{
     daemon_t d = {0};
     uv_loop_t *loop = uv_default_loop();
     int err = 0;
 
-    if (ac_config_parse(&cfg, argc, argv) != 0)
-        return 2;
-    if (cfg.help) {
+    if (cfg->help) {
         ac_config_usage(stdout);
         return 0;
     }
-    if (cfg.version) {
+    if (cfg->help_man) {
+        ac_config_man(stdout);
+        return 0;
+    }
+    if (cfg->version) {
         printf("agentcastd %s\n", AC_VERSION);
         return 0;
     }
-    ac_log_set_level(cfg.log_level);
-    if (cfg.server.auth == AC_AUTH_JWT &&
-        (cfg.server.jwt_secret == NULL || cfg.server.jwt_secret[0] == '\0')) {
+    ac_log_set_level(cfg->log_level);
+    ac_log_set_format(cfg->log_format);
+    if (cfg->server.auth == AC_AUTH_JWT &&
+        (cfg->server.jwt_secret == NULL || cfg->server.jwt_secret[0] == '\0')) {
         fprintf(stderr, "agentcastd: --auth=jwt needs --jwt-secret or AGENTCAST_JWT_SECRET "
                         "(or --auth=none for development)\n");
         return 2;
     }
+    if (cfg->check_config)
+        return check_config(cfg);
     signal(SIGPIPE, SIG_IGN);
+    /* `systemctl reload` sends SIGHUP: never let it end the daemon (a reload handler, where
+     * there is one, replaces this). */
+    signal(SIGHUP, SIG_IGN);
     raise_nofile();
 
-    cfg.server.redis_password = getenv("AGENTCAST_REDIS_PASSWORD");
-    d.server = ac_server_new(loop, &cfg.server, &err);
+    d.server = ac_server_new(loop, &cfg->server, &err);
     if (d.server == NULL && err == AC_EUNAVAIL) {
         fprintf(stderr, "agentcastd: the broker (%s) is unreachable; see the error above\n",
-                cfg.server.broker);
+                cfg->server.broker);
         return 1;
     }
     if (d.server == NULL) {
         fprintf(stderr, "agentcastd: invalid configuration: %s\n", ac_strerror(err));
         return 2;
     }
-    if (cfg.demo && (d.demo = demo_start(d.server)) == NULL) {
+    if (cfg->demo && (d.demo = demo_start(d.server)) == NULL) {
         fprintf(stderr, "agentcastd: cannot start the demo agent\n");
         return 1;
     }
-    if (cfg.server.auth == AC_AUTH_NONE)
-        fprintf(stderr, "agentcastd: WARNING: --auth=none: any client may claim any user_id. "
-                        "For development only; never expose this to a network.\n");
+    if (cfg->server.auth == AC_AUTH_NONE)
+        ac_log(AC_LOG_WARN, "event=auth_none reason=\"--auth=none: any client may claim any "
+                            "user_id. For development only; never expose this to a network.\"");
     /* Signals first: a supervisor may stop us the moment we say we listen. */
     uv_signal_init(loop, &d.sigterm);
     uv_signal_init(loop, &d.sigint);
@@ -101,10 +150,13 @@ int main(int argc, char **argv)
     uv_signal_start(&d.sigint, on_signal, SIGINT);
     err = ac_server_start(d.server);
     if (err != 0) {
-        fprintf(stderr, "agentcastd: cannot listen on %s: %s\n", cfg.server.listen,
+        fprintf(stderr, "agentcastd: cannot listen on %s: %s\n", cfg->server.listen,
                 ac_strerror(err));
         return 1;
     }
+    /* systemd (Type=notify): ready once we listen; a no-op without $NOTIFY_SOCKET. */
+    sd_notifyf(0, "READY=1\nSTATUS=listening on port %d\nMAINPID=%lu", ac_server_port(d.server),
+               (unsigned long)getpid());
 
     uv_run(loop, UV_RUN_DEFAULT);
 

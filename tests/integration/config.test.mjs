@@ -4,24 +4,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { daemonFor, connect, closeAfter, BIN, HOST, withTimeout, uid } from './helpers.mjs';
-
-async function evictsAtOne(t, d) {
-    const user = uid();
-    const c1 = closeAfter(t, await connect(d.port, { user_id: user }));
-    const c2 = closeAfter(t, await connect(d.port, { user_id: user }));
-    assert.equal((await c1.waitClose()).code, 4001);
-    assert.ok(c2.isOpen);
-}
+import { daemonFor, assertEvictsAtOne, BIN, HOST, withTimeout } from './helpers.mjs';
 
 test('--name=value flags work (--auth=none --max-conns-per-user=1)', async (t) => {
     const d = await daemonFor(t, ['--auth=none', '--max-conns-per-user=1']);
-    await evictsAtOne(t, d);
+    await assertEvictsAtOne(t, d.port);
 });
 
 test('flags are read from AGENTCAST_* environment variables', async (t) => {
     const d = await daemonFor(t, [], { AGENTCAST_AUTH: 'none', AGENTCAST_MAX_CONNS_PER_USER: '1' });
-    await evictsAtOne(t, d);
+    await assertEvictsAtOne(t, d.port);
 });
 
 test('the listening log line names 127.0.0.1 and a real port', async (t) => {

@@ -9,6 +9,7 @@ import crypto from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
+import assert from 'node:assert/strict';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const BIN = process.env.AGENTCAST_BIN || path.join(REPO, 'build', 'agentcastd');
@@ -424,6 +425,16 @@ export async function connectRefused(port, query = {}, opts = {}) {
         throw new Error(`expected an HTTP refusal, got error: ${err.message}`);
     }
     throw new Error(`expected an HTTP refusal of ${JSON.stringify(query)}, but the upgrade succeeded`);
+}
+
+/** Two connections of one new user on a daemon with --max-conns-per-user=1: the first is
+ * evicted with 4001, the second stays open. */
+export async function assertEvictsAtOne(t, port) {
+    const user = uid();
+    const c1 = closeAfter(t, await connect(port, { user_id: user }));
+    const c2 = closeAfter(t, await connect(port, { user_id: user }));
+    assert.equal((await c1.waitClose()).code, 4001);
+    assert.ok(c2.isOpen);
 }
 
 /** Registers cleanup of clients with the node:test context. */
