@@ -115,13 +115,15 @@ asan-test: asan
 		OPT="-O0 -g -fno-omit-frame-pointer" \
 		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" unit integration
 
-# ThreadSanitizer over the places threads meet: ac_emit()'s queue (examples/embed.c) and the
-# loop-to-loop inbox (tests/unit/test_inbox.c: producers on loops of their own).
+# ThreadSanitizer over the places threads meet: ac_emit()'s queue (examples/embed.c), the
+# loop-to-loop inbox (test_inbox: producers on loops of their own) and a connection moved
+# between loops (test_handoff: plain and TLS).
+TSAN_TESTS := test_inbox test_handoff
 tsan:
 	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SAN="-fsanitize=thread" examples
 	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SAN="-fsanitize=thread" \
-		build/tsan/tests/test_inbox
-	@TSAN_OPTIONS=halt_on_error=1 build/tsan/tests/test_inbox
+		$(TSAN_TESTS:%=build/tsan/tests/%)
+	@for t in $(TSAN_TESTS); do TSAN_OPTIONS=halt_on_error=1 build/tsan/tests/$$t || exit 1; done
 
 # The integration suite with the daemon under valgrind memcheck (slow; not part of test).
 valgrind: deps

@@ -76,6 +76,14 @@ struct ac_server_s {
     size_t nconns_all; /* every accepted TCP connection not yet freed */
     uint64_t start_ms; /* uv_now() at creation */
 
+    /* The request being handled (http_input): its connection and the bytes after it, so a
+     * handler that moves the connection to another loop takes them along. */
+    ac__conn_t *req_conn;
+    const char *req_rest;
+    size_t req_rest_len;
+    uint64_t handoffs_out; /* connections moved to another loop */
+    uint64_t handoffs_in;  /* and taken from one */
+
     char *rbuf;                       /* the one read buffer of the loop */
     struct ssl_ctx_st *tls;           /* --tls-cert/--tls-key; NULL: plain TCP */
     char *tls_buf;                    /* the one plaintext buffer of the loop, with TLS */
