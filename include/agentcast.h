@@ -106,6 +106,11 @@ typedef struct ac_server_opts_s {
     double seq_ttl;              /* an idle user's seq counter and epoch outlive its history
                                     (history_ttl) this long, so seqs are never reused; at least
                                     history_ttl: 604800 */
+    unsigned threads; /* event loops, each on its own thread (the first is `loop`), users
+                         sharded across them by a hash of the user id: 1 (0 means 1);
+                         agentcastd's default is the CPUs it may run on. With more than
+                         one, ac_message_cb and the webhook run on the thread of the loop
+                         that owns the user; ac_emit()'s callback stays on `loop`'s. */
 } ac_server_opts_t;
 
 void ac_server_opts_init(ac_server_opts_t *opts);
@@ -269,7 +274,8 @@ typedef struct ac_stats_s {
     double uptime_s;
 } ac_stats_t;
 
-/* Fills *out. Loop thread only. */
+/* Fills *out: the whole process (sums over every loop of opts.threads). Loop thread only
+ * (with several loops, the others stop for the moment the figures are read). */
 void ac_server_stats(const ac_server_t *server, ac_stats_t *out);
 
 #ifdef __cplusplus

@@ -8,6 +8,7 @@
 #include "api/api.h"
 #include "core/jscan.h"
 #include "core/log.h"
+#include "net/group.h"
 #include "net/ws.h"
 
 /* The fields of one event object as published, read either by core/jscan (in place) or
@@ -37,6 +38,7 @@ typedef struct ac__api_item_s {
     int direct;
     int timeout; /* the gateway's own agent_error for a silent run */
     uint64_t conn_id;
+    ac_server_t *own; /* the loop that owns the user (--threads): its state decides */
 } item_t;
 
 typedef struct ac__pend_s pend_t;
@@ -212,6 +214,7 @@ static int validate(ac_server_t *s, item_t *it, const char **reason)
         *reason = "user_id: required";
         return 400;
     }
+    it->own = ac__group_owner(s, it->user.p, it->user.len);
     if (f->kind[F_TYPE] == 0 || f->kind[F_TYPE] == AC__J_NULL) {
         *reason = "type: required";
         return 400;
@@ -264,11 +267,12 @@ static int validate(ac_server_t *s, item_t *it, const char **reason)
             return 400;
         }
         it->direct = 1;
-        u = ac__manager_find_user(&s->manager, it->user.p, it->user.len);
-        /* With a cluster broker the connection may be on another node: the broker checks. */
+        /* With a cluster broker the connection may be on another node: the broker checks.
+         * Another loop's connections are looked up once that loop is parked. */
+        u = it->own == s ? ac__manager_find_user(&s->manager, it->user.p, it->user.len) : NULL;
         if (ac__conn_id_parse(f->str[F_CONNECTION_ID].p, f->str[F_CONNECTION_ID].len,
                               &it->conn_id) != 0 ||
-            (s->broker->vt->publish_batch == NULL &&
+            (s->broker->vt->publish_batch == NULL && it->own == s &&
              (u == NULL || ac__manager_find_conn(u, it->conn_id) == NULL))) {
             *reason = "connection_id: not open for this user";
             return 404;
@@ -287,13 +291,13 @@ static int is_duplicate(ac_server_t *s, const item_t *it)
                         ac__server_now(s)) != 0;
 }
 
-/* Lifecycle of runs over the whole batch, in order. A repeated idempotency key answers
- * with the first result instead of breaking a rule the first one satisfied. Returns 0 or
- * the HTTP status with *reason and *index. */
-static int check_runs(ac_server_t *s, const item_t *items, size_t n, size_t *index,
-                      const char **reason)
+/* Lifecycle of runs over the whole batch, in order, on the bridge of `s` (the items' owner).
+ * A repeated idempotency key answers with the first result instead of breaking a rule the
+ * first one satisfied. Returns 0 or the HTTP status with *reason and *index. */
+static int check_runs_one(ac_server_t *s, const item_t *items, size_t n, size_t *index,
+                          const char **reason)
 {
-    ac__run_op_t one, *ops = &one;
+    ac__run_op_t one = {0}, *ops = &one;
     int st = 0;
 
     if (n > 1 && (ops = malloc(n * sizeof(*ops))) == NULL) {
@@ -313,6 +317,90 @@ static int check_runs(ac_server_t *s, const item_t *items, size_t n, size_t *ind
     if (ops != &one)
         free(ops);
     return st;
+}
+
+/* The same over items of several loops (the others parked): each loop checks its users'
+ * items in their order (a run lives with its user), and the first refusal in the batch's
+ * order is the answer. */
+static int check_runs(ac_server_t *s, const item_t *items, size_t n, size_t *index,
+                      const char **reason)
+{
+    unsigned loops = ac__group_size(s);
+    item_t *sub;
+    size_t *at;
+    size_t best = n;
+    int best_st = 0;
+
+    for (size_t i = 0; i < n && loops > 1; i++) {
+        if (items[i].own != s)
+            break;
+        if (i == n - 1)
+            loops = 1;
+    }
+    if (loops == 1)
+        return check_runs_one(s, items, n, index, reason);
+    sub = malloc(n * sizeof(*sub));
+    at = malloc(n * sizeof(*at));
+    if (sub == NULL || at == NULL) {
+        free(sub);
+        free(at);
+        *reason = "out of memory";
+        return 503;
+    }
+    for (unsigned k = 0; k < loops; k++) {
+        ac_server_t *own = ac__group_shard(s, k);
+        size_t m = 0, bad = 0;
+        const char *why = NULL;
+        int st;
+        for (size_t i = 0; i < n; i++) {
+            if (items[i].own == own) {
+                sub[m] = items[i];
+                at[m++] = i;
+            }
+        }
+        if (m == 0)
+            continue;
+        st = check_runs_one(own, sub, m, &bad, &why);
+        if (st != 0 && at[bad] < best) {
+            best = at[bad];
+            best_st = st;
+            /* Kept: the next loop's check may reuse the buffer the reason is in. */
+            snprintf(reason_buf, sizeof(reason_buf), "%s", why ? why : "refused");
+            *reason = reason_buf;
+        }
+    }
+    free(sub);
+    free(at);
+    if (best_st != 0)
+        *index = best;
+    return best_st;
+}
+
+/* Direct messages to another loop's connections (that loop parked): 0, or 404 with the
+ * index of the first one not open. */
+static int check_direct(ac_server_t *s, const item_t *items, size_t n, size_t *index)
+{
+    for (size_t i = 0; i < n; i++) {
+        const item_t *it = &items[i];
+        const ac__user_t *u;
+        if (!it->direct || it->own == s || s->broker->vt->publish_batch != NULL)
+            continue;
+        u = ac__manager_find_user(&it->own->manager, it->user.p, it->user.len);
+        if (u == NULL || ac__manager_find_conn(u, it->conn_id) == NULL) {
+            *index = i;
+            return 404;
+        }
+    }
+    return 0;
+}
+
+/* 1 when an item's user lives on another loop. */
+static int any_remote(ac_server_t *s, const item_t *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (items[i].own != s)
+            return 1;
+    return 0;
 }
 
 /* Publishes a validated item. Returns 0 or a negative AC_E* code. */
@@ -695,7 +783,7 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
     /* The server's array, taken: a publish nested in this one (from a callback) gets its own. */
     item_t *items = s->pub_items;
     size_t cap = s->pub_items_cap, n;
-    int is_array = 0;
+    int is_array = 0, parked = 0;
     unsigned status = 200;
     int64_t ts = ac__now_ms();
 
@@ -759,6 +847,17 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
         status = 503;
         goto done;
     }
+    if (any_remote(s, items, n)) {
+        /* Users of other loops: their state is used from here while they are parked. */
+        size_t bad = 0;
+        ac__group_park(s);
+        parked = 1;
+        if (check_direct(s, items, n, &bad) != 0) {
+            err = error_json("connection_id: not open for this user", is_array ? (long)bad : -1);
+            status = 404;
+            goto done;
+        }
+    }
     {
         const char *reason = NULL;
         size_t bad = 0;
@@ -773,7 +872,7 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
         status = 0;
     for (size_t i = 0; i < n && status == 200; i++) {
         ac_publish_result_t res;
-        int r = execute(s, &items[i], ts, &res);
+        int r = execute(items[i].own, &items[i], ts, &res);
         if (r != 0 && !(r == AC_ENOENT && items[i].direct)) {
             /* Only memory can fail here; what was published stays published. */
             out->len = 0;
@@ -787,6 +886,8 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
     if (status == 200 && is_array && ac__sbuf_append(out, "]", 1) != 0)
         status = 0;
 done:
+    if (parked)
+        ac__group_unpark(s);
     if (err != NULL) {
         size_t need;
         if (with_status)
@@ -902,7 +1003,7 @@ void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void
     item_t it;
     ac_publish_result_t res = {0};
     const char *why = NULL;
-    int st, r;
+    int st, r, parked = 0;
 
     if (s->shutting_down) {
         r = AC_ECLOSED;
@@ -957,6 +1058,15 @@ void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void
         json_decref(obj);
         goto answer;
     }
+    if (st == 0 && it.own != s) {
+        size_t bad;
+        ac__group_park(s);
+        parked = 1;
+        if (check_direct(s, &it, 1, &bad) != 0) {
+            st = 404;
+            why = "connection_id: not open for this user";
+        }
+    }
     if (st == 0) {
         size_t bad;
         st = check_runs(s, &it, 1, &bad, &why);
@@ -964,10 +1074,12 @@ void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void
     if (st != 0) {
         r = st == 404 ? AC_ENOENT : st == 409 ? AC_ESTATE : st == 503 ? AC_ENOMEM : AC_EINVAL;
     } else {
-        r = execute(s, &it, ac__now_ms(), &res);
+        r = execute(it.own, &it, ac__now_ms(), &res);
         if (r == AC_ENOENT)
             why = "connection_id: not open for this user";
     }
+    if (parked)
+        ac__group_unpark(s);
     json_decref(obj);
 answer:
     if (r != 0 && ac__log_enabled(AC_LOG_DEBUG))
@@ -992,6 +1104,7 @@ void ac__api_publish_own(ac_server_t *s, ac__str_t user, ac__ev_type_t type, ac_
     it.ev.thread_id = thread;
     it.ev.data = data;
     it.user = user;
+    it.own = s; /* a user's own message: on its owner's loop */
     it.op.type = type;
     it.op.user_id = user;
     it.op.thread_id = thread;
@@ -1037,6 +1150,7 @@ void ac__api_expire_runs(ac_server_t *s)
             it.ev.thread_id = (ac__str_t){r->thread_id, strlen(r->thread_id)};
         it.ev.data = d;
         it.user = (ac__str_t){r->user_id, strlen(r->user_id)};
+        it.own = s; /* the run lives with its user */
         it.op.type = AC__EV_AGENT_ERROR;
         it.op.run_id = it.ev.run_id;
         it.op.user_id = it.user;
@@ -1077,6 +1191,7 @@ static void cluster_run_timeout(void *arg, const char *run_id, const char *user_
         it.ev.thread_id = (ac__str_t){thread_id, strlen(thread_id)};
     it.ev.data = d;
     it.user = (ac__str_t){user_id, strlen(user_id)};
+    it.own = s;
     it.op.type = AC__EV_AGENT_ERROR;
     it.op.run_id = it.ev.run_id;
     it.op.user_id = it.user;
@@ -1134,13 +1249,19 @@ static void ac__api_run_get_local(ac__conn_t *c, const ac__http_req_t *req, cons
                                   size_t len)
 {
     ac_server_t *s = ac__conn_server(c);
-    const ac__run_t *r = ac__bridge_find(&s->bridge, id, len);
+    const ac__run_t *r = NULL;
     json_t *o, *tools;
     char started[25], updated[25];
     const char *closed_by;
     char *body;
 
+    /* A run lives on its user's loop: with several, look in each (the others parked until
+     * the answer is built). */
+    ac__group_park(s);
+    for (unsigned k = 0; k < ac__group_size(s) && r == NULL; k++)
+        r = ac__bridge_find(&ac__group_shard(s, k)->bridge, id, len);
     if (r == NULL) {
+        ac__group_unpark(s);
         ac__conn_respond_error(c, 404, "run_id: unknown run", NULL);
         return;
     }
@@ -1156,6 +1277,7 @@ static void ac__api_run_get_local(ac__conn_t *c, const ac__http_req_t *req, cons
         r->state == AC__RUN_OPEN ? "open" : "closed", "tools_executing", tools, "last_seq",
         (json_int_t)r->last_seq, "events", (json_int_t)r->events, "started_at", started,
         "updated_at", updated, "closed_by", closed_by ? json_string(closed_by) : json_null());
+    ac__group_unpark(s);
     body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (body == NULL) {

@@ -5,10 +5,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "api/auth.h"
 #include "core/log.h"
+#include "net/group.h"
 #include "net/ws.h"
 
 #define QUERY_VALUE_MAX 8192
@@ -252,7 +254,7 @@ static int handshake_rate_ok(ac__conn_t *c)
         key = &((struct sockaddr_in *)&peer)->sin_addr;
         klen = 4;
     }
-    if (ac__ratelimit_take(&s->handshakes, key, klen, ac__server_now(s)))
+    if (ac__group_handshake_take(s, key, klen))
         return 1;
     s->rate_limited_total++;
     ac__log(AC_LOG_WARN, "event=handshake_rate_limited");
@@ -346,53 +348,49 @@ void ac__api_agent_handshake(ac__conn_t *c, const ac__http_req_t *req)
     ac__log(AC_LOG_INFO, "event=agent_open conn=%llx", (unsigned long long)c->m.id);
 }
 
-void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
+/* The user is known: limits, the upgrade, registration and the join (history replay),
+ * on the loop that owns the user. Takes hs. */
+static void ws_join(ac__conn_t *c, handshake_t *hs, const char accept[29])
 {
     ac_server_t *s = ac__conn_server(c);
-    char accept[29];
-    handshake_t *hs;
     ac__user_t *u;
     ac__mconn_t *evicted;
 
-    if (check_upgrade(c, req, accept) != 0)
-        return;
-    if (!origin_allowed(s, req)) {
-        ac__conn_respond_error(c, 403, "origin: not allowed", NULL);
-        return;
-    }
-    hs = calloc(1, sizeof(*hs));
-    if (hs == NULL) {
-        ac__conn_respond_error(c, 503, "out of memory", NULL);
-        return;
-    }
-    if (read_identity(c, req, hs) != 0)
+    if (s->shutting_down) {
+        /* Moved here after this loop's shutdown began: it would never be closed. */
+        ac__conn_respond_error(c, 503, "server shutting down", NULL);
         goto done;
+    }
     if (!s->broker->vt->up(s->broker)) {
         ac__conn_respond_error(c, 503, "broker unavailable", "Retry-After: 1\r\n");
         goto done;
     }
-    if (ac__manager_full(&s->manager)) {
+    if (!ac__group_conn_take(s)) {
         ac__log(AC_LOG_WARN, "event=max_conns_reached max=%u", s->opts.max_conns);
         ac__conn_respond_error(c, 503, "max-conns reached", NULL);
         goto done;
     }
     u = ac__manager_user(&s->manager, hs->user, hs->user_len, ac__server_now(s));
     if (u == NULL) {
+        ac__group_conn_release(s);
         ac__conn_respond_error(c, 503, "out of memory", NULL);
         goto done;
     }
     if (hs->thread_len > 0) {
         c->thread_id = strdup(hs->thread);
         if (c->thread_id == NULL) {
+            ac__group_conn_release(s);
             ac__conn_respond_error(c, 503, "out of memory", NULL);
             goto done;
         }
     }
     if (ac__conn_upgrade(c, accept) != 0) {
+        ac__group_conn_release(s);
         ac__conn_destroy(c);
         goto done;
     }
     ac__conn_bound_kernel_buffer(c);
+    /* From here the slot taken above is given back when the connection leaves. */
     evicted = ac__manager_attach(&s->manager, u, &c->m);
     {
         char id[18];
@@ -420,6 +418,92 @@ void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
     }
 done:
     free(hs);
+}
+
+/* A user connection on its way to the loop that owns its user. */
+typedef struct ws_move_s {
+    ac__handoff_t h; /* first: h.msg is the inbox message */
+    handshake_t *hs;
+    char accept[29];
+} ws_move_t;
+
+/* On the owner's loop (arg): the connection arrives with its verified user. */
+static void on_ws_moved(ac__msg_t *m, void *arg, int status)
+{
+    ws_move_t *mv = (ws_move_t *)m;
+    ac__conn_t *c;
+
+    if (status != 0) {
+        /* The owner shut down first: nobody to serve it. */
+        ac__handoff_drop(&mv->h);
+        free(mv->hs);
+        free(mv);
+        return;
+    }
+    c = ac__conn_attach(arg, &mv->h);
+    if (c == NULL) {
+        free(mv->hs);
+    } else {
+        ws_join(c, mv->hs, mv->accept);
+        ac__conn_attach_resume(c);
+    }
+    free(mv);
+}
+
+/* Hands c to the owner's loop. 0, or -1 with c still here and nothing sent. */
+static int ws_move(ac__conn_t *c, ac_server_t *owner, handshake_t *hs, const char accept[29])
+{
+    ws_move_t *mv = calloc(1, sizeof(*mv));
+    int r;
+
+    if (mv == NULL || ac__conn_detach(c, &mv->h) != 0) {
+        free(mv);
+        return -1;
+    }
+    mv->h.msg.run = on_ws_moved;
+    mv->hs = hs;
+    memcpy(mv->accept, accept, sizeof(mv->accept));
+    r = ac__group_handoff(owner, &mv->h);
+    if (r != 0) {
+        /* Detached already: the socket can only be dropped. */
+        ac__log(AC_LOG_WARN, "event=handoff_refused error=\"%s\"", ac_strerror(r));
+        mv->h.msg.run(&mv->h.msg, NULL, r);
+    }
+    return 0;
+}
+
+void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
+{
+    ac_server_t *s = ac__conn_server(c);
+    char accept[29];
+    handshake_t *hs;
+    ac_server_t *owner;
+
+    if (check_upgrade(c, req, accept) != 0)
+        return;
+    if (!origin_allowed(s, req)) {
+        ac__conn_respond_error(c, 403, "origin: not allowed", NULL);
+        return;
+    }
+    hs = calloc(1, sizeof(*hs));
+    if (hs == NULL) {
+        ac__conn_respond_error(c, 503, "out of memory", NULL);
+        return;
+    }
+    if (read_identity(c, req, hs) != 0) {
+        free(hs);
+        return;
+    }
+    owner = ac__group_owner(s, hs->user, hs->user_len);
+    if (owner != s) {
+        if (ws_move(c, owner, hs, accept) == 0)
+            return;
+        /* Output still queued here (rare): this loop cannot hand it over. */
+        free(hs);
+        ac__conn_respond_error(c, 503, "busy: try again", "Retry-After: 1\r\n");
+        return;
+    }
+    ws_join(c, hs, accept);
 }
 
 static void send_error(ac__conn_t *c, const char *msg)
@@ -683,35 +767,44 @@ void ac__api_disconnect(ac__conn_t *c, const ac__http_req_t *req)
         c->pend = p;
         goto done;
     }
-    if (json_is_string(cid)) {
-        if (ac__conn_id_parse(json_string_value(cid), json_string_length(cid), &d.id) != 0) {
-            ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
-            goto done;
-        }
+    if (json_is_string(cid) &&
+        ac__conn_id_parse(json_string_value(cid), json_string_length(cid), &d.id) != 0) {
+        ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
+        goto done;
+    }
+    /* A user's connections are on its owner's loop; a connection_id alone may be on any.
+     * With several loops the others are parked meanwhile. */
+    ac__group_park(s);
+    for (unsigned k = 0; k < ac__group_size(s); k++) {
+        ac_server_t *sk = ac__group_shard(s, k);
+        ac__user_t *u = NULL;
         if (json_is_string(uid)) {
-            ac__user_t *u =
-                ac__manager_find_user(&s->manager, json_string_value(uid), json_string_length(uid));
+            if (sk != ac__group_owner(s, json_string_value(uid), json_string_length(uid)))
+                continue;
+            u = ac__manager_find_user(&sk->manager, json_string_value(uid),
+                                      json_string_length(uid));
+        }
+        if (json_is_string(cid)) {
             ac__mconn_t *m = u ? ac__manager_find_conn(u, d.id) : NULL;
             if (m != NULL)
                 disconnect_match(m, &d);
+            else if (!json_is_string(uid))
+                ac__manager_foreach(&sk->manager, disconnect_match, &d);
         } else {
-            ac__manager_foreach(&s->manager, disconnect_match, &d);
+            ac__mconn_t *m = u ? u->head : NULL;
+            while (m != NULL) {
+                ac__mconn_t *next = m->next;
+                ac__conn_close_ws(AC__CONN_OF(m), AC_WS_CLOSE_OPERATOR,
+                                  "disconnected by an operator", 1);
+                d.n++;
+                m = next;
+            }
         }
-        if (d.n == 0) {
-            ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
-            goto done;
-        }
-    } else {
-        ac__user_t *u =
-            ac__manager_find_user(&s->manager, json_string_value(uid), json_string_length(uid));
-        ac__mconn_t *m = u ? u->head : NULL;
-        while (m != NULL) {
-            ac__mconn_t *next = m->next;
-            ac__conn_close_ws(AC__CONN_OF(m), AC_WS_CLOSE_OPERATOR, "disconnected by an operator",
-                              1);
-            d.n++;
-            m = next;
-        }
+    }
+    ac__group_unpark(s);
+    if (json_is_string(cid) && d.n == 0) {
+        ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
+        goto done;
     }
     ac__log(AC_LOG_INFO, "event=operator_disconnect count=%u", d.n);
     snprintf(reply, sizeof(reply), "{\"disconnected\":%u}", d.n);

@@ -8,6 +8,7 @@
 #include "api/api.h"
 #include "api/auth.h"
 #include "core/log.h"
+#include "net/group.h"
 #include "net/server.h"
 #include "net/tls.h"
 #include "net/ws.h"
@@ -39,6 +40,7 @@ void ac_server_opts_init(ac_server_opts_t *o)
     o->redis_prefix = "ac:";
     o->slow_timeout = 15;
     o->seq_ttl = 7 * 24 * 3600;
+    o->threads = 1;
 }
 
 const char *ac_strerror(int err)
@@ -99,7 +101,8 @@ static int check_opts(const ac_server_opts_t *o)
     return 0;
 }
 
-ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *err)
+/* One loop's server (every shard of a group is one). */
+static ac_server_t *server_new_one(uv_loop_t *loop, const ac_server_opts_t *opts, int *err)
 {
     ac_server_t *s;
     int r;
@@ -221,10 +224,8 @@ fail:
     return NULL;
 }
 
-void ac_server_free(ac_server_t *s)
+static void server_free_one(ac_server_t *s)
 {
-    if (s == NULL)
-        return;
     ac__embed_close(s);
     uv_mutex_destroy(&s->emit_lock);
     ac__api_static_free(s);
@@ -245,7 +246,7 @@ void ac_server_free(ac_server_t *s)
 
 /* ---- stats ------------------------------------------------------------------------ */
 
-void ac_server_stats(const ac_server_t *s, ac_stats_t *out)
+static void stats_one(const ac_server_t *s, ac_stats_t *out)
 {
     memset(out, 0, sizeof(*out));
     out->total_users = s->manager.users_connected;
@@ -269,4 +270,103 @@ void ac_server_stats(const ac_server_t *s, ac_stats_t *out)
     out->open_runs = s->bridge.nopen;
     out->messages_total = s->messages_total;
     out->uptime_s = (double)(uv_now(s->loop) - s->start_ms) / 1000.0;
+}
+
+/* A sum over loops; gauges and counters alike add up. */
+static void stats_add(ac_stats_t *sum, const ac_stats_t *a)
+{
+    sum->total_users += a->total_users;
+    sum->total_connections += a->total_connections;
+    sum->active_emitters += a->active_emitters;
+    for (int i = 0; i < AC_STAT_NTYPES; i++)
+        sum->events_by_type[i] += a->events_by_type[i];
+    sum->events_total += a->events_total;
+    sum->direct_total += a->direct_total;
+    sum->deliveries_total += a->deliveries_total;
+    sum->evictions_total += a->evictions_total;
+    sum->stale_total += a->stale_total;
+    sum->slow_total += a->slow_total;
+    sum->rate_limited_total += a->rate_limited_total;
+    sum->http_requests_total += a->http_requests_total;
+    sum->http_errors_total += a->http_errors_total;
+    sum->queued_bytes += a->queued_bytes;
+    sum->history_bytes += a->history_bytes;
+    sum->history_events += a->history_events;
+    sum->duplicates_total += a->duplicates_total;
+    sum->open_runs += a->open_runs;
+    sum->messages_total += a->messages_total;
+}
+
+void ac_server_stats(const ac_server_t *cs, ac_stats_t *out)
+{
+    ac_server_t *s = (ac_server_t *)cs; /* parking the other loops changes no figure */
+    unsigned n = ac__group_size(s);
+
+    stats_one(s, out);
+    if (n == 1)
+        return;
+    ac__group_park(s);
+    for (unsigned k = 0; k < n; k++) {
+        ac_stats_t one;
+        if (ac__group_shard(s, k) == s)
+            continue;
+        stats_one(ac__group_shard(s, k), &one);
+        stats_add(out, &one);
+    }
+    ac__group_unpark(s);
+}
+
+ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *err)
+{
+    unsigned n = opts->threads ? opts->threads : 1;
+    ac_server_opts_t o = *opts;
+    ac_server_t *s;
+    int r;
+
+    if (n > AC__GROUP_MAX) {
+        if (err != NULL)
+            *err = AC_EINVAL;
+        return NULL;
+    }
+    /* --history-max-bytes is the process's: each loop keeps its share. */
+    if (n > 1 && o.history_max_bytes / n > 0)
+        o.history_max_bytes /= n;
+    s = server_new_one(loop, &o, err);
+    if (s == NULL || n == 1)
+        return s;
+    r = ac__group_new(s, n, s->broker->vt->publish_batch == NULL, server_new_one);
+    if (r != 0) {
+        server_free_one(s);
+        if (err != NULL)
+            *err = r;
+        return NULL;
+    }
+    return s;
+}
+
+void ac_server_free(ac_server_t *s)
+{
+    if (s == NULL)
+        return;
+    if (s->shard != NULL)
+        ac__group_free(s, server_free_one);
+    server_free_one(s);
+}
+
+int ac_server_start(ac_server_t *s)
+{
+    int r = ac__server_start_loop(s);
+
+    if (r == 0 && s->shard != NULL)
+        r = ac__group_start(s);
+    return r;
+}
+
+int ac_server_shutdown(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
+{
+    if (s->shard == NULL)
+        return ac__server_shutdown_loop(s, cb, arg);
+    if (s->shutting_down || !s->started)
+        return AC_ECLOSED;
+    return ac__group_shutdown(s, cb, arg);
 }

@@ -1128,18 +1128,24 @@ int ac__conn_detach(ac__conn_t *c, ac__handoff_t *h)
     return 0;
 }
 
+void ac__handoff_drop(ac__handoff_t *h)
+{
+    if (h->fd >= 0)
+        close(h->fd);
+    SSL_free(h->ssl);
+    free(h->rest);
+    h->fd = -1;
+    h->ssl = NULL;
+    h->rest = NULL;
+}
+
 ac__conn_t *ac__conn_attach(ac_server_t *s, ac__handoff_t *h)
 {
     ac__conn_t *c = calloc(1, sizeof(*c));
 
     if (c == NULL || uv_poll_init(s->loop, &c->io, h->fd) != 0) {
         free(c);
-        close(h->fd);
-        SSL_free(h->ssl);
-        free(h->rest);
-        h->fd = -1;
-        h->ssl = NULL;
-        h->rest = NULL;
+        ac__handoff_drop(h);
         return NULL;
     }
     c->io.data = s;

@@ -231,6 +231,9 @@ int ac__conn_detach(ac__conn_t *c, ac__handoff_t *h);
  * memory (the socket and session are then closed and freed). */
 ac__conn_t *ac__conn_attach(ac_server_t *s, ac__handoff_t *h);
 
+/* Closes the socket of a hand-off nobody will attach (its destination closed). */
+void ac__handoff_drop(ac__handoff_t *h);
+
 /* Processes the input that travelled with an attached connection (what followed its
  * request, then what its TLS session still holds) and starts reading. */
 void ac__conn_attach_resume(ac__conn_t *c);

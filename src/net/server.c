@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "net/conn.h"
+#include "net/group.h"
 #include "net/server.h"
 #include "net/ws.h"
 
@@ -209,7 +210,7 @@ static void on_sweep(uv_timer_t *t)
         ac__log(AC_LOG_DEBUG, "event=users_expired count=%zu", expired);
     ac__idem_expire(&s->idem, ac__server_now(s));
     s->handlers->on_sweep(s);
-    ac__ratelimit_expire(&s->handshakes, ac__server_now(s));
+    ac__group_handshake_expire(s);
 }
 
 static uint64_t ms(double seconds)
@@ -228,6 +229,12 @@ static int listen_socket(ac_server_t *s, const struct sockaddr_storage *addr)
 
     if (fd < 0)
         return -errno;
+    /* Several loops: one listener each on the same port, the kernel spreads the accepts. */
+    if (s->shard != NULL && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, 4096) != 0) {
         int e = errno;
@@ -238,7 +245,7 @@ static int listen_socket(ac_server_t *s, const struct sockaddr_storage *addr)
     return 0;
 }
 
-int ac_server_start(ac_server_t *s)
+int ac__server_start_loop(ac_server_t *s)
 {
     struct sockaddr_storage addr;
     int r;
@@ -416,8 +423,10 @@ unsigned ac__server_deliver(void *arg, ac__user_t *u, ac__buf_t *frame)
 
 void ac__server_conn_leave(ac_server_t *s, ac__conn_t *c)
 {
-    if (c->m.user != NULL)
+    if (c->m.user != NULL) {
         s->broker->vt->leave(s->broker, c->m.user, c->m.id);
+        ac__group_conn_release(s);
+    }
     ac__manager_detach(&s->manager, &c->m, ac__server_now(s));
 }
 
@@ -474,7 +483,7 @@ static void on_shutdown_timeout(uv_timer_t *t)
     }
 }
 
-int ac_server_shutdown(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
+int ac__server_shutdown_loop(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
 {
     if (s->shutting_down || !s->started)
         return AC_ECLOSED;

@@ -43,6 +43,7 @@ extern const double AC__LAT_BOUNDS_S[AC__LAT_NBUCKETS];
 struct ac_server_s {
     uv_loop_t *loop;
     const ac__net_handlers_t *handlers; /* api/'s, set by ac_server_new() */
+    struct ac__shard_s *shard;          /* --threads > 1: this loop's place (net/group.h) */
     ac_server_opts_t opts;
     char *listen_host; /* parsed from opts.listen */
     int listen_port;
@@ -158,6 +159,11 @@ void ac__server_observe_latency(ac_server_t *s, uint64_t ns);
 
 /* Called by conn.c when a connection is freed, so shutdown can finish. */
 void ac__server_conn_freed(ac_server_t *s);
+
+/* One loop's part of ac_server_start() and ac_server_shutdown() (the public ones, in
+ * gateway/server.c, also run the other loops of a group). */
+int ac__server_start_loop(ac_server_t *s);
+int ac__server_shutdown_loop(ac_server_t *s, ac_server_shutdown_cb cb, void *arg);
 
 /* net/'s part of the server: buffers allocated by ac__server_net_init() (0 or AC_ENOMEM)
  * and, in dispose, the output queue cache and the sockets too. */
