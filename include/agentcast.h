@@ -106,11 +106,11 @@ typedef struct ac_server_opts_s {
     double seq_ttl;              /* an idle user's seq counter and epoch outlive its history
                                     (history_ttl) this long, so seqs are never reused; at least
                                     history_ttl: 604800 */
-    unsigned threads; /* event loops, each on its own thread (the first is `loop`), users
-                         sharded across them by a hash of the user id: 1 (0 means 1);
-                         agentcastd's default is the CPUs it may run on. With more than
-                         one, ac_message_cb and the webhook run on the thread of the loop
-                         that owns the user; ac_emit()'s callback stays on `loop`'s. */
+    unsigned threads;            /* event loops, each on its own thread (the first is `loop`), users
+                                    sharded across them by a hash of the user id: 1 (0 means 1);
+                                    agentcastd's default is the CPUs it may run on. With more than
+                                    one, ac_message_cb and the webhook run on the thread of the loop
+                                    that owns the user; ac_emit()'s callback stays on `loop`'s. */
 } ac_server_opts_t;
 
 void ac_server_opts_init(ac_server_opts_t *opts);

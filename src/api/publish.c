@@ -322,8 +322,44 @@ static int check_runs_one(ac_server_t *s, const item_t *items, size_t n, size_t 
 /* The same over items of several loops (the others parked): each loop checks its users'
  * items in their order (a run lives with its user), and the first refusal in the batch's
  * order is the answer. */
+static int check_runs_sharded(ac_server_t *s, const item_t *items, size_t n, size_t *index,
+                              const char **reason);
+
+/* With several loops a run id lives on one of them (net/group.c's registry): an event of
+ * another loop's user naming it breaks the rule that a run belongs to one user. Returns the
+ * index of the first such event, or n. */
+static size_t foreign_run(ac_server_t *s, const item_t *items, size_t n)
+{
+    if (ac__group_size(s) == 1)
+        return n;
+    for (size_t i = 0; i < n; i++) {
+        const item_t *it = &items[i];
+        int at;
+        if (it->op.run_id.p == NULL || is_duplicate(it->own, it))
+            continue;
+        at = ac__group_run_shard(s, it->op.run_id.p, it->op.run_id.len);
+        if (at >= 0 && (unsigned)at != ac__group_index(it->own))
+            return i;
+    }
+    return n;
+}
+
 static int check_runs(ac_server_t *s, const item_t *items, size_t n, size_t *index,
                       const char **reason)
+{
+    size_t foreign = foreign_run(s, items, n);
+    int st = check_runs_sharded(s, items, n, index, reason);
+
+    if (foreign < n && (st == 0 || foreign < *index)) {
+        *index = foreign;
+        *reason = "run_id: belongs to another user";
+        return 409;
+    }
+    return st;
+}
+
+static int check_runs_sharded(ac_server_t *s, const item_t *items, size_t n, size_t *index,
+                              const char **reason)
 {
     unsigned loops = ac__group_size(s);
     item_t *sub;

@@ -71,8 +71,11 @@ typedef struct sums_s {
     double lat_sum_s;
     size_t nagents;
     unsigned nloops;
+    uint64_t handoffs;
     uint64_t loop_conns[AC__GROUP_MAX];
     uint64_t loop_events[AC__GROUP_MAX];
+    uint64_t loop_accepted[AC__GROUP_MAX];
+    uint64_t loop_handoffs[AC__GROUP_MAX];
 } sums_t;
 
 static void sum_loops(ac_server_t *s, sums_t *o)
@@ -93,6 +96,9 @@ static void sum_loops(ac_server_t *s, sums_t *o)
         o->nagents += sk->nagents;
         o->loop_conns[k] = sk->manager.nconns;
         o->loop_events[k] = sk->emitter.events_total;
+        o->loop_accepted[k] = sk->accepted_total;
+        o->loop_handoffs[k] = sk->handoffs_in;
+        o->handoffs += sk->handoffs_in;
     }
     ac__group_unpark(s);
 }
@@ -115,9 +121,11 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
     ac_server_stats(s, &st);
     sum_loops(s, sum);
     for (unsigned k = 0; k < sum->nloops; k++)
-        json_array_append_new(loops, json_pack("{s:I,s:I}", "connections",
+        json_array_append_new(loops, json_pack("{s:I,s:I,s:I,s:I}", "connections",
                                                (json_int_t)sum->loop_conns[k], "events",
-                                               (json_int_t)sum->loop_events[k]));
+                                               (json_int_t)sum->loop_events[k], "accepted",
+                                               (json_int_t)sum->loop_accepted[k], "handoffs",
+                                               (json_int_t)sum->loop_handoffs[k]));
     for (int i = 0; i < AC_STAT_NTYPES; i++)
         json_object_set_new(by_type, ac__ev_type_name((ac__ev_type_t)i),
                             json_integer((json_int_t)st.events_by_type[i]));
@@ -140,6 +148,7 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
     if (o != NULL) {
         s->broker->vt->stats(s->broker, o);
         json_object_set_new(o, "loops", loops);
+        json_object_set_new(o, "handoffs_total", json_integer((json_int_t)sum->handoffs));
     } else {
         json_decref(loops);
     }
@@ -150,7 +159,15 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
 static void handle_health(ac__conn_t *c, const ac__http_req_t *req)
 {
     ac_server_t *s = ac__conn_server(c);
-    int up = s->broker->vt->up(s->broker);
+    int up = 1;
+
+    /* The process is up when every loop's broker is (each loop is a node with redis). */
+    ac__group_park(s);
+    for (unsigned k = 0; k < ac__group_size(s); k++) {
+        ac_server_t *sk = ac__group_shard(s, k);
+        up = up && sk->broker->vt->up(sk->broker);
+    }
+    ac__group_unpark(s);
 
     respond_json(
         c, req, up ? 200 : 503,
@@ -241,6 +258,9 @@ static void handle_metrics(ac__conn_t *c, const ac__http_req_t *req)
     r |= metric(&b, "agentcast_http_errors_total", "counter", "HTTP responses with status >= 400.",
                 (double)st.http_errors_total);
     r |= metric(&b, "agentcast_uptime_seconds", "gauge", "Seconds since start.", st.uptime_s);
+    r |= metric(&b, "agentcast_handoffs_total", "counter",
+                "User connections moved to the event loop that owns their user.",
+                (double)sum->handoffs);
     r |= ac__sbuf_printf(&b, "# HELP agentcast_loop_connections Open user connections, by event "
                              "loop (--threads).\n# TYPE agentcast_loop_connections gauge\n");
     for (unsigned k = 0; k < sum->nloops; k++)

@@ -528,6 +528,9 @@ static void send_error(ac__conn_t *c, const char *msg)
 /* A chat message on its way: published first, then handed to the agent. Owns copies of
  * what the message said, since with Redis the sender may be gone when the broker answers. */
 typedef struct umsg_s {
+    ac__msg_t msg;     /* --threads: to shard 0's loop for ac_message_cb, and back on refusal */
+    ac_server_t *from; /* the loop that owns the user */
+    uint64_t seq;
     uint64_t conn_id;
     char conn[18];
     char *user_id;
@@ -556,6 +559,43 @@ static void umsg_error(ac_server_t *s, const umsg_t *um, const char *msg)
 }
 
 /* The message is in the user's stream (every tab has it): now the agent gets it. */
+/* The embedded agent of the server (ac_server_set_message_cb()) is set on the first loop's
+ * object and called on that loop's thread, whichever loop owns the user. */
+static ac_server_t *agent_loop(ac_server_t *s)
+{
+    return ac__group_shard(s, 0);
+}
+
+/* Back on the owner's loop: the agent refused the message (or the loop is going away). */
+static void on_umsg_refused(ac__msg_t *msg, void *arg, int status)
+{
+    umsg_t *um = (umsg_t *)msg;
+
+    if (status == 0)
+        umsg_error(um->from, um, "message not accepted by the agent");
+    umsg_free(um);
+}
+
+/* On the first loop: the embedded agent takes the message, or it goes back refused. */
+static void on_umsg_for_agent(ac__msg_t *msg, void *arg, int status)
+{
+    umsg_t *um = (umsg_t *)msg;
+    ac_server_t *s = arg;
+    ac_message_t m = {um->user_id, um->conn, um->thread_id, um->text, um->json, um->seq};
+
+    if (status == 0 && s->message_cb != NULL && s->message_cb(s, &m, s->message_arg) >= 0) {
+        umsg_free(um);
+        return;
+    }
+    if (status != 0) {
+        umsg_free(um); /* shutting down: nobody to tell */
+        return;
+    }
+    um->msg.run = on_umsg_refused;
+    if (ac__inbox_post(&um->from->shard->inbox, &um->msg, &um->msg, 1) != 0)
+        umsg_free(um);
+}
+
 static void on_user_message_published(ac_server_t *s, int status, const ac_publish_result_t *res,
                                       const char *reason, void *arg)
 {
@@ -581,7 +621,14 @@ static void on_user_message_published(ac_server_t *s, int status, const ac_publi
     m.text = um->text;
     m.json = um->json;
     m.seq = res->seq;
-    if (s->message_cb != NULL)
+    if (agent_loop(s) != s && agent_loop(s)->message_cb != NULL) {
+        um->from = s;
+        um->seq = res->seq;
+        um->msg.run = on_umsg_for_agent;
+        if (ac__inbox_post(&agent_loop(s)->shard->inbox, &um->msg, &um->msg, 1) == 0)
+            return; /* um travels */
+        r = -1;
+    } else if (s->message_cb != NULL)
         r = s->message_cb(s, &m, s->message_arg) < 0 ? -1 : 0;
     else if (s->opts.message_webhook != NULL)
         r = ac__webhook_post(s, &m);
@@ -623,7 +670,7 @@ static void user_message(ac__conn_t *c, json_t *msg)
     if (c->m.user == NULL)
         return; /* closing */
     s->messages_total++;
-    if (s->message_cb == NULL && s->opts.message_webhook == NULL) {
+    if (agent_loop(s)->message_cb == NULL && s->opts.message_webhook == NULL) {
         send_error(c, "no agent is listening: start the gateway with --demo or --message-webhook");
         return;
     }

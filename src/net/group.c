@@ -38,6 +38,150 @@ ac_server_t *ac__group_owner(ac_server_t *s, const char *user, size_t len)
     return g->shards[user_hash(user, len) % g->n].s;
 }
 
+/* ---- the run registry ------------------------------------------------------------- */
+
+#define RUNREG_STRIPES 64
+
+typedef struct runreg_node_s {
+    struct runreg_node_s *next;
+    unsigned shard;
+    size_t len;
+    char id[];
+} runreg_node_t;
+
+typedef struct ac__runreg_s {
+    struct {
+        uv_mutex_t lock;
+        runreg_node_t **buckets;
+        size_t nbuckets;
+        size_t n;
+    } stripe[RUNREG_STRIPES];
+} runreg_t;
+
+static runreg_t *runreg_new(void)
+{
+    runreg_t *r = calloc(1, sizeof(*r));
+
+    if (r == NULL)
+        return NULL;
+    for (int i = 0; i < RUNREG_STRIPES; i++)
+        uv_mutex_init(&r->stripe[i].lock);
+    return r;
+}
+
+static void runreg_free(runreg_t *r)
+{
+    if (r == NULL)
+        return;
+    for (int i = 0; i < RUNREG_STRIPES; i++) {
+        for (size_t b = 0; b < r->stripe[i].nbuckets; b++) {
+            runreg_node_t *n = r->stripe[i].buckets[b];
+            while (n != NULL) {
+                runreg_node_t *next = n->next;
+                free(n);
+                n = next;
+            }
+        }
+        free(r->stripe[i].buckets);
+        uv_mutex_destroy(&r->stripe[i].lock);
+    }
+    free(r);
+}
+
+/* Under the stripe's lock: the slot holding id (or where it would go). */
+static runreg_node_t **runreg_slot(runreg_t *r, uint32_t h, const char *id, size_t len)
+{
+    __typeof__(r->stripe[0]) *st = &r->stripe[h % RUNREG_STRIPES];
+    runreg_node_t **pp;
+
+    if (st->nbuckets == 0)
+        return NULL;
+    pp = &st->buckets[(h / RUNREG_STRIPES) & (st->nbuckets - 1)];
+    while (*pp != NULL && ((*pp)->len != len || memcmp((*pp)->id, id, len) != 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+static void runreg_grow(runreg_t *r, unsigned si)
+{
+    __typeof__(r->stripe[0]) *st = &r->stripe[si];
+    size_t nb = st->nbuckets ? st->nbuckets * 2 : 16;
+    runreg_node_t **b = calloc(nb, sizeof(*b));
+
+    if (b == NULL)
+        return;
+    for (size_t i = 0; i < st->nbuckets; i++) {
+        runreg_node_t *n = st->buckets[i];
+        while (n != NULL) {
+            runreg_node_t *next = n->next;
+            uint32_t h = user_hash(n->id, n->len);
+            size_t at = (h / RUNREG_STRIPES) & (nb - 1);
+            n->next = b[at];
+            b[at] = n;
+            n = next;
+        }
+    }
+    free(st->buckets);
+    st->buckets = b;
+    st->nbuckets = nb;
+}
+
+/* The bridge's hook (core/bridge.h), on the loop that owns the run. */
+static void on_run(void *arg, const char *id, size_t len, int added)
+{
+    ac__shard_t *sh = arg;
+    runreg_t *r = sh->g->runs;
+    uint32_t h = user_hash(id, len);
+    unsigned si = h % RUNREG_STRIPES;
+    runreg_node_t **pp, *n;
+
+    uv_mutex_lock(&r->stripe[si].lock);
+    if (added) {
+        if (r->stripe[si].n >= r->stripe[si].nbuckets)
+            runreg_grow(r, si);
+        pp = runreg_slot(r, h, id, len);
+        /* A second user opening the same id on another loop at the same moment keeps the
+         * first owner here (and its own run there). */
+        if (pp != NULL && *pp == NULL && (n = malloc(sizeof(*n) + len)) != NULL) {
+            n->next = NULL;
+            n->shard = sh->id;
+            n->len = len;
+            memcpy(n->id, id, len);
+            *pp = n;
+            r->stripe[si].n++;
+        }
+    } else {
+        pp = runreg_slot(r, h, id, len);
+        if (pp != NULL && *pp != NULL && (*pp)->shard == sh->id) {
+            n = *pp;
+            *pp = n->next;
+            free(n);
+            r->stripe[si].n--;
+        }
+    }
+    uv_mutex_unlock(&r->stripe[si].lock);
+}
+
+int ac__group_run_shard(ac_server_t *s, const char *id, size_t len)
+{
+    runreg_t *r;
+    uint32_t h;
+    unsigned si;
+    runreg_node_t **pp;
+    int shard;
+
+    if (s->shard == NULL || !s->shard->g->route)
+        return -1;
+    r = s->shard->g->runs;
+    h = user_hash(id, len);
+    si = h % RUNREG_STRIPES;
+    uv_mutex_lock(&r->stripe[si].lock);
+    pp = runreg_slot(r, h, id, len);
+    shard = pp != NULL && *pp != NULL ? (int)(*pp)->shard : -1;
+    uv_mutex_unlock(&r->stripe[si].lock);
+    return shard;
+}
+
 /* ---- parking ---------------------------------------------------------------------- */
 
 /* Stops here while another shard parks this one (called from this shard's own thread). */
@@ -180,6 +324,8 @@ int ac__group_new(ac_server_t *s0, unsigned n, int route, ac__shard_new_fn make_
     }
     g->shards[0].s = s0;
     g->shards[0].loop = s0->loop;
+    if (route && (g->runs = runreg_new()) == NULL)
+        goto fail;
     for (; built < n; built++) {
         ac__shard_t *sh = &g->shards[built];
         r = uv_loop_init(&sh->own_loop);
@@ -200,6 +346,10 @@ int ac__group_new(ac_server_t *s0, unsigned n, int route, ac__shard_new_fn make_
             goto fail;
         }
         g->shards[k].s->shard = &g->shards[k];
+        if (route) {
+            g->shards[k].s->bridge.on_run = on_run;
+            g->shards[k].s->bridge.on_run_arg = &g->shards[k];
+        }
     }
     s0->shard = &g->shards[0];
     return 0;
@@ -220,6 +370,7 @@ fail:
         uv_mutex_destroy(&g->m);
         uv_mutex_destroy(&g->rl_lock);
     }
+    runreg_free(g->runs);
     free(g->shards);
     free(g);
     s0->shard = NULL;
@@ -388,6 +539,9 @@ void ac__group_free(ac_server_t *s0, void (*free_shard)(ac_server_t *s))
     uv_mutex_destroy(&g->world);
     uv_mutex_destroy(&g->m);
     uv_mutex_destroy(&g->rl_lock);
+    /* s0's bridge is disposed after this: it must no longer report to the registry. */
+    s0->bridge.on_run = NULL;
+    runreg_free(g->runs);
     free(g->shards);
     free(g);
     s0->shard = NULL;

@@ -25,9 +25,9 @@ typedef struct ac__shard_s {
     ac__group_t *g;
     unsigned id;
     ac_server_t *s;
-    uv_loop_t *loop;       /* s->loop: the embedder's for shard 0, else own_loop */
-    uv_loop_t own_loop;    /* shards >= 1 */
-    uv_thread_t thread;    /* shards >= 1 */
+    uv_loop_t *loop;    /* s->loop: the embedder's for shard 0, else own_loop */
+    uv_loop_t own_loop; /* shards >= 1 */
+    uv_thread_t thread; /* shards >= 1 */
     int thread_started;
     uv_async_t ctl;        /* park, shut down, a shard's loop ended (shard 0) */
     atomic_uint ctl_flags; /* CTL_* asked of this shard */
@@ -49,6 +49,9 @@ struct ac__group_s {
     /* Process-wide limits over all shards. */
     atomic_long user_conns; /* open /ws connections, for --max-conns */
     uv_mutex_t rl_lock;     /* shard 0's --handshake-rate limiter, used by every shard */
+    /* Which shard holds each run id (a run lives with the user that started it; another
+     * user's event naming it must be refused wherever it arrives). */
+    struct ac__runreg_s *runs;
     /* Graceful shutdown of all of them (started on shard 0). */
     ac_server_shutdown_cb shutdown_cb;
     void *shutdown_arg;
@@ -103,6 +106,15 @@ int ac__group_handoff(ac_server_t *owner, ac__handoff_t *h);
  * release gives one back. */
 int ac__group_conn_take(ac_server_t *s);
 void ac__group_conn_release(ac_server_t *s);
+
+/* The shard holding run `id`, or -1 when no shard knows it (always -1 with one loop). */
+int ac__group_run_shard(ac_server_t *s, const char *id, size_t len);
+
+/* This loop's index in its group (0 with one loop). */
+static inline unsigned ac__group_index(const ac_server_t *s)
+{
+    return s->shard != NULL ? s->shard->id : 0;
+}
 
 /* --handshake-rate, one limiter for the process: 1 when the address may upgrade now. */
 int ac__group_handshake_take(ac_server_t *s, const void *key, size_t klen);
