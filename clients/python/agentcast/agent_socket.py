@@ -25,7 +25,6 @@ from . import _base
 from ._base import Event, PublishResult, RetryAttempt, RetryPolicy
 from .errors import (
     AgentcastError,
-    AuthenticationError,
     ConnectionFailedError,
     PayloadTooLargeError,
     error_for,
@@ -62,6 +61,16 @@ def _handshake_status(exc: BaseException) -> int | None:
     if status is None:
         status = getattr(getattr(exc, "response", None), "status_code", None)
     return status if isinstance(status, int) else None
+
+
+def _handshake_body(exc: BaseException, status: int) -> Any:
+    """The refusal's JSON body where the client kept it (websockets 13+), else a reason."""
+    raw = getattr(getattr(exc, "response", None), "body", None)
+    if isinstance(raw, bytes):
+        body = _base.decode(raw)
+        if isinstance(body, dict):
+            return body
+    return {"error": f"handshake refused with HTTP {status}"}
 
 
 @dataclass
@@ -178,9 +187,7 @@ class AgentSocket:
             except Exception as e:
                 status = _handshake_status(e)
                 if status is not None and status != 503:
-                    self._broken = error_for(status, {"error": f"handshake refused: {e}"})
-                    if status == 401:
-                        self._broken = AuthenticationError(401, "api key refused", body=None)
+                    self._broken = error_for(status, _handshake_body(e, status))
                     self._fail_all(self._broken)
                     return
                 failures += 1
