@@ -137,12 +137,12 @@ class AgentSocket:
                 futures = [p.future for p in self._pending]
                 if self._delayed and not futures:
                     await asyncio.sleep(0.01)
+        ws, self._ws = self._ws, None
         if self._main is not None:
             self._main.cancel()
             await asyncio.gather(self._main, return_exceptions=True)
-        if self._ws is not None:
-            await self._ws.close()
-            self._ws = None
+        if ws is not None:
+            await ws.close()
         self._fail_all(AgentcastError(0, "agent socket closed"))
 
     def submit(self, event: Event) -> asyncio.Future[PublishResult]:

@@ -106,7 +106,7 @@ class Daemon:
                     raise
                 time.sleep(0.1)
 
-    def stop(self, timeout: float = 10.0) -> int:
+    def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM and wait; returns the exit code. Raises when the daemon had crashed."""
         proc = self.proc
         if proc is None:
@@ -256,15 +256,19 @@ class LossyProxy:
     """A TCP proxy on a free loopback port in front of 127.0.0.1:`upstream`, on its own
     thread. `drop_next_answer()`: the next bytes the upstream sends on any connection are
     thrown away and that client connection is closed, so what the gateway took is never
-    acknowledged. `dropped` counts such losses."""
+    acknowledged. `dropped` counts such losses. While `refusing` is set, new connections
+    are closed at once (as if the gateway were down); `refused` counts them."""
 
     def __init__(self, upstream: int) -> None:
         self.upstream = upstream
         self.port = 0
         self.dropped = 0
+        self.refused = 0
+        self.refusing = threading.Event()
         self._drop = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
     def start(self) -> LossyProxy:
@@ -288,6 +292,9 @@ class LossyProxy:
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
+            for w in self._writers:
+                w.transport.abort()
+            await asyncio.sleep(0.05)  # let the handlers see their connections go
 
         asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -299,11 +306,16 @@ class LossyProxy:
         return port
 
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        if self.refusing.is_set():
+            self.refused += 1
+            cw.transport.abort()
+            return
         try:
             ur, uw = await asyncio.open_connection(HOST, self.upstream)
         except OSError:
             cw.close()
             return
+        self._writers.update((cw, uw))
 
         async def up() -> None:
             while data := await cr.read(65536):
@@ -328,6 +340,8 @@ class LossyProxy:
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
+            self._writers.discard(cw)
+            self._writers.discard(uw)
             cw.close()
             uw.close()
 
