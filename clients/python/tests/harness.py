@@ -28,6 +28,9 @@ BIN = os.environ.get("AGENTCAST_BIN") or str(REPO / "build" / "agentcastd")
 REDIS_BIN = os.environ.get("REDIS_SERVER_BIN", "/usr/bin/redis-server")
 HOST = "127.0.0.1"
 _LISTENING = re.compile(r"event=listening\b.*\baddr=([0-9.]+):(\d+)")
+_SANITIZER = re.compile(
+    r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|SUMMARY: \w+Sanitizer"
+)
 
 
 def free_port() -> int:
@@ -116,14 +119,26 @@ class Daemon:
         if crashed is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                return proc.wait(timeout)
+                code = proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
                 raise RuntimeError("agentcastd did not exit on SIGTERM")
+            time.sleep(0.05)  # the last lines of stderr
+            report = self.sanitizer_report()
+            if report:
+                raise RuntimeError(f"agentcastd sanitizer report:\n{report}")
+            return code
         if crashed < 0:
             raise RuntimeError(f"agentcastd died of signal {-crashed}:\n" + "\n".join(self.logs[-30:]))
         return crashed
+
+    def sanitizer_report(self) -> str | None:
+        """The sanitizer report in the daemon's output (ASan/UBSan builds), or None."""
+        for i, line in enumerate(self.logs):
+            if _SANITIZER.search(line):
+                return "\n".join(self.logs[max(0, i - 2) : i + 60])
+        return None
 
     def kill(self) -> None:
         if self.proc is not None:

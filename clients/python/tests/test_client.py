@@ -10,8 +10,8 @@ import pytest
 
 import agentcast
 from agentcast import PublishResult
-from conftest import KEY, MAX_PUBLISH, Api, LoopThread, make_api, uid
-from harness import Daemon, history_sync, user_socket
+from conftest import KEY, MAX_PUBLISH, Api, make_api, uid
+from harness import Daemon, LoopThread, history_sync, user_socket
 
 
 def ev(user: str, type_: str = "note", **data: Any) -> dict[str, Any]:

@@ -37,7 +37,7 @@ async def _status(d: Daemon, token: str) -> int:
             return 101
     except Exception as e:
         status = getattr(e, "status_code", None) or getattr(getattr(e, "response", None), "status_code", 0)
-        return int(status)
+        return int(status or 0)
 
 
 def test_a_minted_token_is_accepted_and_names_the_user(jwt_daemon: Daemon) -> None:
