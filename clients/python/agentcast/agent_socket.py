@@ -17,7 +17,7 @@ import importlib
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol, cast
 
@@ -79,7 +79,6 @@ class _Pending:
     n: int | None  # events in a batch; None for one event
     future: asyncio.Future[Any]
     tries: int = 1
-    sent: bool = field(default=False)
 
 
 class AgentSocket:
@@ -101,6 +100,8 @@ class AgentSocket:
         self._headers = _base.auth_headers(api_key)
         self._pending: deque[_Pending] = deque()
         self._delayed = 0
+        self._nsent = 0  # the head of _pending sent on this connection, unanswered
+        self._solo = 0  # after a 1009: how many to send one at a time to find the culprit
         self._wake = asyncio.Event()
         self._ready = asyncio.Event()
         self._main: asyncio.Task[None] | None = None
@@ -129,7 +130,8 @@ class AgentSocket:
             raise self._broken
 
     async def close(self, *, wait: bool = True) -> None:
-        """With `wait`, first lets every publish get its answer; then closes."""
+        """With `wait`, first lets every publish get its answer; then closes. Without,
+        publishes still unanswered are cancelled."""
         if wait:
             futures = [p.future for p in self._pending]
             while futures or self._delayed:
@@ -143,7 +145,8 @@ class AgentSocket:
             await asyncio.gather(self._main, return_exceptions=True)
         if ws is not None:
             await ws.close()
-        self._fail_all(AgentcastError(0, "agent socket closed"))
+        while self._pending:  # abandoned by close(wait=False)
+            self._pending.popleft().future.cancel()
 
     def submit(self, event: Event) -> asyncio.Future[PublishResult]:
         """Queues one event for sending now and returns the future of its result."""
@@ -207,8 +210,7 @@ class AgentSocket:
                 self.reconnects += 1
             self._ws = ws
             self._ready.set()
-            for p in self._pending:
-                p.sent = False
+            self._nsent = 0
             sender = asyncio.create_task(self._send_loop(ws))
             try:
                 answered = await self._recv_loop(ws)
@@ -219,19 +221,31 @@ class AgentSocket:
             if answered:
                 failures = 0
             if ws.close_code == CLOSE_TOO_BIG and self._pending:
-                p = self._pending.popleft()
-                if not p.future.done():
-                    p.future.set_exception(
-                        PayloadTooLargeError(413, "message over --max-publish-size (close 1009)")
-                    )
+                self._too_big()
+
+    def _too_big(self) -> None:
+        """The gateway closed with 1009: one of the messages in flight was over its
+        --max-publish-size, but which one the close does not say (the answers of those
+        before it may be lost with the connection). With one in flight, that is the one;
+        otherwise they are sent again one at a time (same keys: those already taken come
+        back as duplicates) until the culprit closes the connection alone."""
+        if self._nsent == 1 or self._solo > 0:
+            p = self._pending.popleft()
+            self._solo = max(0, self._solo - 1)
+            if not p.future.done():
+                p.future.set_exception(
+                    PayloadTooLargeError(413, "message over --max-publish-size (close 1009)")
+                )
+        else:
+            self._solo = self._nsent
 
     async def _send_loop(self, ws: _WebSocket) -> None:
         while True:
-            for p in list(self._pending):
-                if not p.sent:
-                    p.sent = True
-                    await ws.send(p.text)
-            if all(p.sent for p in self._pending):
+            if self._nsent < len(self._pending) and (self._solo == 0 or self._nsent == 0):
+                p = self._pending[self._nsent]
+                self._nsent += 1
+                await ws.send(p.text)
+            else:
                 self._wake.clear()
                 await self._wake.wait()
 
@@ -243,6 +257,9 @@ class AgentSocket:
                 if not self._pending:
                     raise AgentcastError(0, f"reply with nothing pending: {msg!r}")
                 p = self._pending.popleft()
+                self._nsent = max(0, self._nsent - 1)
+                self._solo = max(0, self._solo - 1)
+                self._wake.set()
                 self._answer(p, json.loads(msg))
         except asyncio.CancelledError:
             raise
@@ -261,7 +278,6 @@ class AgentSocket:
                 if self.retry.on_retry is not None:
                     self.retry.on_retry(RetryAttempt(p.tries, delay, 503))
                 p.tries += 1
-                p.sent = False
                 self._delayed += 1
                 asyncio.get_running_loop().call_later(delay, self._requeue, p)
                 return

@@ -132,6 +132,29 @@ def test_langchain_tool_error_is_agent_error_and_closes_the_run(client: agentcas
     assert client.run_state(str(h.emitter.run_id))["closed_by"] == "agent_error"
 
 
+def test_langchain_a_bare_model_or_tool_call_is_a_run_of_its_own(client: agentcast.Client, daemon: Daemon) -> None:
+    user = uid()
+    model, tool = uuid.uuid4(), uuid.uuid4()
+    h = CallbackMethods(client.emitter(user), flush_interval=math.inf, flush_chars=1000)
+    h.on_chat_model_start({"name": "ChatFake"}, [[object()]], run_id=model, parent_run_id=None,
+                          tags=[], metadata={})
+    h.on_llm_new_token("4", run_id=model, parent_run_id=None)
+    h.on_llm_end(LLMResult([[ChatGeneration(AIMessage("4"))]]), run_id=model, parent_run_id=None)
+    t = CallbackMethods(client.emitter(user), flush_interval=math.inf, flush_chars=1000)
+    t.on_tool_start({"name": "calc", "description": ""}, "2+2", run_id=tool, parent_run_id=None,
+                    tags=[], metadata={}, inputs=None)
+    t.on_tool_end(4, run_id=tool, parent_run_id=None, name="calc")
+    assert types_and_data(history_sync(daemon.ws_url, user)) == [
+        ("agent_started", {"agent": "ChatFake"}),
+        ("agent_thinking", {"thought": "4"}),
+        ("agent_completed", {"result": "4"}),
+        ("agent_started", {"agent": "calc"}),
+        ("tool_executing", {"tool": "calc", "tool_call_id": str(tool), "args": "2+2"}),
+        ("tool_completed", {"tool": "calc", "tool_call_id": str(tool), "result": 4}),
+        ("agent_completed", {"result": 4}),
+    ]
+
+
 async def _async_langchain(url: str, ws: str) -> None:
     user = uid()
     async with agentcast.AsyncClient(url, api_key=KEY) as ac:

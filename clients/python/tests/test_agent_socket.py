@@ -68,7 +68,7 @@ async def _too_big(d: Daemon) -> None:
             with pytest.raises(agentcast.PayloadTooLargeError):
                 await big
             assert (await last).seq == 2
-            assert s.reconnects == 1
+            assert s.reconnects >= 1
     assert [m["data"] for m in await history(d.ws_url, user)] == [{"i": 0}, {"i": 1}]
 
 
