@@ -170,19 +170,33 @@ class RedisServer:
     def start(self) -> RedisServer:
         for _ in range(5):
             self.port = free_port()
-            self.proc = subprocess.Popen(
-                [REDIS_BIN, "--port", str(self.port), "--bind", HOST, "--save", "",
-                 "--appendonly", "no", "--dir", self.dir, "--logfile", ""],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                if self.ping():
-                    return self
-                time.sleep(0.02)
-            self.stop()
+            if self._spawn():
+                return self
         raise RuntimeError("redis-server did not start")
+
+    def restart(self, timeout: float = 10.0) -> RedisServer:
+        """Starts again on the same port (after stop()); the data set is empty."""
+        deadline = time.monotonic() + timeout
+        while not self._spawn():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not restart on port {self.port}")
+            time.sleep(0.1)
+        return self
+
+    def _spawn(self) -> bool:
+        self.proc = subprocess.Popen(
+            [REDIS_BIN, "--port", str(self.port), "--bind", HOST, "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--logfile", ""],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if self.ping():
+                return True
+            time.sleep(0.02)
+        self.stop()
+        return False
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -4,6 +4,7 @@ real daemon; what the user's WebSocket receives is checked with a real client.""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from typing import Any
 
 import pytest
@@ -160,3 +161,25 @@ def test_an_unreachable_gateway_raises_connection_failed_after_the_retries(loop_
             assert e.value.status == 0
         assert [x.attempt for x in attempts] == [1, 2]
         assert all(0.005 <= x.delay <= 0.02 for x in attempts)
+
+
+def test_a_direct_message_reaches_that_one_connection_without_a_seq(
+    api: Api, daemon: Daemon, loop_thread: LoopThread
+) -> None:
+    user = uid()
+
+    async def watch() -> dict[str, Any]:
+        async with user_socket(daemon.ws_url, user_id=user) as inbox:
+            conn.set_result(inbox.connected["data"]["connection_id"])
+            return await inbox.next()
+
+    conn: concurrent.futures.Future[str] = concurrent.futures.Future()
+    fut = asyncio.run_coroutine_threadsafe(watch(), loop_thread.loop)
+    cid = conn.result(10)
+    r = api.publish({**ev(user, "hint", text="only here"), "connection_id": cid})
+    assert r == PublishResult(None, 1)
+    msg = fut.result(10)
+    assert (msg["type"], msg["data"], "seq" in msg) == ("hint", {"text": "only here"}, False)
+    with pytest.raises(agentcast.NotFoundError) as e:
+        api.publish({**ev(user, "hint"), "connection_id": "c-gone"})
+    assert e.value.error == "connection_id: not open for this user"

@@ -125,3 +125,43 @@ async def _socket_across_restart(d: Daemon) -> None:
 
 def test_agent_socket_resends_unanswered_with_the_same_keys_across_a_restart(node: Daemon) -> None:
     asyncio.run(_socket_across_restart(node))
+
+
+async def _broker_outage(d: Daemon, redis: RedisServer) -> None:
+    user = uid()
+    reasons: list[BaseException | int] = []
+    saw_503 = asyncio.Event()
+
+    def on_retry(a: agentcast.RetryAttempt) -> None:
+        reasons.append(a.reason)
+        if a.reason == 503:
+            saw_503.set()
+
+    policy = agentcast.RetryPolicy(attempts=600, base_delay=0.01, max_delay=0.05, on_retry=on_retry)
+    async with agentcast.AsyncClient(d.url, api_key=KEY, retry=policy) as ac:
+        assert (await ac.publish(ev(user, 0))).seq == 1
+        await asyncio.to_thread(redis.stop)
+        for _ in range(400):  # the daemon notices the lost connection on its loop
+            if (health := await ac.healthz())["status"] != "ok":
+                break
+            await asyncio.sleep(0.025)
+        assert health == {"status": "degraded", "broker": "down"}
+        async with ac.agent_socket() as s:
+            http = asyncio.create_task(ac.publish(ev(user, 1)))
+            await asyncio.wait_for(saw_503.wait(), 20)
+            saw_503.clear()
+            sock = s.submit(ev(user, 2))
+            await asyncio.wait_for(saw_503.wait(), 20)
+            await asyncio.to_thread(redis.restart)
+            r_http = await asyncio.wait_for(http, 30)
+            r_sock = await asyncio.wait_for(sock, 30)
+        assert (await ac.healthz())["status"] == "ok"
+    # Redis came back empty: a new epoch whose seqs start again at 1.
+    assert sorted([r_http.seq or 0, r_sock.seq or 0]) == [1, 2]
+    assert 503 in reasons
+    msgs = await history(d.ws_url, user)
+    assert sorted(m["data"]["i"] for m in msgs) == [1, 2]
+
+
+def test_503_while_the_broker_is_down_is_retried_until_it_is_back(node: Daemon, redis: RedisServer) -> None:
+    asyncio.run(_broker_outage(node, redis))
