@@ -76,6 +76,16 @@ class RetryPolicy:
         d = min(self.max_delay, self.base_delay * (2 ** min(failed_attempt, 30)))
         return random.uniform(d / 2, d)
 
+    def next_wait(self, failed_attempt: int, reason: BaseException | int) -> float | None:
+        """The wait before trying again after `failed_attempt` (0-based) failed for
+        `reason`, told to `on_retry`; None when no attempt is left."""
+        if failed_attempt + 1 >= self.attempts:
+            return None
+        wait = self.delay(failed_attempt)
+        if self.on_retry is not None:
+            self.on_retry(RetryAttempt(failed_attempt + 1, wait, reason))
+        return wait
+
 
 NO_RETRY = RetryPolicy(attempts=1)
 

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import Any, Protocol, cast
 
 from . import _base
-from ._base import Event, PublishResult, RetryAttempt, RetryPolicy
+from ._base import Event, PublishResult, RetryPolicy
 from .errors import (
     AgentcastError,
     ConnectionFailedError,
@@ -194,17 +194,15 @@ class AgentSocket:
                     self._fail_all(self._broken)
                     return
                 failures += 1
-                if failures >= policy.attempts:
+                wait = policy.next_wait(failures - 1, status or e)
+                if wait is None:
                     self._broken = ConnectionFailedError(
                         0, f"{self.url} unreachable after {failures} attempts: {e!r}"
                     )
                     self._broken.__cause__ = e
                     self._fail_all(self._broken)
                     return
-                delay = policy.delay(failures - 1)
-                if policy.on_retry is not None:
-                    policy.on_retry(RetryAttempt(failures, delay, status or e))
-                await asyncio.sleep(delay)
+                await asyncio.sleep(wait)
                 continue
             if self._ready.is_set():
                 self.reconnects += 1
@@ -273,13 +271,11 @@ class AgentSocket:
         if isinstance(body, dict) and "error" in body:
             status = body.get("status")
             status = status if isinstance(status, int) else 400
-            if status == 503 and p.tries < self.retry.attempts:
-                delay = self.retry.delay(p.tries - 1)
-                if self.retry.on_retry is not None:
-                    self.retry.on_retry(RetryAttempt(p.tries, delay, 503))
+            wait = self.retry.next_wait(p.tries - 1, 503) if status == 503 else None
+            if wait is not None:
                 p.tries += 1
                 self._delayed += 1
-                asyncio.get_running_loop().call_later(delay, self._requeue, p)
+                asyncio.get_running_loop().call_later(wait, self._requeue, p)
                 return
             p.future.set_exception(error_for(status, body))
             return

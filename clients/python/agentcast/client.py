@@ -6,6 +6,7 @@ The publisher socket lives in `agentcast.agent_socket`, runs in `agentcast.runs`
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -15,7 +16,7 @@ from urllib.parse import quote
 import httpx
 
 from . import _base
-from ._base import DEFAULT_URL, Event, PublishResult, RetryAttempt, RetryPolicy
+from ._base import DEFAULT_URL, Event, PublishResult, RetryPolicy
 from .errors import ConnectionFailedError
 
 if TYPE_CHECKING:
@@ -31,6 +32,10 @@ class _Common:
         self.url = url.rstrip("/")
         self.api_key = api_key
         self.retry = retry if retry is not None else RetryPolicy()
+
+    def _again(self, status: int, attempt: int, retry_503: bool) -> bool:
+        """Whether an answer with `status` is retried (a 503, while attempts are left)."""
+        return status == 503 and retry_503 and attempt + 1 < self.retry.attempts
 
     def _give_up(self, last: BaseException | None, attempts: int) -> ConnectionFailedError:
         err = ConnectionFailedError(
@@ -81,24 +86,22 @@ class Client(_Common):
     ) -> tuple[int, Any]:
         content = _base.encode(body) if body is not None else None
         headers = _JSON if content is not None else None
-        policy = self.retry
         last: BaseException | None = None
-        for attempt in range(policy.attempts):
+        for attempt in itertools.count():
             reason: BaseException | int
             try:
                 r = self._http.request(method, path, content=content, headers=headers)
             except httpx.TransportError as e:
                 last = reason = e
             else:
-                if r.status_code != 503 or not retry_503 or attempt + 1 == policy.attempts:
+                if not self._again(r.status_code, attempt, retry_503):
                     return r.status_code, _base.decode(r.content)
-                reason = 503
-            if attempt + 1 < policy.attempts:
-                delay = policy.delay(attempt)
-                if policy.on_retry is not None:
-                    policy.on_retry(RetryAttempt(attempt + 1, delay, reason))
-                time.sleep(delay)
-        raise self._give_up(last, policy.attempts)
+                reason = r.status_code
+            wait = self.retry.next_wait(attempt, reason)
+            if wait is None:
+                break
+            time.sleep(wait)
+        raise self._give_up(last, self.retry.attempts)
 
     def publish(self, event: Event) -> PublishResult:
         """Publishes one event (`user_id`, `type`, `data`, ...). Raises BadRequestError,
@@ -191,24 +194,22 @@ class AsyncClient(_Common):
     ) -> tuple[int, Any]:
         content = _base.encode(body) if body is not None else None
         headers = _JSON if content is not None else None
-        policy = self.retry
         last: BaseException | None = None
-        for attempt in range(policy.attempts):
+        for attempt in itertools.count():
             reason: BaseException | int
             try:
                 r = await self._http.request(method, path, content=content, headers=headers)
             except httpx.TransportError as e:
                 last = reason = e
             else:
-                if r.status_code != 503 or not retry_503 or attempt + 1 == policy.attempts:
+                if not self._again(r.status_code, attempt, retry_503):
                     return r.status_code, _base.decode(r.content)
-                reason = 503
-            if attempt + 1 < policy.attempts:
-                delay = policy.delay(attempt)
-                if policy.on_retry is not None:
-                    policy.on_retry(RetryAttempt(attempt + 1, delay, reason))
-                await asyncio.sleep(delay)
-        raise self._give_up(last, policy.attempts)
+                reason = r.status_code
+            wait = self.retry.next_wait(attempt, reason)
+            if wait is None:
+                break
+            await asyncio.sleep(wait)
+        raise self._give_up(last, self.retry.attempts)
 
     async def publish(self, event: Event) -> PublishResult:
         """See `Client.publish`."""

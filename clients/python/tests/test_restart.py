@@ -146,6 +146,11 @@ async def _broker_outage(d: Daemon, redis: RedisServer) -> None:
                 break
             await asyncio.sleep(0.025)
         assert health == {"status": "degraded", "broker": "down"}
+        quick = agentcast.RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.01)
+        async with agentcast.AsyncClient(d.url, api_key=KEY, retry=quick) as impatient:
+            with pytest.raises(agentcast.UnavailableError) as e:
+                await impatient.publish(ev(user, 9))
+            assert (e.value.status, e.value.error) == (503, "broker unavailable")
         async with ac.agent_socket() as s:
             http = asyncio.create_task(ac.publish(ev(user, 1)))
             await asyncio.wait_for(saw_503.wait(), 20)
