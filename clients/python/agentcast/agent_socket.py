@@ -216,10 +216,23 @@ class AgentSocket:
                 sender.cancel()
                 await asyncio.gather(sender, return_exceptions=True)
                 self._ws = None
-            if answered:
-                failures = 0
             if ws.close_code == CLOSE_TOO_BIG and self._pending:
                 self._too_big()
+                continue
+            if answered:
+                failures = 0
+                continue
+            # Closed without answering anything: back off as after a failed connect, so a
+            # gateway that keeps closing is not hammered, and give up in the end.
+            failures += 1
+            wait = policy.next_wait(failures - 1, ws.close_code or 1006)
+            if wait is None:
+                self._broken = ConnectionFailedError(
+                    0, f"{self.url} closed the socket {failures} times without answering"
+                )
+                self._fail_all(self._broken)
+                return
+            await asyncio.sleep(wait)
 
     def _too_big(self) -> None:
         """The gateway closed with 1009: one of the messages in flight was over its
