@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -25,6 +26,51 @@ if TYPE_CHECKING:
     from .runs import AsyncRun, Run
 
 _JSON = {"Content-Type": "application/json"}
+_NODELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
+
+
+def _set_nodelay(stream: Any) -> Any:
+    sock = stream.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return stream
+
+
+class _NoDelayBackend:
+    """httpcore's network backend with TCP_NODELAY on every connection (httpx < 0.24
+    has no `socket_options`)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def connect_tcp(self, *args: Any, **kw: Any) -> Any:
+        return _set_nodelay(self._inner.connect_tcp(*args, **kw))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _AsyncNoDelayBackend(_NoDelayBackend):
+    async def connect_tcp(self, *args: Any, **kw: Any) -> Any:
+        return _set_nodelay(await self._inner.connect_tcp(*args, **kw))
+
+
+def _nodelay(cls: type[Any], backend: type[_NoDelayBackend]) -> Any:
+    """A transport whose connections have TCP_NODELAY. httpx writes a request's headers
+    and body with two send() calls: without it, Nagle's algorithm holds the body until
+    the gateway's delayed ACK (40 ms on Linux), and a publish takes 40 ms instead of
+    0.5. httpx >= 0.24 takes `socket_options`; before, the pool's backend is wrapped
+    (left as it is, only slower, when that private layout is not there)."""
+    kw: dict[str, Any] = {"socket_options": _NODELAY}
+    try:
+        return cls(**kw)
+    except TypeError:
+        transport = cls()
+        pool = getattr(transport, "_pool", None)
+        inner = getattr(pool, "_network_backend", None)
+        if inner is not None and hasattr(inner, "connect_tcp"):
+            setattr(pool, "_network_backend", backend(inner))
+        return transport
 
 
 class _Common:
@@ -62,9 +108,11 @@ class Client(_Common):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(url, api_key, retry)
-        kw: dict[str, Any] = {"transport": transport} if transport is not None else {}
         self._http = httpx.Client(
-            base_url=self.url, headers=_base.auth_headers(api_key), timeout=timeout, **kw
+            base_url=self.url,
+            headers=_base.auth_headers(api_key),
+            timeout=timeout,
+            transport=transport or _nodelay(httpx.HTTPTransport, _NoDelayBackend),
         )
 
     def __enter__(self) -> Client:
@@ -170,9 +218,11 @@ class AsyncClient(_Common):
     ) -> None:
         super().__init__(url, api_key, retry)
         self.timeout = timeout
-        kw: dict[str, Any] = {"transport": transport} if transport is not None else {}
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=_base.auth_headers(api_key), timeout=timeout, **kw
+            base_url=self.url,
+            headers=_base.auth_headers(api_key),
+            timeout=timeout,
+            transport=transport or _nodelay(httpx.AsyncHTTPTransport, _AsyncNoDelayBackend),
         )
 
     async def __aenter__(self) -> AsyncClient:

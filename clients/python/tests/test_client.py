@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 from typing import Any
 
+import httpx
 import pytest
 
 import agentcast
@@ -183,3 +184,28 @@ def test_a_direct_message_reaches_that_one_connection_without_a_seq(
     with pytest.raises(agentcast.NotFoundError) as e:
         api.publish({**ev(user, "hint"), "connection_id": "c-gone"})
     assert e.value.error == "connection_id: not open for this user"
+
+
+def test_connections_have_tcp_nodelay(daemon: Daemon) -> None:
+    """Without TCP_NODELAY each publish waits for the gateway's delayed ACK (40 ms): httpx
+    sends a request's headers and body in two writes, and Nagle holds the second."""
+    from agentcast import client as mod
+
+    for cls, backend in ((httpx.HTTPTransport, mod._NoDelayBackend),
+                         (httpx.AsyncHTTPTransport, mod._AsyncNoDelayBackend)):
+        pool = mod._nodelay(cls, backend)._pool
+        if getattr(pool, "_socket_options", None) is not None:  # httpx >= 0.24
+            assert pool._socket_options == mod._NODELAY
+            continue
+        assert isinstance(pool._network_backend, backend)
+        if cls is httpx.HTTPTransport:
+            stream = pool._network_backend.connect_tcp("127.0.0.1", daemon.port)
+            assert stream.get_extra_info("socket").getsockopt(*mod._NODELAY[0][:2]) != 0
+            stream.close()
+        else:
+            async def check() -> None:
+                stream = await pool._network_backend.connect_tcp("127.0.0.1", daemon.port)
+                assert stream.get_extra_info("socket").getsockopt(*mod._NODELAY[0][:2]) != 0
+                await stream.aclose()
+
+            asyncio.run(check())
