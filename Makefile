@@ -103,8 +103,14 @@ integration: $(BUILD)/agentcastd $(BENCH_BIN) examples
 	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) AGENTCAST_BENCH=$(abspath $(BUILD)/bench) \
 		scripts/integration.sh
 	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) scripts/conformance.sh
+	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) scripts/python-test.sh
 	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) AGENTCAST_BENCH=$(abspath $(BUILD)/bench) \
 		scripts/bench.sh smoke
+
+# The Python SDK (clients/python): mypy --strict and pytest against the daemon.
+.PHONY: python-test
+python-test: $(BUILD)/agentcastd
+	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) scripts/python-test.sh
 
 asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O0 -g -fno-omit-frame-pointer" \
