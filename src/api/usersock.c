@@ -412,6 +412,10 @@ static void finish_handshake(ac__conn_t *c, handshake_t *hs, const char accept[2
     ac__user_t *u;
     ac__mconn_t *evicted;
 
+    if (s->shutting_down) { /* a handshake answered later, after shutdown began */
+        ac__conn_respond_error(c, 503, "server shutting down", NULL);
+        return;
+    }
     if (!s->broker->vt->up(s->broker)) {
         ac__conn_respond_error(c, 503, "broker unavailable", "Retry-After: 1\r\n");
         return;
