@@ -355,6 +355,8 @@ int ac__keyset_verify(const ac__keyset_t *ks, const char *kid, ac__jwa_t alg, co
         }
         if (k->alg != alg)
             continue;
+        if (tried == AC__JWS_MAX_TRIES)
+            break; /* each try is a signature check on the loop: a token names its kid */
         tried++;
         if (check_one(k, msg, msglen, sig, siglen))
             return AC__JWS_OK;

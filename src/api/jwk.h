@@ -51,8 +51,12 @@ int ac__keyset_has_kid(const ac__keyset_t *ks, const char *kid);
 
 enum { AC__JWS_OK = 0, AC__JWS_BAD = -1, AC__JWS_UNKNOWN_KEY = -2 };
 
+/* Keys a token without kid is tried against, at most (in the set's order). */
+#define AC__JWS_MAX_TRIES 4
+
 /* Checks a JWS signature over msg[0..msglen). With a kid, only the key with that kid is
- * tried, and only when it is pinned to `alg`; without one, every key pinned to `alg`.
+ * tried, and only when it is pinned to `alg`; without one, the first AC__JWS_MAX_TRIES keys
+ * pinned to `alg`.
  * Returns AC__JWS_OK, AC__JWS_UNKNOWN_KEY (no key with that kid, or none for that alg: a
  * refreshed set may have it), or AC__JWS_BAD with *why naming the rule ("token: bad
  * signature", "token: alg does not match the key"). */

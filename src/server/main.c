@@ -83,6 +83,10 @@ int main(int argc, char **argv)
                         "--jwt-jwks-file or --jwt-jwks-url (or --auth=none for development)\n");
         return 2;
     }
+    if (cfg.server.jwt_jwks_file != NULL && cfg.server.jwt_jwks_url != NULL) {
+        fprintf(stderr, "agentcastd: --jwt-jwks-file and --jwt-jwks-url: give one of them\n");
+        return 2;
+    }
     if (cfg.server.auth == AC_AUTH_PROXY && cfg.server.auth_proxy_url == NULL) {
         fprintf(stderr, "agentcastd: --auth=proxy needs --auth-proxy-url\n");
         return 2;

@@ -525,6 +525,36 @@ static void test_jwks_repeated_kid_keeps_the_first(void **state)
     ac__keyset_free(ks);
 }
 
+/* Without a kid a token is tried against at most AC__JWS_MAX_TRIES keys of its alg. */
+static void test_a_token_without_kid_tries_a_bounded_number_of_keys(void **state)
+{
+    char doc[TOK_MAX] = "", jwk[1024], tok[TOK_MAX], kid[8];
+    EVP_PKEY *k[AC__JWS_MAX_TRIES + 1];
+    for (int i = 0; i <= AC__JWS_MAX_TRIES; i++) {
+        k[i] = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+        snprintf(kid, sizeof(kid), "k%d", i);
+        jwk_of(k[i], kid, "", jwk, sizeof(jwk));
+        if (i > 0)
+            strcat(doc, ",");
+        strcat(doc, jwk);
+    }
+    ac__keyset_t *ks = parse_set(doc);
+    assert_int_equal(ac__keyset_count(ks), AC__JWS_MAX_TRIES + 1);
+    ac__jwt_policy_t pol = policy(ks);
+    size_t n =
+        sign_token(k[AC__JWS_MAX_TRIES - 1], "EdDSA", "{\"alg\":\"EdDSA\"}", claims(60), tok);
+    assert_int_equal(check(tok, n, &pol, NULL), 0);
+    n = sign_token(k[AC__JWS_MAX_TRIES], "EdDSA", "{\"alg\":\"EdDSA\"}", claims(60), tok);
+    assert_int_equal(check(tok, n, &pol, NULL), AC__JWT_REFUSED);
+    /* With its kid, the same key is found. */
+    snprintf(jwk, sizeof(jwk), "{\"alg\":\"EdDSA\",\"kid\":\"k%d\"}", AC__JWS_MAX_TRIES);
+    n = sign_token(k[AC__JWS_MAX_TRIES], "EdDSA", jwk, claims(60), tok);
+    assert_int_equal(check(tok, n, &pol, NULL), 0);
+    for (int i = 0; i <= AC__JWS_MAX_TRIES; i++)
+        EVP_PKEY_free(k[i]);
+    ac__keyset_free(ks);
+}
+
 static void test_jwks_not_a_document_is_refused(void **state)
 {
     char why[160];
@@ -594,6 +624,7 @@ int main(void)
         cmocka_unit_test(test_jwks_ec_alg_that_disagrees_with_crv_drops_the_key),
         cmocka_unit_test(test_jwks_point_off_the_curve_is_skipped),
         cmocka_unit_test(test_jwks_repeated_kid_keeps_the_first),
+        cmocka_unit_test(test_a_token_without_kid_tries_a_bounded_number_of_keys),
         cmocka_unit_test(test_jwks_not_a_document_is_refused),
         cmocka_unit_test(test_jwa_names_round_trip),
     };
