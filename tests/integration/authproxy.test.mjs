@@ -4,7 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { daemonFor, connect, connectRefused, closeAfter, publishOk, uid, assertJsonError, withTimeout } from './helpers.mjs';
+import net from 'node:net';
+import { daemonFor, connect, connectRefused, closeAfter, publishOk, assertJsonError, withTimeout, waitFor, upgradeRequest } from './helpers.mjs';
 
 /** A backend: `decide(req, body)` returns {status, body} or a promise of one. */
 async function backend(decide) {
@@ -153,4 +154,32 @@ test('--auth=proxy: a browser Origin of another site is refused before the backe
     const r = await connectRefused(d.port, {}, withCookie('session=alice', { origin: 'https://evil.example' }));
     assertJsonError(assert, r, 403, 'origin: not allowed');
     assert.equal(b.calls.length, 0);
+});
+
+test('an upgrade whose --handshake-timeout passes while the backend thinks: closed, the late answer dropped', async (t) => {
+    let release;
+    const released = new Promise((resolve) => (release = resolve));
+    const b = await backend(async (call) => {
+        if (call.headers.cookie === 'session=late') {
+            await released;
+            return { status: 200, body: { user_id: 'ghost' } };
+        }
+        return bySession(call);
+    });
+    t.after(() => b.close());
+    const d = await proxyDaemon(t, b, ['--outbound-timeout', '60', '--handshake-timeout', '1', '--log-level', 'debug']);
+    const sock = net.connect(d.port, '127.0.0.1');
+    await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
+    const closed = new Promise((resolve) => sock.on('close', resolve));
+    sock.resume();
+    sock.write(upgradeRequest('/ws', { extra: 'Cookie: session=late\r\n' }));
+    await waitFor(() => b.calls.length === 1, 5000, 'the call reaching the backend');
+    await withTimeout(closed, 10000, 'the gateway closing the waiting connection at its deadline');
+    release();
+    // The gateway serves the next client; the ghost never became a user.
+    const c = closeAfter(t, await connect(d.port, {}, withCookie('session=alice')));
+    assert.equal(c.hello.user_id, 'alice');
+    const stats = await fetch(`http://127.0.0.1:${d.port}/v1/stats`).then((r) => r.json());
+    assert.equal(stats.total_connections, 1);
+    assert.ok(!d.logs.some((l) => /user=ghost/.test(l)), d.logs.join('\n'));
 });
