@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include <curl/curl.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
 
 #include "agentcast.h"
 #include "net/outbound.h"
@@ -189,12 +191,15 @@ ac__outbound_t *ac__outbound_new(uv_loop_t *loop, const ac__outbound_opts_t *opt
     if (!curl_ok)
         goto fail;
     if (opts != NULL && opts->ca_file != NULL) {
-        FILE *f = fopen(opts->ca_file, "r");
-        if (f == NULL) {
+        /* A bundle that holds no certificate would fail every https:// call: say so now. */
+        X509_STORE *st = X509_STORE_new();
+        int loaded = st != NULL && X509_STORE_load_file(st, opts->ca_file) == 1;
+        X509_STORE_free(st);
+        ERR_clear_error();
+        if (!loaded) {
             r = AC_EINVAL;
             goto fail;
         }
-        fclose(f);
     }
     ob = calloc(1, sizeof(*ob));
     if (ob == NULL)

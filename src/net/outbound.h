@@ -44,8 +44,8 @@ typedef struct ac__outres_s {
 typedef void (*ac__outreq_cb)(void *arg, const ac__outres_t *res);
 
 /* A client on `loop` (borrowed). Starts no handle until the first request. NULL with
- * *err (AC_ENOMEM, AC_EINVAL when ca_file cannot be read) on failure. Closed (and freed)
- * with ac__outbound_close(). */
+ * *err (AC_ENOMEM, AC_EINVAL when ca_file holds no PEM certificate) on failure. Closed (and
+ * freed) with ac__outbound_close(); one that never made a request is freed at once. */
 ac__outbound_t *ac__outbound_new(uv_loop_t *loop, const ac__outbound_opts_t *opts, int *err);
 
 /* Starts one request; url, body and headers are copied. Returns 0 (cb will be called once)

@@ -237,7 +237,7 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
         if (s->tls_buf == NULL)
             goto fail_tls_buf;
     }
-    if (opts->jwt_jwks_file != NULL || opts->jwt_jwks_url != NULL) {
+    if (opts->auth == AC_AUTH_JWT && (opts->jwt_jwks_file != NULL || opts->jwt_jwks_url != NULL)) {
         char why[200];
         s->jwks = ac__jwks_new(s, why, sizeof(why));
         if (s->jwks == NULL) {
@@ -246,8 +246,22 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
             goto fail_identity;
         }
     }
+    r = AC_ENOMEM;
     if (opts->auth == AC_AUTH_PROXY && (s->authproxy = ac__authproxy_new(s)) == NULL)
         goto fail_identity;
+    if (opts->message_webhook != NULL || s->authproxy != NULL ||
+        (s->jwks != NULL && opts->jwt_jwks_url != NULL)) {
+        /* Now, so a bad --outbound-ca-file stops the start; it holds no handle yet. */
+        ac__outbound_opts_t oo = {.ca_file = opts->outbound_ca_file};
+        s->outbound = ac__outbound_new(loop, &oo, &r);
+        if (s->outbound == NULL) {
+            ac__log(AC_LOG_ERROR, "event=outbound_error error=\"%s\"",
+                    r == AC_EINVAL ? "--outbound-ca-file: no PEM certificate in it"
+                                   : ac_strerror(r));
+            goto fail_identity;
+        }
+    }
+    r = AC_ENOMEM;
     if (uv_mutex_init(&s->emit_lock) != 0)
         goto fail_mutex;
     s->start_ms = uv_now(loop);
@@ -255,6 +269,8 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
 
 fail_mutex:
 fail_identity:
+    if (s->outbound != NULL)
+        ac__outbound_close(s->outbound, NULL, NULL); /* no request made: freed at once */
     ac__authproxy_free(s->authproxy);
     ac__jwks_free(s->jwks);
     free(s->tls_buf);
@@ -294,6 +310,8 @@ void ac_server_free(ac_server_t *s)
     uv_mutex_destroy(&s->emit_lock);
     ac__api_static_free(s);
     ac__webhook_free(s);
+    if (s->outbound != NULL) /* never started: it made no request and holds no handle */
+        ac__outbound_close(s->outbound, NULL, NULL);
     ac__jwks_free(s->jwks);
     ac__authproxy_free(s->authproxy);
     SSL_CTX_free(s->tls);
@@ -717,7 +735,7 @@ static void on_outbound_closed(void *arg)
 
 struct ac__outbound_s *ac__server_outbound(ac_server_t *s)
 {
-    if (s->outbound == NULL && s->started && s->shutting_down < 2) {
+    if (s->outbound == NULL && s->shutting_down < 2) {
         ac__outbound_opts_t o = {.ca_file = s->opts.outbound_ca_file};
         int err = 0;
         s->outbound = ac__outbound_new(s->loop, &o, &err);

@@ -56,7 +56,10 @@ test('--message-webhook https:// with a certificate the gateway cannot verify: t
 });
 
 test('--outbound-ca-file that cannot be read, or a webhook that is not http(s): invalid configuration', async (t) => {
-    for (const args of [['--outbound-ca-file', '/nonexistent/ca.pem'], ['--message-webhook', 'ftp://127.0.0.1/x'],
+    const junk = `${tmpDir(t, 'agentcast-ca-')}/junk.pem`;
+    fs.writeFileSync(junk, 'not a certificate\n');
+    for (const args of [['--outbound-ca-file', '/nonexistent/ca.pem'],
+        ['--message-webhook', 'https://127.0.0.1:1/x', '--outbound-ca-file', junk], ['--message-webhook', 'ftp://127.0.0.1/x'],
         ['--auth=proxy'], ['--auth=proxy', '--auth-proxy-url', 'file:///etc/passwd']]) {
         const d = await startDaemon(['--auth=none', ...args]).catch((err) => err);
         assert.ok(d instanceof Error, `${args.join(' ')} must not start`);

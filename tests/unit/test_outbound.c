@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <uv.h>
@@ -348,6 +349,23 @@ static void test_close_fails_what_is_in_flight_and_leaves_no_handle(void **state
     /* teardown checks that the loop closes with nothing left open */
 }
 
+static void test_a_ca_file_without_a_certificate_is_refused(void **state)
+{
+    char path[] = "/tmp/agentcast-test-ca-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "not a certificate\n", 18), 18);
+    close(fd);
+    int err = 0;
+    ac__outbound_opts_t o = {.ca_file = path};
+    assert_null(ac__outbound_new(&loop, &o, &err));
+    assert_int_equal(err, AC_EINVAL);
+    o.ca_file = "/nonexistent/ca.pem";
+    assert_null(ac__outbound_new(&loop, &o, &err));
+    assert_int_equal(err, AC_EINVAL);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -363,6 +381,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_cancelled_request_never_calls_back, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_fails_what_is_in_flight_and_leaves_no_handle,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_ca_file_without_a_certificate_is_refused, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
