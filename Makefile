@@ -8,7 +8,7 @@ CC       ?= cc
 BUILD    ?= build
 OPT      ?= -O2 -g
 SAN      ?=
-PKGS     := libuv jansson openssl hiredis
+PKGS     := libuv jansson openssl hiredis libcurl
 
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
               -fno-strict-aliasing -Iinclude -Isrc -I$(BUILD)/gen $(OPT) $(SAN) \

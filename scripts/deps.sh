@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential pkg-config libuv1-dev libjansson-dev libssl-dev libhttp-parser-dev
       libcmocka-dev libhiredis-dev redis-server nodejs npm curl openssl clang libclang-rt-14-dev
-      chromium valgrind
+      chromium valgrind libcurl4-openssl-dev
       libsystemd-dev python3 man-db systemd)
 missing=()
 # The Python SDK's tests (scripts/python-test.sh) use Debian's Python packages: no PyPI here.

@@ -11,8 +11,11 @@
 
 #include "api/api.h"
 #include "api/auth.h"
+#include "api/authproxy.h"
+#include "api/jwks.h"
 #include "core/log.h"
 #include "net/conn.h"
+#include "net/outbound.h"
 #include "net/tls.h"
 #include "net/server.h"
 #include "net/ws.h"
@@ -44,6 +47,10 @@ void ac_server_opts_init(ac_server_opts_t *o)
     o->redis_prefix = "ac:";
     o->slow_timeout = 15;
     o->seq_ttl = 7 * 24 * 3600;
+    o->jwt_jwks_refresh = 600;
+    o->jwt_jwks_min_refresh = 30;
+    o->jwt_user_claim = "sub";
+    o->outbound_timeout = 5;
 }
 
 const char *ac_strerror(int err)
@@ -88,9 +95,37 @@ static int parse_listen(const char *listen, char **host, int *port)
     return 0;
 }
 
+static int is_http_url(const char *u)
+{
+    return strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0;
+}
+
+/* The identity and outbound options. */
+static int check_identity_opts(const ac_server_opts_t *o)
+{
+    int has_secret = o->jwt_secret != NULL && o->jwt_secret[0] != '\0';
+
+    if (o->auth == AC_AUTH_JWT && !has_secret && o->jwt_jwks_file == NULL &&
+        o->jwt_jwks_url == NULL)
+        return AC_EINVAL;
+    if (o->jwt_jwks_file != NULL && o->jwt_jwks_url != NULL)
+        return AC_EINVAL;
+    if (o->auth == AC_AUTH_PROXY && (o->auth_proxy_url == NULL || !is_http_url(o->auth_proxy_url)))
+        return AC_EINVAL;
+    if ((o->jwt_jwks_url != NULL && !is_http_url(o->jwt_jwks_url)) ||
+        (o->message_webhook != NULL && !is_http_url(o->message_webhook)))
+        return AC_EINVAL;
+    if (!(o->jwt_jwks_refresh > 0) || !(o->jwt_jwks_min_refresh > 0) || !(o->jwt_leeway >= 0) ||
+        !(o->auth_proxy_cache_ttl >= 0) || !(o->outbound_timeout > 0) || o->outbound_timeout > 3600)
+        return AC_EINVAL;
+    if (o->outbound_ca_file != NULL && access(o->outbound_ca_file, R_OK) != 0)
+        return AC_EINVAL;
+    return 0;
+}
+
 static int check_opts(const ac_server_opts_t *o)
 {
-    if (o->auth == AC_AUTH_JWT && (o->jwt_secret == NULL || o->jwt_secret[0] == '\0'))
+    if (check_identity_opts(o) != 0)
         return AC_EINVAL;
     if (o->max_conns == 0 || o->max_conns_per_user == 0 || o->ping_interval <= 0 ||
         o->stale_timeout <= 0 || o->cleanup_interval <= 0 || o->handshake_timeout <= 0 ||
@@ -98,7 +133,6 @@ static int check_opts(const ac_server_opts_t *o)
         o->max_publish_size == 0 || o->history_size == 0 || o->history_max_bytes == 0 ||
         o->idempotency_window <= 0 || o->run_timeout <= 0 || o->client_rate < 0 ||
         o->handshake_rate < 0 || (o->tls_cert == NULL) != (o->tls_key == NULL) ||
-        (o->message_webhook != NULL && strncmp(o->message_webhook, "http://", 7) != 0) ||
         o->max_message_size == 0 || o->max_queue_bytes == 0)
         return AC_EINVAL;
     return 0;
@@ -202,12 +236,42 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
         if (s->tls_buf == NULL)
             goto fail_tls_buf;
     }
+    if (opts->auth == AC_AUTH_JWT && (opts->jwt_jwks_file != NULL || opts->jwt_jwks_url != NULL)) {
+        char why[200];
+        s->jwks = ac__jwks_new(s, why, sizeof(why));
+        if (s->jwks == NULL) {
+            ac__log(AC_LOG_ERROR, "event=jwks_error error=\"%s\"", why);
+            r = AC_EINVAL;
+            goto fail_identity;
+        }
+    }
+    r = AC_ENOMEM;
+    if (opts->auth == AC_AUTH_PROXY && (s->authproxy = ac__authproxy_new(s)) == NULL)
+        goto fail_identity;
+    if (opts->message_webhook != NULL || s->authproxy != NULL ||
+        (s->jwks != NULL && opts->jwt_jwks_url != NULL)) {
+        /* Now, so a bad --outbound-ca-file stops the start; it holds no handle yet. */
+        ac__outbound_opts_t oo = {.ca_file = opts->outbound_ca_file};
+        s->outbound = ac__outbound_new(loop, &oo, &r);
+        if (s->outbound == NULL) {
+            ac__log(AC_LOG_ERROR, "event=outbound_error error=\"%s\"",
+                    r == AC_EINVAL ? "--outbound-ca-file: no PEM certificate in it"
+                                   : ac_strerror(r));
+            goto fail_identity;
+        }
+    }
+    r = AC_ENOMEM;
     if (uv_mutex_init(&s->emit_lock) != 0)
         goto fail_mutex;
     s->start_ms = uv_now(loop);
     return s;
 
 fail_mutex:
+fail_identity:
+    if (s->outbound != NULL)
+        ac__outbound_close(s->outbound, NULL, NULL); /* no request made: freed at once */
+    ac__authproxy_free(s->authproxy);
+    ac__jwks_free(s->jwks);
     free(s->tls_buf);
 fail_tls_buf:
     SSL_CTX_free(s->tls);
@@ -245,6 +309,10 @@ void ac_server_free(ac_server_t *s)
     uv_mutex_destroy(&s->emit_lock);
     ac__api_static_free(s);
     ac__webhook_free(s);
+    if (s->outbound != NULL) /* never started: it made no request and holds no handle */
+        ac__outbound_close(s->outbound, NULL, NULL);
+    ac__jwks_free(s->jwks);
+    ac__authproxy_free(s->authproxy);
     SSL_CTX_free(s->tls);
     free(s->tls_buf);
     s->broker->vt->free(s->broker);
@@ -341,7 +409,11 @@ static void on_emit_async(uv_async_t *a)
 
 static void on_tick(uv_timer_t *t)
 {
-    ac__conn_expire(t->data);
+    ac_server_t *s = t->data;
+
+    ac__conn_expire(s);
+    if (s->jwks != NULL)
+        ac__jwks_tick(s->jwks);
 }
 
 typedef struct ping_ctx_s {
@@ -537,6 +609,8 @@ int ac_server_start(ac_server_t *s)
     uv_async_init(s->loop, &s->emit_async, on_emit_async);
     s->emit_async.data = s;
     s->open_handles += 7;
+    if (s->jwks != NULL)
+        ac__jwks_tick(s->jwks); /* the first fetch of a JWKS URL */
     /* Events emitted before the start are waiting: wake the loop for them. */
     uv_mutex_lock(&s->emit_lock);
     s->emit_async_ready = 1;
@@ -655,9 +729,53 @@ static void on_handle_closed(uv_handle_t *h)
         s->shutdown_cb(s, s->shutdown_arg);
 }
 
+static void on_outbound_closed(void *arg)
+{
+    ac_server_t *s = arg;
+
+    if (--s->open_handles == 0 && s->shutdown_cb != NULL)
+        s->shutdown_cb(s, s->shutdown_arg);
+}
+
+struct ac__outbound_s *ac__server_outbound(ac_server_t *s)
+{
+    if (s->outbound == NULL && s->shutting_down < 2) {
+        ac__outbound_opts_t o = {.ca_file = s->opts.outbound_ca_file};
+        int err = 0;
+        s->outbound = ac__outbound_new(s->loop, &o, &err);
+        if (s->outbound == NULL)
+            ac__log(AC_LOG_ERROR, "event=outbound_error error=\"%s\"", ac_strerror(err));
+    }
+    return s->outbound;
+}
+
+int ac_server_reload(ac_server_t *s)
+{
+    int r = 0;
+
+    if (s->tls != NULL) {
+        const char *why = NULL;
+        if (ac__tls_ctx_reload(&s->tls, s->opts.tls_cert, s->opts.tls_key, &why) != 0) {
+            ac__log(AC_LOG_ERROR, "event=reload_failed what=tls error=\"%s\"", why);
+            r = AC_EINVAL;
+        } else {
+            ac__log(AC_LOG_INFO, "event=reloaded what=tls");
+        }
+    }
+    if (s->jwks != NULL && ac__jwks_reload(s->jwks) != 0 && r == 0)
+        r = AC_EINVAL;
+    return r;
+}
+
 static void close_handles(ac_server_t *s)
 {
     s->broker->vt->close(s->broker);
+    if (s->outbound != NULL) {
+        s->open_handles++;
+        ac__outbound_t *ob = s->outbound;
+        s->outbound = NULL;
+        ac__outbound_close(ob, on_outbound_closed, s);
+    }
     uv_close((uv_handle_t *)&s->flusher, on_handle_closed);
     uv_close((uv_handle_t *)&s->preflusher, on_handle_closed);
     uv_close((uv_handle_t *)&s->tick, on_handle_closed);
@@ -710,6 +828,8 @@ int ac_server_shutdown(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
     ac__embed_drain(s);
     ac__embed_close(s);
     ac__webhook_cancel(s);
+    if (s->jwks != NULL)
+        ac__jwks_stop(s->jwks);
     uv_close((uv_handle_t *)&s->listener, on_handle_closed);
     close(s->listen_fd); /* out of epoll already (uv_close) */
     s->listen_fd = -1;
