@@ -8,7 +8,7 @@ CC       ?= cc
 BUILD    ?= build
 OPT      ?= -O2 -g
 SAN      ?=
-PKGS     := libuv jansson openssl hiredis
+PKGS     := libuv jansson openssl hiredis libcurl
 
 CFLAGS_ALL := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
               -fno-strict-aliasing -Iinclude -Isrc -I$(BUILD)/gen $(OPT) $(SAN) \
@@ -108,8 +108,14 @@ integration: $(BUILD)/agentcastd $(BENCH_BIN) examples
 		AGENTCAST_BENCH=$(abspath $(BUILD)/bench) scripts/integration.sh || exit 1; \
 		AGENTCAST_THREADS=$$n AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) \
 		scripts/conformance.sh || exit 1; done
+	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) scripts/python-test.sh
 	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) AGENTCAST_BENCH=$(abspath $(BUILD)/bench) \
 		scripts/bench.sh smoke
+
+# The Python SDK (clients/python): mypy --strict and pytest against the daemon.
+.PHONY: python-test
+python-test: $(BUILD)/agentcastd
+	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) scripts/python-test.sh
 
 asan:
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O0 -g -fno-omit-frame-pointer" \

@@ -67,14 +67,16 @@ void ac_log(ac_log_level_t level, const char *fmt, ...)
 
 /* ---- the server ------------------------------------------------------------------- */
 
-typedef enum { AC_AUTH_JWT = 0, AC_AUTH_NONE = 1 } ac_auth_mode_t;
+/* jwt: a signed token (HS256 secret or a JWKS); none: user_id= (development only); proxy:
+ * the backend at auth_proxy_url decides from the request's cookies and headers. */
+typedef enum { AC_AUTH_JWT = 0, AC_AUTH_NONE = 1, AC_AUTH_PROXY = 2 } ac_auth_mode_t;
 
 /* Options, filled with the daemon's defaults by ac_server_opts_init(). Strings are
  * borrowed: they must outlive the server. Durations are seconds (fractions allowed). */
 typedef struct ac_server_opts_s {
     const char *listen;          /* "HOST:PORT"; port 0 picks a free one. 127.0.0.1:8080 */
     ac_auth_mode_t auth;         /* AC_AUTH_JWT */
-    const char *jwt_secret;      /* HS256 secret; required with AC_AUTH_JWT */
+    const char *jwt_secret;      /* HS256 secret; with AC_AUTH_JWT it or a JWKS is required */
     const char *api_key;         /* Bearer key for the HTTP API; NULL: no key asked */
     unsigned max_conns;          /* user connections on /ws, all users: 100000 */
     unsigned max_conns_per_user; /* beyond it the oldest is closed with 4001: 3 */
@@ -93,7 +95,7 @@ typedef struct ac_server_opts_s {
     double handshake_rate;       /* upgrades per second per client IP; 0: no limit */
     const char *tls_cert;        /* PEM certificate chain; with tls_key: TLS on */
     const char *tls_key;         /* PEM private key */
-    const char *message_webhook; /* http://HOST[:PORT]/PATH that receives user messages */
+    const char *message_webhook; /* http(s)://HOST[:PORT]/PATH that receives user messages */
     const char *web_dir;         /* static files for / and /dashboard: "web" */
     const char *client_dir;      /* the JavaScript client served at /clients/js/: "clients/js" */
     size_t max_publish_size;     /* publish body: 1 MiB */
@@ -106,11 +108,25 @@ typedef struct ac_server_opts_s {
     double seq_ttl;              /* an idle user's seq counter and epoch outlive its history
                                     (history_ttl) this long, so seqs are never reused; at least
                                     history_ttl: 604800 */
-    unsigned threads;            /* event loops, each on its own thread (the first is `loop`), users
-                                    sharded across them by a hash of the user id: 1 (0 means 1);
-                                    agentcastd's default is the CPUs it may run on. With more than
-                                    one, ac_message_cb and the webhook run on the thread of the loop
-                                    that owns the user; ac_emit()'s callback stays on `loop`'s. */
+    /* Identity providers and outbound HTTP. */
+    const char *jwt_jwks_file;    /* JWKS (RFC 7517) file of RS/ES/EdDSA keys; reloaded by
+                                     ac_server_reload() */
+    const char *jwt_jwks_url;     /* http(s) URL of a JWKS, fetched at start and refreshed */
+    double jwt_jwks_refresh;      /* seconds between refreshes of jwt_jwks_url: 600 */
+    double jwt_jwks_min_refresh;  /* least seconds between two fetches, whatever asks: 30 */
+    const char *jwt_audience;     /* when set, a token's aud must contain it */
+    const char *jwt_issuer;       /* when set, a token's iss must equal it */
+    double jwt_leeway;            /* seconds of clock skew allowed on exp and nbf: 0 */
+    const char *jwt_user_claim;   /* the claim that names the user: "sub" */
+    const char *auth_proxy_url;   /* AC_AUTH_PROXY: http(s) URL POSTed on each /ws upgrade */
+    double auth_proxy_cache_ttl;  /* seconds an allowed answer is reused per cookie: 0 (off) */
+    const char *outbound_ca_file; /* PEM CAs for https:// calls out; NULL: the system's */
+    double outbound_timeout;      /* seconds an outbound request may take: 5 */
+    unsigned threads; /* event loops, each on its own thread (the first is `loop`), users
+                         sharded across them by a hash of the user id: 1 (0 means 1);
+                         agentcastd's default is the CPUs it may run on. ac_emit()'s callback
+                         and ac_message_cb stay on `loop`'s thread; the webhook posts from the
+                         loop that owns the user. */
 } ac_server_opts_t;
 
 void ac_server_opts_init(ac_server_opts_t *opts);
@@ -138,6 +154,12 @@ typedef void (*ac_server_shutdown_cb)(ac_server_t *server, void *arg);
  * opts.shutdown_timeout; then calls cb. Calling it again does nothing and returns
  * AC_ECLOSED. After cb the loop holds no handle of the server. */
 int ac_server_shutdown(ac_server_t *server, ac_server_shutdown_cb cb, void *arg);
+
+/* Reloads what may change under a running server (the daemon calls it on SIGHUP): the TLS
+ * certificate and key (new handshakes use them; open connections are kept) and
+ * opts.jwt_jwks_file. Each part that fails to load keeps its previous version and is
+ * logged. Returns 0 when everything reloaded, else the first error (AC_EINVAL). */
+int ac_server_reload(ac_server_t *server);
 
 /* Frees a server that was never started, or whose shutdown callback has run. */
 void ac_server_free(ac_server_t *server);

@@ -6,9 +6,12 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential pkg-config libuv1-dev libjansson-dev libssl-dev libhttp-parser-dev
       libcmocka-dev libhiredis-dev redis-server nodejs npm curl openssl clang libclang-rt-14-dev
-      chromium valgrind
+      chromium valgrind libcurl4-openssl-dev
       libsystemd-dev python3 man-db systemd)
 missing=()
+# The Python SDK's tests (scripts/python-test.sh) use Debian's Python packages: no PyPI here.
+pkgs+=(python3 python3-venv python3-pip python3-setuptools python3-wheel python3-httpx
+       python3-websockets python3-pytest python3-fastapi python3-uvicorn mypy)
 for p in "${pkgs[@]}"; do
     if [ "$p" = nodejs ] && command -v node >/dev/null 2>&1; then continue; fi
     if [ "$p" = npm ] && command -v npm >/dev/null 2>&1; then continue; fi

@@ -177,7 +177,7 @@ async function main() {
         try {
             const st = await (await fetch(`http://127.0.0.1:${port}/v1/stats`)).json();
             const s = { t: (Date.now() - t0) / 1000, rssKiB: rssKiB(d.proc.pid), queuedBytes: st.queued_bytes,
-                connections: st.connections, received: totals.received - prevReceived, ...totals };
+                connections: st.total_connections, historyBytes: st.history_bytes, received: totals.received - prevReceived, ...totals };
             prevReceived = totals.received;
             samples.push(s);
         } catch {}
@@ -214,8 +214,8 @@ async function main() {
     const died = d.proc.exitCode !== null;
     await d.stop().catch((e) => console.error(String(e)));
 
-    const csv = ['t_s,rss_kib,queued_bytes,connections,received_per_s,lost,duplicated,misrouted,closes_4008,reconnects',
-        ...samples.map((s) => [s.t.toFixed(1), s.rssKiB, s.queuedBytes, s.connections, s.received, s.lost, s.duplicated,
+    const csv = ['t_s,rss_kib,queued_bytes,history_bytes,connections,received_per_s,lost,duplicated,misrouted,closes_4008,reconnects',
+        ...samples.map((s) => [s.t.toFixed(1), s.rssKiB, s.queuedBytes, s.historyBytes, s.connections, s.received, s.lost, s.duplicated,
             s.misrouted, s.closes4008, s.reconnects].join(','))].join('\n');
     const base = path.join(OUT, stamp);
     fs.writeFileSync(`${base}.csv`, csv + '\n');
@@ -236,7 +236,7 @@ async function main() {
     const q = samples.map((s) => s.queuedBytes);
     const summary = { seconds: SECONDS, users: USERS, trackers: trackers.length, ...totals,
         rss_kib_first: rss[0], rss_kib_max: Math.max(...rss), rss_kib_last: rss[rss.length - 1],
-        queued_bytes_max: Math.max(...q), daemon_died: died, files: `${path.relative(REPO, base)}.{csv,svg,png}` };
+        queued_bytes_max: Math.max(...q), history_bytes_max: Math.max(...samples.map((s) => s.historyBytes)), daemon_died: died, files: `${path.relative(REPO, base)}.{csv,svg,png}` };
     fs.writeFileSync(`${base}.json`, JSON.stringify(summary, null, 2) + '\n');
     console.log(JSON.stringify(summary, null, 2));
     const ok = !died && totals.lost === 0 && totals.duplicated === 0 && totals.misrouted === 0;

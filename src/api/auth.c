@@ -1,7 +1,7 @@
-/* Identity: verifies HS256 JSON Web Tokens and compares shared secrets in constant time.
- * It is not a JOSE library: one algorithm, compact form only, no key ids, no aud/iss policy
- * (callers add what they need on top of the returned sub). Pure functions over bytes: no
- * I/O, no logging, no global state, so every function here is thread-safe. */
+/* Identity: verifies JSON Web Tokens (compact JWS: HS256 under a shared secret, or the
+ * asymmetric algorithms of api/jwk.c under a JWKS) against a policy (audience, issuer,
+ * leeway, user claim), and compares shared secrets in constant time. Pure functions over
+ * bytes: no I/O, no logging, no global state, so every function here is thread-safe. */
 
 #include "api/auth.h"
 
@@ -37,6 +37,15 @@ static const char R_EXPIRED[] = "token: expired";
 static const char R_NBF[] = "token: nbf must be a number";
 static const char R_NOT_YET[] = "token: not yet valid";
 static const char R_NOMEM[] = "token: out of memory";
+static const char R_ALG_REFUSED[] = "token: alg not accepted";
+static const char R_KID[] = "token: kid must be a string of 1 to 256 bytes";
+static const char R_CRIT[] = "token: crit header not supported";
+static const char R_UNKNOWN_KEY[] = "token: no key for this kid or alg";
+static const char R_USER[] = "token: user claim (--jwt-user-claim) required";
+static const char R_AUD[] = "token: aud does not match --jwt-audience";
+static const char R_ISS[] = "token: iss does not match --jwt-issuer";
+/* Asymmetric signatures: RSA up to 8192 bits (1024 bytes, 1366 characters). */
+#define JWT_ASIG_MAX_B64 1368
 
 static int b64url_value(unsigned char c)
 {
@@ -222,10 +231,10 @@ static int before(int64_t now, const json_t *t)
     return (double)now < json_real_value(t);
 }
 
-static const char *check_sub(const json_t *s)
+static const char *check_sub(const json_t *s, const char *missing)
 {
     if (!json_is_string(s) || json_string_length(s) == 0)
-        return R_SUB;
+        return missing;
     size_t n = json_string_length(s);
     if (n > JWT_MAX_SUB)
         return R_SUB_LONG;
@@ -239,26 +248,114 @@ static const char *check_sub(const json_t *s)
     return NULL;
 }
 
-static const char *check_claims(const json_t *payload, int64_t now)
+static int str_equal(const json_t *v, const char *want)
 {
-    const char *why = check_sub(json_object_get(payload, "sub"));
+    return json_is_string(v) && json_string_length(v) == strlen(want) &&
+           memcmp(json_string_value(v), want, json_string_length(v)) == 0;
+}
+
+/* RFC 7519 4.1.3: aud is one string or an array of them. */
+static int audience_ok(const json_t *aud, const char *want)
+{
+    if (json_is_array(aud)) {
+        for (size_t i = 0; i < json_array_size(aud); i++) {
+            if (str_equal(json_array_get(aud, i), want))
+                return 1;
+        }
+        return 0;
+    }
+    return str_equal(aud, want);
+}
+
+static const char *user_claim(const ac__jwt_policy_t *pol)
+{
+    return pol->user_claim != NULL && pol->user_claim[0] != '\0' ? pol->user_claim : "sub";
+}
+
+static const char *check_claims(const json_t *payload, int64_t now, const ac__jwt_policy_t *pol)
+{
+    const char *claim = user_claim(pol);
+    const char *why =
+        check_sub(json_object_get(payload, claim), strcmp(claim, "sub") == 0 ? R_SUB : R_USER);
     if (why != NULL)
         return why;
+    /* Leeway moves "now" back for exp and forward for nbf: a clock a little ahead of the
+     * issuer's, or behind, does not refuse a fresh token. */
     const json_t *exp = json_object_get(payload, "exp");
     if (!json_is_number(exp))
         return R_EXP;
-    if (!before(now, exp))
+    if (!before(now - pol->leeway, exp))
         return R_EXPIRED;
     const json_t *nbf = json_object_get(payload, "nbf");
     if (nbf != NULL && !json_is_number(nbf))
         return R_NBF;
-    if (nbf != NULL && before(now, nbf))
+    if (nbf != NULL && before(now + pol->leeway, nbf))
         return R_NOT_YET;
+    if (pol->audience != NULL && !audience_ok(json_object_get(payload, "aud"), pol->audience))
+        return R_AUD;
+    if (pol->issuer != NULL && !str_equal(json_object_get(payload, "iss"), pol->issuer))
+        return R_ISS;
     return NULL;
 }
 
-static const char *verify(const char *token, size_t token_len, const uint8_t *secret,
-                          size_t secret_len, int64_t now, char **sub)
+static const char *check_asymmetric(const struct jwt_parts *p, const ac__jwt_policy_t *pol,
+                                    ac__jwa_t alg, const char *kid, int *code)
+{
+    if (p->len[2] > JWT_ASIG_MAX_B64)
+        return R_SIGNATURE;
+    uint8_t sig[DECODED_ROOM(JWT_ASIG_MAX_B64)];
+    long n = ac__base64url_decode(p->part[2], p->len[2], sig);
+    if (n < 0)
+        return R_MALFORMED;
+    const char *why = NULL;
+    int r = ac__keyset_verify(pol->keys, kid, alg, (const uint8_t *)p->part[0],
+                              p->len[0] + 1 + p->len[1], sig, (size_t)n, &why);
+    if (r == AC__JWS_OK)
+        return NULL;
+    if (r == AC__JWS_UNKNOWN_KEY) {
+        *code = AC__JWT_UNKNOWN_KEY;
+        return R_UNKNOWN_KEY;
+    }
+    return why;
+}
+
+/* The header decides which check applies, and only among what the policy allows. */
+static const char *check_header_and_signature(const struct jwt_parts *p,
+                                              const ac__jwt_policy_t *pol, int *code)
+{
+    json_t *header = load_object(p->part[0], p->len[0]);
+    if (header == NULL)
+        return R_MALFORMED;
+    const json_t *a = json_object_get(header, "alg");
+    const json_t *k = json_object_get(header, "kid");
+    ac__jwa_t alg = json_is_string(a) ? ac__jwa_parse(json_string_value(a), json_string_length(a))
+                                      : AC__JWA_NONE;
+    const char *why = NULL;
+    char kid[JWT_MAX_SUB + 1];
+
+    if (json_object_get(header, "crit") != NULL) {
+        why = R_CRIT; /* RFC 7515 4.1.11: an extension we do not understand */
+    } else if (k != NULL && (!json_is_string(k) || json_string_length(k) == 0 ||
+                             json_string_length(k) > JWT_MAX_SUB ||
+                             strlen(json_string_value(k)) != json_string_length(k))) {
+        why = R_KID;
+    } else if (alg == AC__JWA_HS256 && (pol->secret != NULL && pol->secret_len > 0)) {
+        why = check_signature(p, pol->secret, pol->secret_len);
+    } else if (alg == AC__JWA_HS256 && !pol->asymmetric) {
+        why = check_signature(p, pol->secret, pol->secret_len); /* refuses: no secret */
+    } else if (alg != AC__JWA_NONE && alg != AC__JWA_HS256 && pol->asymmetric) {
+        if (k != NULL)
+            memcpy(kid, json_string_value(k), json_string_length(k) + 1);
+        why = check_asymmetric(p, pol, alg, k != NULL ? kid : NULL, code);
+    } else {
+        why = pol->asymmetric ? R_ALG_REFUSED : R_ALG;
+    }
+    json_decref(header);
+    return why;
+}
+
+static const char *verify(const char *token, size_t token_len, const ac__jwt_policy_t *pol,
+                          int64_t now, char **sub, int *code)
 {
     if (token == NULL || token_len > JWT_MAX_TOKEN)
         return R_MALFORMED;
@@ -266,27 +363,18 @@ static const char *verify(const char *token, size_t token_len, const uint8_t *se
     if (split_token(token, token_len, &p) != 0)
         return R_MALFORMED;
 
-    json_t *header = load_object(p.part[0], p.len[0]);
-    if (header == NULL)
-        return R_MALFORMED;
-    const char *alg = json_string_value(json_object_get(header, "alg"));
-    int alg_ok = alg != NULL && strcmp(alg, "HS256") == 0;
-    json_decref(header);
-    if (!alg_ok)
-        return R_ALG;
-
     /* Authenticate before reading the payload, so claims are only ever parsed from bytes
-     * the secret's holder produced. */
-    const char *why = check_signature(&p, secret, secret_len);
+     * the key's holder produced. */
+    const char *why = check_header_and_signature(&p, pol, code);
     if (why != NULL)
         return why;
 
     json_t *payload = load_object(p.part[1], p.len[1]);
     if (payload == NULL)
         return R_MALFORMED;
-    why = check_claims(payload, now);
+    why = check_claims(payload, now, pol);
     if (why == NULL) {
-        const json_t *s = json_object_get(payload, "sub");
+        const json_t *s = json_object_get(payload, user_claim(pol));
         size_t n = json_string_length(s);
         *sub = malloc(n + 1);
         if (*sub != NULL) {
@@ -300,14 +388,26 @@ static const char *verify(const char *token, size_t token_len, const uint8_t *se
     return why;
 }
 
-int ac__jwt_verify(const char *token, size_t token_len, const uint8_t *secret, size_t secret_len,
-                   int64_t now, char **sub, const char **reason)
+int ac__jwt_check(const char *token, size_t token_len, const ac__jwt_policy_t *policy, int64_t now,
+                  char **user, const char **reason)
 {
-    assert(sub != NULL && reason != NULL);
-    *sub = NULL;
-    const char *why = verify(token, token_len, secret, secret_len, now, sub);
+    assert(user != NULL && reason != NULL && policy != NULL);
+    *user = NULL;
+    int code = AC__JWT_REFUSED;
+    const char *why = verify(token, token_len, policy, now, user, &code);
     if (why == NULL)
         return 0;
     *reason = why;
-    return -1;
+    return code;
+}
+
+int ac__jwt_verify(const char *token, size_t token_len, const uint8_t *secret, size_t secret_len,
+                   int64_t now, char **sub, const char **reason)
+{
+    ac__jwt_policy_t pol;
+
+    memset(&pol, 0, sizeof(pol));
+    pol.secret = secret;
+    pol.secret_len = secret_len;
+    return ac__jwt_check(token, token_len, &pol, now, sub, reason) == 0 ? 0 : -1;
 }

@@ -6,6 +6,7 @@
 
 #include "api/api.h"
 #include "api/auth.h"
+#include "api/jwks.h"
 #include "core/log.h"
 #include "net/group.h"
 
@@ -403,6 +404,15 @@ static void on_shutdown(ac_server_t *s)
     ac__embed_drain(s);
     ac__embed_close(s);
     ac__webhook_cancel(s);
+    if (s->jwks != NULL)
+        ac__jwks_stop(s->jwks);
+}
+
+/* A JWKS URL is fetched and refreshed from the tick. */
+static void on_tick(ac_server_t *s)
+{
+    if (s->jwks != NULL)
+        ac__jwks_tick(s->jwks);
 }
 
 const ac__net_handlers_t ac__api_handlers = {
@@ -411,5 +421,6 @@ const ac__net_handlers_t ac__api_handlers = {
     .on_conn_free = ac__api_pend_orphan,
     .on_wakeup = ac__embed_drain,
     .on_sweep = ac__api_expire_runs,
+    .on_tick = on_tick,
     .on_shutdown = on_shutdown,
 };

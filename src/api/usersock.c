@@ -1,7 +1,9 @@
 /* The user side of the gateway: the GET /ws handshake (identity, limits, resume point)
  * and the messages a user's client sends (a chat message becomes a user_message event of
- * the user's stream, then goes to the agent). Identity comes only from a verified token, or
- * in --auth=none development mode from user_id=. */
+ * the user's stream, then goes to the agent). Identity comes only from a verified token,
+ * from the backend's answer with --auth=proxy, or in --auth=none development mode from
+ * user_id=. A handshake waiting on the network (the connect proxy, a JWKS fetch) is
+ * answered later; the loop never waits for it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,8 @@
 
 #include "api/api.h"
 #include "api/auth.h"
+#include "api/authproxy.h"
+#include "api/jwks.h"
 #include "core/log.h"
 #include "net/group.h"
 #include "net/ws.h"
@@ -69,11 +73,63 @@ static int origin_matches_host(const ac__http_req_t *req)
     return 0;
 }
 
-/* Reads the identity and options of a handshake; answers and returns -1 on a refusal. */
+/* read_identity's outcomes besides 0 (identity in hs->user) and -1 (answered). */
+enum { IDENTITY_WAIT_KEYS = 1, IDENTITY_ASK_PROXY = 2 };
+
+static ac__jwt_policy_t jwt_policy(const ac_server_t *s)
+{
+    ac__jwt_policy_t p;
+
+    memset(&p, 0, sizeof(p));
+    if (s->opts.jwt_secret != NULL && s->opts.jwt_secret[0] != '\0') {
+        p.secret = (const uint8_t *)s->opts.jwt_secret;
+        p.secret_len = strlen(s->opts.jwt_secret);
+    }
+    p.keys = s->jwks ? ac__jwks_keys(s->jwks) : NULL;
+    p.asymmetric = s->jwks != NULL;
+    p.audience = s->opts.jwt_audience;
+    p.issuer = s->opts.jwt_issuer;
+    p.leeway = (int64_t)s->opts.jwt_leeway;
+    p.user_claim = s->opts.jwt_user_claim;
+    return p;
+}
+
+/* Checks the token held in hs->user; on success hs->user is the user. With may_wait, a
+ * token naming a key the set lacks waits for a JWKS refresh (IDENTITY_WAIT_KEYS). */
+static int check_token(ac__conn_t *c, handshake_t *hs, int may_wait)
+{
+    ac_server_t *s = ac__conn_server(c);
+    ac__jwt_policy_t pol = jwt_policy(s);
+    const char *reason = "token required";
+    char *sub = NULL;
+    int r = hs->user_len == 0
+                ? AC__JWT_REFUSED
+                : ac__jwt_check(hs->user, hs->user_len, &pol, ac__now_ms() / 1000, &sub, &reason);
+
+    if (r == AC__JWT_UNKNOWN_KEY && may_wait && ac__jwks_want_refresh(s->jwks))
+        return IDENTITY_WAIT_KEYS;
+    if (r == AC__JWT_UNKNOWN_KEY && pol.keys == NULL) {
+        ac__log(AC_LOG_WARN, "event=auth_unavailable reason=\"no signing keys yet\"");
+        ac__conn_respond_error(c, 503, "signing keys unavailable: the JWKS has not loaded yet",
+                               "Retry-After: 5\r\n");
+        return -1;
+    }
+    if (r != 0) {
+        ac__log(AC_LOG_INFO, "event=auth_refused reason=\"%s\"", reason);
+        ac__conn_respond_error(c, 401, reason, NULL);
+        return -1;
+    }
+    hs->user_len = strlen(sub);
+    memcpy(hs->user, sub, hs->user_len + 1);
+    free(sub);
+    return 0;
+}
+
+/* Reads the identity of a handshake: 0 (hs->user set), -1 (refused and answered), or one
+ * of the IDENTITY_ outcomes that answer later. */
 static int read_identity(ac__conn_t *c, const ac__http_req_t *req, handshake_t *hs)
 {
-    const ac_server_t *s = ac__conn_server(c);
-    char tmp[32];
+    ac_server_t *s = ac__conn_server(c);
     long n;
 
     if (s->opts.auth == AC_AUTH_NONE) {
@@ -88,29 +144,33 @@ static int read_identity(ac__conn_t *c, const ac__http_req_t *req, handshake_t *
             return -1;
         }
         hs->user_len = (size_t)n;
-    } else {
-        char *token = hs->user; /* reuse the buffer: the token is read first */
-        const char *reason = "token required";
-        char *sub = NULL;
-        n = ac__http_query_get(req->query, req->query_len, "token", token, sizeof(hs->user));
-        if (n < 0 && req->headers[AC__H_AUTHORIZATION] != NULL &&
-            req->header_lens[AC__H_AUTHORIZATION] > 7 &&
-            req->header_lens[AC__H_AUTHORIZATION] - 7 < sizeof(hs->user) &&
-            strncasecmp(req->headers[AC__H_AUTHORIZATION], "Bearer ", 7) == 0) {
-            n = (long)req->header_lens[AC__H_AUTHORIZATION] - 7;
-            memcpy(token, req->headers[AC__H_AUTHORIZATION] + 7, (size_t)n);
-        }
-        if (n <= 0 ||
-            ac__jwt_verify(token, (size_t)n, (const uint8_t *)s->opts.jwt_secret,
-                           strlen(s->opts.jwt_secret), ac__now_ms() / 1000, &sub, &reason) != 0) {
-            ac__log(AC_LOG_INFO, "event=auth_refused reason=\"%s\"", reason);
-            ac__conn_respond_error(c, 401, reason, NULL);
-            return -1;
-        }
-        hs->user_len = strlen(sub);
-        memcpy(hs->user, sub, hs->user_len + 1);
-        free(sub);
+        return 0;
     }
+    if (s->opts.auth == AC_AUTH_PROXY) {
+        n = ac__authproxy_cached(s->authproxy, req, hs->user, sizeof(hs->user));
+        if (n < 0)
+            return IDENTITY_ASK_PROXY;
+        hs->user_len = (size_t)n;
+        return 0;
+    }
+    char *token = hs->user; /* reuse the buffer: the token is read first */
+    n = ac__http_query_get(req->query, req->query_len, "token", token, sizeof(hs->user));
+    if (n < 0 && req->headers[AC__H_AUTHORIZATION] != NULL &&
+        req->header_lens[AC__H_AUTHORIZATION] > 7 &&
+        req->header_lens[AC__H_AUTHORIZATION] - 7 < sizeof(hs->user) &&
+        strncasecmp(req->headers[AC__H_AUTHORIZATION], "Bearer ", 7) == 0) {
+        n = (long)req->header_lens[AC__H_AUTHORIZATION] - 7;
+        memcpy(token, req->headers[AC__H_AUTHORIZATION] + 7, (size_t)n);
+    }
+    hs->user_len = n > 0 ? (size_t)n : 0;
+    return check_token(c, hs, 1);
+}
+
+/* Reads the options of a handshake; answers and returns -1 on a bad one. */
+static int read_options(ac__conn_t *c, const ac__http_req_t *req, handshake_t *hs)
+{
+    char tmp[32];
+    long n;
 
     hs->thread_len =
         ac__http_query_get(req->query, req->query_len, "thread_id", hs->thread, sizeof(hs->thread));
@@ -348,46 +408,45 @@ void ac__api_agent_handshake(ac__conn_t *c, const ac__http_req_t *req)
     ac__log(AC_LOG_INFO, "event=agent_open conn=%llx", (unsigned long long)c->m.id);
 }
 
-/* The user is known: limits, the upgrade, registration and the join (history replay),
- * on the loop that owns the user. Takes hs. */
-static void ws_join(ac__conn_t *c, handshake_t *hs, const char accept[29])
+/* The rest of a /ws handshake once the user is known: limits, upgrade, join, on the loop
+ * that owns the user. Borrows hs. */
+static void finish_handshake(ac__conn_t *c, handshake_t *hs, const char accept[29])
 {
     ac_server_t *s = ac__conn_server(c);
     ac__user_t *u;
     ac__mconn_t *evicted;
 
-    if (s->shutting_down) {
-        /* Moved here after this loop's shutdown began: it would never be closed. */
+    if (s->shutting_down) { /* answered later or moved here, after shutdown began */
         ac__conn_respond_error(c, 503, "server shutting down", NULL);
-        goto done;
+        return;
     }
     if (!s->broker->vt->up(s->broker)) {
         ac__conn_respond_error(c, 503, "broker unavailable", "Retry-After: 1\r\n");
-        goto done;
+        return;
     }
     if (!ac__group_conn_take(s)) {
         ac__log(AC_LOG_WARN, "event=max_conns_reached max=%u", s->opts.max_conns);
         ac__conn_respond_error(c, 503, "max-conns reached", NULL);
-        goto done;
+        return;
     }
     u = ac__manager_user(&s->manager, hs->user, hs->user_len, ac__server_now(s));
     if (u == NULL) {
         ac__group_conn_release(s);
         ac__conn_respond_error(c, 503, "out of memory", NULL);
-        goto done;
+        return;
     }
     if (hs->thread_len > 0) {
         c->thread_id = strdup(hs->thread);
         if (c->thread_id == NULL) {
             ac__group_conn_release(s);
             ac__conn_respond_error(c, 503, "out of memory", NULL);
-            goto done;
+            return;
         }
     }
     if (ac__conn_upgrade(c, accept) != 0) {
         ac__group_conn_release(s);
         ac__conn_destroy(c);
-        goto done;
+        return;
     }
     ac__conn_bound_kernel_buffer(c);
     /* From here the slot taken above is given back when the connection leaves. */
@@ -416,8 +475,6 @@ static void ws_join(ac__conn_t *c, handshake_t *hs, const char accept[29])
         s->evictions_total++;
         ac__conn_close_ws(AC__CONN_OF(evicted), AC_WS_CLOSE_EVICTED, reason, 1);
     }
-done:
-    free(hs);
 }
 
 /* A user connection on its way to the loop that owns its user. */
@@ -444,7 +501,8 @@ static void on_ws_moved(ac__msg_t *m, void *arg, int status)
     if (c == NULL) {
         free(mv->hs);
     } else {
-        ws_join(c, mv->hs, mv->accept);
+        finish_handshake(c, mv->hs, mv->accept);
+        free(mv->hs);
         ac__conn_attach_resume(c);
     }
     free(mv);
@@ -472,12 +530,122 @@ static int ws_move(ac__conn_t *c, ac_server_t *owner, handshake_t *hs, const cha
     return 0;
 }
 
+/* Finishes the handshake here, or moves c to the loop that owns its user (--threads),
+ * taking *hsp then (set to NULL). */
+static void join_user(ac__conn_t *c, handshake_t **hsp, const char accept[29])
+{
+    ac_server_t *s = ac__conn_server(c);
+    ac_server_t *owner = ac__group_owner(s, (*hsp)->user, (*hsp)->user_len);
+
+    if (owner == s) {
+        finish_handshake(c, *hsp, accept);
+        return;
+    }
+    if (ws_move(c, owner, *hsp, accept) == 0) {
+        *hsp = NULL;
+        return;
+    }
+    /* Output still queued here (rare): this loop cannot hand it over. */
+    ac__conn_respond_error(c, 503, "busy: try again", "Retry-After: 1\r\n");
+}
+
+/* A handshake answered later: the connection stops reading (its pend) until the network
+ * answers. The connection may be gone by then (pend->c is NULL). */
+typedef struct deferred_s {
+    ac__pend_t *pend;
+    handshake_t *hs;
+    char accept[29];
+} deferred_t;
+
+/* The connection a deferred handshake belongs to, or NULL when it is gone; frees the pend. */
+static ac__conn_t *deferred_take(deferred_t *d)
+{
+    ac__conn_t *c = d->pend->c;
+
+    if (c != NULL)
+        c->pend = NULL;
+    ac__api_pend_free(d->pend);
+    d->pend = NULL;
+    return c;
+}
+
+static void deferred_done(ac__conn_t *c, deferred_t *d)
+{
+    if (c != NULL) {
+        if (c->state == AC__CONN_WS)
+            ac__conn_ws_resume(c);
+        else
+            ac__conn_http_resume(c);
+    }
+    free(d->hs);
+    free(d);
+}
+
+static void on_keys_ready(void *arg)
+{
+    deferred_t *d = arg;
+    ac__conn_t *c = deferred_take(d);
+
+    if (c != NULL && check_token(c, d->hs, 0) == 0)
+        join_user(c, &d->hs, d->accept);
+    deferred_done(c, d);
+}
+
+static void on_proxy_answer(void *arg, unsigned status, const char *user, size_t len,
+                            const char *reason)
+{
+    deferred_t *d = arg;
+    ac__conn_t *c = deferred_take(d);
+
+    if (c != NULL && status != 0) {
+        ac__log(AC_LOG_INFO, "event=auth_refused status=%u reason=\"%s\"", status, reason);
+        ac__conn_respond_error(c, status, reason, status == 503 ? "Retry-After: 1\r\n" : NULL);
+    } else if (c != NULL) {
+        memcpy(d->hs->user, user, len);
+        d->hs->user[len] = '\0';
+        d->hs->user_len = len;
+        join_user(c, &d->hs, d->accept);
+    }
+    deferred_done(c, d);
+}
+
+/* Parks the handshake until the keys or the proxy answer; takes ownership of hs. */
+static void defer_handshake(ac__conn_t *c, const ac__http_req_t *req, handshake_t *hs,
+                            const char accept[29], int what)
+{
+    ac_server_t *s = ac__conn_server(c);
+    deferred_t *d = calloc(1, sizeof(*d));
+    unsigned status = 503;
+    const char *reason = "out of memory";
+
+    if (d == NULL || (d->pend = ac__api_pend_new_http(c, 0)) == NULL)
+        goto refuse;
+    d->hs = hs;
+    memcpy(d->accept, accept, sizeof(d->accept));
+    if (what == IDENTITY_ASK_PROXY) {
+        if (ac__authproxy_ask(s->authproxy, req, on_proxy_answer, d, &status, &reason) != 0)
+            goto refuse;
+    } else if (ac__jwks_wait(s->jwks, on_keys_ready, d) != 0) {
+        reason = "too many handshakes waiting for the signing keys";
+        goto refuse;
+    }
+    c->pend = d->pend;
+    return;
+
+refuse:
+    ac__conn_respond_error(c, status, reason, status == 503 ? "Retry-After: 1\r\n" : NULL);
+    if (d != NULL && d->pend != NULL)
+        ac__api_pend_free(d->pend);
+    free(d);
+    free(hs);
+}
+
 void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
 {
     ac_server_t *s = ac__conn_server(c);
     char accept[29];
     handshake_t *hs;
-    ac_server_t *owner;
+    int r;
 
     if (check_upgrade(c, req, accept) != 0)
         return;
@@ -490,20 +658,17 @@ void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
         ac__conn_respond_error(c, 503, "out of memory", NULL);
         return;
     }
-    if (read_identity(c, req, hs) != 0) {
+    r = read_identity(c, req, hs);
+    if (r < 0 || read_options(c, req, hs) != 0) {
         free(hs);
         return;
     }
-    owner = ac__group_owner(s, hs->user, hs->user_len);
-    if (owner != s) {
-        if (ws_move(c, owner, hs, accept) == 0)
-            return;
-        /* Output still queued here (rare): this loop cannot hand it over. */
-        free(hs);
-        ac__conn_respond_error(c, 503, "busy: try again", "Retry-After: 1\r\n");
+    if (r > 0) {
+        defer_handshake(c, req, hs, accept, r);
         return;
     }
-    ws_join(c, hs, accept);
+    join_user(c, &hs, accept);
+    free(hs);
 }
 
 static void send_error(ac__conn_t *c, const char *msg)

@@ -4,11 +4,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "api/auth.h"
+#include "api/authproxy.h"
+#include "api/jwks.h"
 #include "core/log.h"
 #include "net/group.h"
+#include "net/outbound.h"
 #include "net/server.h"
 #include "net/tls.h"
 #include "net/ws.h"
@@ -40,6 +45,10 @@ void ac_server_opts_init(ac_server_opts_t *o)
     o->redis_prefix = "ac:";
     o->slow_timeout = 15;
     o->seq_ttl = 7 * 24 * 3600;
+    o->jwt_jwks_refresh = 600;
+    o->jwt_jwks_min_refresh = 30;
+    o->jwt_user_claim = "sub";
+    o->outbound_timeout = 5;
     o->threads = 1;
 }
 
@@ -85,9 +94,37 @@ static int parse_listen(const char *listen, char **host, int *port)
     return 0;
 }
 
+static int is_http_url(const char *u)
+{
+    return strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0;
+}
+
+/* The identity and outbound options. */
+static int check_identity_opts(const ac_server_opts_t *o)
+{
+    int has_secret = o->jwt_secret != NULL && o->jwt_secret[0] != '\0';
+
+    if (o->auth == AC_AUTH_JWT && !has_secret && o->jwt_jwks_file == NULL &&
+        o->jwt_jwks_url == NULL)
+        return AC_EINVAL;
+    if (o->jwt_jwks_file != NULL && o->jwt_jwks_url != NULL)
+        return AC_EINVAL;
+    if (o->auth == AC_AUTH_PROXY && (o->auth_proxy_url == NULL || !is_http_url(o->auth_proxy_url)))
+        return AC_EINVAL;
+    if ((o->jwt_jwks_url != NULL && !is_http_url(o->jwt_jwks_url)) ||
+        (o->message_webhook != NULL && !is_http_url(o->message_webhook)))
+        return AC_EINVAL;
+    if (!(o->jwt_jwks_refresh > 0) || !(o->jwt_jwks_min_refresh > 0) || !(o->jwt_leeway >= 0) ||
+        !(o->auth_proxy_cache_ttl >= 0) || !(o->outbound_timeout > 0) || o->outbound_timeout > 3600)
+        return AC_EINVAL;
+    if (o->outbound_ca_file != NULL && access(o->outbound_ca_file, R_OK) != 0)
+        return AC_EINVAL;
+    return 0;
+}
+
 static int check_opts(const ac_server_opts_t *o)
 {
-    if (o->auth == AC_AUTH_JWT && (o->jwt_secret == NULL || o->jwt_secret[0] == '\0'))
+    if (check_identity_opts(o) != 0)
         return AC_EINVAL;
     if (o->max_conns == 0 || o->max_conns_per_user == 0 || o->ping_interval <= 0 ||
         o->stale_timeout <= 0 || o->cleanup_interval <= 0 || o->handshake_timeout <= 0 ||
@@ -95,7 +132,6 @@ static int check_opts(const ac_server_opts_t *o)
         o->max_publish_size == 0 || o->history_size == 0 || o->history_max_bytes == 0 ||
         o->idempotency_window <= 0 || o->run_timeout <= 0 || o->client_rate < 0 ||
         o->handshake_rate < 0 || (o->tls_cert == NULL) != (o->tls_key == NULL) ||
-        (o->message_webhook != NULL && strncmp(o->message_webhook, "http://", 7) != 0) ||
         o->max_message_size == 0 || o->max_queue_bytes == 0)
         return AC_EINVAL;
     return 0;
@@ -193,12 +229,42 @@ static ac_server_t *server_new_one(uv_loop_t *loop, const ac_server_opts_t *opts
         }
         r = AC_ENOMEM;
     }
+    if (opts->auth == AC_AUTH_JWT && (opts->jwt_jwks_file != NULL || opts->jwt_jwks_url != NULL)) {
+        char why[200];
+        s->jwks = ac__jwks_new(s, why, sizeof(why));
+        if (s->jwks == NULL) {
+            ac__log(AC_LOG_ERROR, "event=jwks_error error=\"%s\"", why);
+            r = AC_EINVAL;
+            goto fail_identity;
+        }
+    }
+    r = AC_ENOMEM;
+    if (opts->auth == AC_AUTH_PROXY && (s->authproxy = ac__authproxy_new(s)) == NULL)
+        goto fail_identity;
+    if (opts->message_webhook != NULL || s->authproxy != NULL ||
+        (s->jwks != NULL && opts->jwt_jwks_url != NULL)) {
+        /* Now, so a bad --outbound-ca-file stops the start; it holds no handle yet. */
+        ac__outbound_opts_t oo = {.ca_file = opts->outbound_ca_file};
+        s->outbound = ac__outbound_new(loop, &oo, &r);
+        if (s->outbound == NULL) {
+            ac__log(AC_LOG_ERROR, "event=outbound_error error=\"%s\"",
+                    r == AC_EINVAL ? "--outbound-ca-file: no PEM certificate in it"
+                                   : ac_strerror(r));
+            goto fail_identity;
+        }
+    }
+    r = AC_ENOMEM;
     if (uv_mutex_init(&s->emit_lock) != 0)
         goto fail_mutex;
     s->start_ms = uv_now(loop);
     return s;
 
 fail_mutex:
+fail_identity:
+    if (s->outbound != NULL)
+        ac__outbound_close(s->outbound, NULL, NULL); /* no request made: freed at once */
+    ac__authproxy_free(s->authproxy);
+    ac__jwks_free(s->jwks);
     SSL_CTX_free(s->tls);
 fail_tls:
     s->broker->vt->free(s->broker);
@@ -230,6 +296,10 @@ static void server_free_one(ac_server_t *s)
     uv_mutex_destroy(&s->emit_lock);
     ac__api_static_free(s);
     ac__webhook_free(s);
+    if (s->outbound != NULL) /* never started: it made no request and holds no handle */
+        ac__outbound_close(s->outbound, NULL, NULL);
+    ac__jwks_free(s->jwks);
+    ac__authproxy_free(s->authproxy);
     SSL_CTX_free(s->tls);
     s->broker->vt->free(s->broker);
     ac__emitter_dispose(&s->emitter);
@@ -359,6 +429,40 @@ int ac_server_start(ac_server_t *s)
 
     if (r == 0 && s->shard != NULL)
         r = ac__group_start(s);
+    return r;
+}
+
+/* One loop's certificate and JWKS. */
+static int reload_one(ac_server_t *s)
+{
+    int r = 0;
+
+    if (s->tls != NULL) {
+        const char *why = NULL;
+        if (ac__tls_ctx_reload(&s->tls, s->opts.tls_cert, s->opts.tls_key, &why) != 0) {
+            ac__log(AC_LOG_ERROR, "event=reload_failed what=tls error=\"%s\"", why);
+            r = AC_EINVAL;
+        } else {
+            ac__log(AC_LOG_INFO, "event=reloaded what=tls");
+        }
+    }
+    if (s->jwks != NULL && ac__jwks_reload(s->jwks) != 0 && r == 0)
+        r = AC_EINVAL;
+    return r;
+}
+
+int ac_server_reload(ac_server_t *s)
+{
+    int r = reload_one(s);
+
+    /* Every loop has its own TLS context and key set: the others reload while parked. */
+    ac__group_park(s);
+    for (unsigned k = 0; k < ac__group_size(s); k++) {
+        ac_server_t *sk = ac__group_shard(s, k);
+        if (sk != s && reload_one(sk) != 0 && r == 0)
+            r = AC_EINVAL;
+    }
+    ac__group_unpark(s);
     return r;
 }
 

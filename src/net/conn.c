@@ -910,6 +910,20 @@ void ac__conn_http_resume(ac__conn_t *c)
         http_input(c, NULL, 0);
 }
 
+void ac__conn_ws_resume(ac__conn_t *c)
+{
+    if (ac__conn_gone(c) || c->state != AC__CONN_WS)
+        return;
+    c->ioflags &= (uint8_t)~AC__IO_PAUSED;
+    io_update(c);
+    ac__bytes_t *rest = c->in;
+    if (rest != NULL && !ac__conn_gone(c)) {
+        c->in = NULL;
+        ac__conn_ws_input(c, rest->p, rest->len);
+        free(rest);
+    }
+}
+
 void ac__conn_read_pause(ac__conn_t *c, int pause)
 {
     if (ac__conn_gone(c) || c->state != AC__CONN_WS)

@@ -190,6 +190,10 @@ void ac__conn_end(ac__conn_t *c);
  * reading resumes, with any request that arrived meanwhile. */
 void ac__conn_http_resume(ac__conn_t *c);
 
+/* A connection upgraded after its handshake was answered later (the connect proxy, a JWKS
+ * fetch): reading resumes, and frames that arrived behind the handshake are processed. */
+void ac__conn_ws_resume(ac__conn_t *c);
+
 /* Stops (pause 1) or resumes (0) reading a WebSocket: backpressure on a publisher whose
  * answers are pending. Idempotent. */
 void ac__conn_read_pause(ac__conn_t *c, int pause);

@@ -23,6 +23,7 @@ static const struct {
     {"connection", AC__H_CONNECTION},
     {"sec-websocket-key", AC__H_WS_KEY},
     {"sec-websocket-version", AC__H_WS_VERSION},
+    {"cookie", AC__H_COOKIE},
 };
 
 static ac__http_t *from_parser(http_parser *p)

@@ -26,6 +26,7 @@ enum {
     AC__H_CONNECTION,
     AC__H_WS_KEY,
     AC__H_WS_VERSION,
+    AC__H_COOKIE, /* forwarded to --auth-proxy-url */
     AC__H_COUNT
 };
 

@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "net/conn.h"
 #include "net/group.h"
+#include "net/outbound.h"
 #include "net/server.h"
 #include "net/ws.h"
 
@@ -118,7 +119,10 @@ static void on_emit_async(uv_async_t *a)
 
 static void on_tick(uv_timer_t *t)
 {
-    ac__conn_expire(t->data);
+    ac_server_t *s = t->data;
+
+    ac__conn_expire(s);
+    s->handlers->on_tick(s);
 }
 
 typedef struct ping_ctx_s {
@@ -320,6 +324,7 @@ int ac__server_start_loop(ac_server_t *s)
     uv_async_init(s->loop, &s->emit_async, on_emit_async);
     s->emit_async.data = s;
     s->open_handles += 7;
+    s->handlers->on_tick(s); /* the first fetch of a JWKS URL, say */
     /* Events emitted before the start are waiting: wake the loop for them. */
     uv_mutex_lock(&s->emit_lock);
     s->emit_async_ready = 1;
@@ -440,9 +445,35 @@ static void on_handle_closed(uv_handle_t *h)
         s->shutdown_cb(s, s->shutdown_arg);
 }
 
+static void on_outbound_closed(void *arg)
+{
+    ac_server_t *s = arg;
+
+    if (--s->open_handles == 0 && s->shutdown_cb != NULL)
+        s->shutdown_cb(s, s->shutdown_arg);
+}
+
+struct ac__outbound_s *ac__server_outbound(ac_server_t *s)
+{
+    if (s->outbound == NULL && s->shutting_down < 2) {
+        ac__outbound_opts_t o = {.ca_file = s->opts.outbound_ca_file};
+        int err = 0;
+        s->outbound = ac__outbound_new(s->loop, &o, &err);
+        if (s->outbound == NULL)
+            ac__log(AC_LOG_ERROR, "event=outbound_error error=\"%s\"", ac_strerror(err));
+    }
+    return s->outbound;
+}
+
 static void close_handles(ac_server_t *s)
 {
     s->broker->vt->close(s->broker);
+    if (s->outbound != NULL) {
+        s->open_handles++;
+        ac__outbound_t *ob = s->outbound;
+        s->outbound = NULL;
+        ac__outbound_close(ob, on_outbound_closed, s);
+    }
     uv_close((uv_handle_t *)&s->flusher, on_handle_closed);
     uv_close((uv_handle_t *)&s->preflusher, on_handle_closed);
     uv_close((uv_handle_t *)&s->tick, on_handle_closed);

@@ -31,6 +31,8 @@ typedef struct ac__net_handlers_s {
     void (*on_wakeup)(ac_server_t *s);
     /* The --cleanup-interval sweep, after net/'s own. */
     void (*on_sweep)(ac_server_t *s);
+    /* The deadline tick (10-500 ms), and once at start. */
+    void (*on_tick)(ac_server_t *s);
     /* Shutdown begins, before any connection is closed: drain and refuse what is queued. */
     void (*on_shutdown)(ac_server_t *s);
 } ac__net_handlers_t;
@@ -132,6 +134,10 @@ struct ac_server_s {
     struct ac__static_s *statics;  /* web files read once, then served from memory */
     struct ac__webhook_s *webhook; /* --message-webhook */
     uint64_t duplicates_total;
+    /* Outbound HTTP and identity providers. */
+    struct ac__outbound_s *outbound;   /* created on first use; closed with the handles */
+    struct ac__jwks_s *jwks;           /* --jwt-jwks-file / --jwt-jwks-url; NULL: none */
+    struct ac__authproxy_s *authproxy; /* --auth=proxy */
 };
 
 /* Milliseconds since the server was created, on the loop clock. */
@@ -156,6 +162,10 @@ void ac__server_count_close(ac_server_t *s, unsigned code);
 
 /* Records the publish-to-send latency of one event frame. */
 void ac__server_observe_latency(ac_server_t *s, uint64_t ns);
+
+/* The outbound HTTP client (net/outbound.h), created on first use; NULL once shutdown
+ * has closed it or when it cannot be created. */
+struct ac__outbound_s *ac__server_outbound(ac_server_t *s);
 
 /* Called by conn.c when a connection is freed, so shutdown can finish. */
 void ac__server_conn_freed(ac_server_t *s);

@@ -59,3 +59,16 @@ SSL *ac__tls_session_new(SSL_CTX *ctx)
     SSL_set_accept_state(ssl);
     return ssl;
 }
+
+int ac__tls_ctx_reload(SSL_CTX **ctx, const char *cert_file, const char *key_file, const char **why)
+{
+    SSL_CTX *fresh = ac__tls_ctx_new(cert_file, key_file, why);
+
+    if (fresh == NULL)
+        return -1;
+    /* Open sessions hold their own reference to the old context (SSL_new): they keep it
+     * until they close. */
+    SSL_CTX_free(*ctx);
+    *ctx = fresh;
+    return 0;
+}

@@ -18,7 +18,10 @@ static void ws_fail(ac__conn_t *c, unsigned code, const char *reason)
      * read as garbage): ignore what follows, let our close frame go out, then close. */
     c->flags |= AC__CF_DISCARD;
     if (c->state == AC__CONN_WS) {
-        ac__conn_drop_backlog(c);
+        /* A user connection's backlog is events it can resume; a publisher's is answers to
+         * messages that were applied: those go out before the close. */
+        if (c->kind != AC__KIND_AGENT)
+            ac__conn_drop_backlog(c);
         ac__conn_close_ws(c, code, reason, 0);
     }
 }
@@ -177,8 +180,9 @@ void ac__conn_ws_input(ac__conn_t *c, char *data, size_t len)
                                                                  : s->opts.max_message_size);
         if (code != 0) {
             ws_fail(c, (unsigned)code,
-                    code == AC_WS_CLOSE_TOO_BIG ? "message over max-message-size"
-                                                : "protocol error");
+                    code != AC_WS_CLOSE_TOO_BIG ? "protocol error"
+                    : c->kind == AC__KIND_AGENT ? "message over max-publish-size"
+                                                : "message over max-message-size");
             return;
         }
         if (n - off - (size_t)r < h.len)

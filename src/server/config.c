@@ -43,8 +43,30 @@ static const flag_t flags[] = {
     {"config", K_CONFIG, offsetof(ac_config_t, config_file),
      "read settings from FILE: `name = value` lines named as the flags; # comments"},
     {"listen", K_STR, OPT(listen), "address to listen on, HOST:PORT (port 0: any free port)"},
-    {"auth", K_AUTH, OPT(auth), "jwt (HS256 token= with sub) or none (user_id=, development)"},
+    {"auth", K_AUTH, OPT(auth),
+     "jwt (token= signed with --jwt-secret or a JWKS key), proxy (--auth-proxy-url decides "
+     "from cookies) or none (user_id=, development)"},
     {"jwt-secret", K_SECRET, OPT(jwt_secret), "HS256 secret for --auth=jwt (prefer the env var)"},
+    {"jwt-jwks-file", K_STR, OPT(jwt_jwks_file),
+     "JWKS file of RS256/384/512, ES256/384, EdDSA keys for --auth=jwt (reloaded on SIGHUP)"},
+    {"jwt-jwks-url", K_STR, OPT(jwt_jwks_url),
+     "http(s) URL of the identity provider's JWKS: fetched at start, refreshed"},
+    {"jwt-jwks-refresh", K_SECS, OPT(jwt_jwks_refresh), "seconds between JWKS URL refreshes"},
+    {"jwt-jwks-min-refresh", K_SECS, OPT(jwt_jwks_min_refresh),
+     "least seconds between two JWKS fetches (an unknown kid asks for one)"},
+    {"jwt-audience", K_STR, OPT(jwt_audience), "when set, a token's aud must contain it"},
+    {"jwt-issuer", K_STR, OPT(jwt_issuer), "when set, a token's iss must equal it"},
+    {"jwt-leeway", K_RATE, OPT(jwt_leeway), "seconds of clock skew allowed on exp and nbf"},
+    {"jwt-user-claim", K_STR, OPT(jwt_user_claim), "the token claim that names the user"},
+    {"auth-proxy-url", K_STR, OPT(auth_proxy_url),
+     "--auth=proxy: http(s) URL POSTed the Cookie, Authorization, Origin and query of each "
+     "/ws upgrade; answers {\"user_id\":...}"},
+    {"auth-proxy-cache-ttl", K_RATE, OPT(auth_proxy_cache_ttl),
+     "seconds an allowed proxy answer is reused for the same Cookie/Authorization; 0: off"},
+    {"outbound-ca-file", K_STR, OPT(outbound_ca_file),
+     "PEM CA bundle for https:// calls out (webhook, JWKS, proxy); unset: the system's"},
+    {"outbound-timeout", K_SECS, OPT(outbound_timeout),
+     "seconds an outbound request (webhook attempt, JWKS fetch, proxy call) may take"},
     {"api-key", K_SECRET, OPT(api_key),
      "Bearer key for /v1/publish, /v1/stats, /metrics (unset: no key asked)"},
     {"max-conns", K_UINT, OPT(max_conns), "user connections on /ws in all; beyond: HTTP 503"},
@@ -82,7 +104,7 @@ static const flag_t flags[] = {
     {"tls-cert", K_STR, OPT(tls_cert), "PEM certificate chain: serve wss:// and https://"},
     {"tls-key", K_STR, OPT(tls_key), "PEM private key for --tls-cert"},
     {"message-webhook", K_STR, OPT(message_webhook),
-     "http://HOST[:PORT]/PATH that receives user messages as JSON POSTs (retried)"},
+     "http(s)://HOST[:PORT]/PATH that receives user messages as JSON POSTs (retried)"},
     {"demo", K_BOOL, offsetof(ac_config_t, demo),
      "run the built-in demo agent: it answers user messages with a live run"},
     {"web-dir", K_STR, OPT(web_dir), "folder served at /, /dashboard and /static/"},
@@ -189,6 +211,8 @@ static int set_value(ac_config_t *cfg, const flag_t *f, const char *v, const cha
             *(ac_auth_mode_t *)field = AC_AUTH_JWT;
         else if (strcmp(v, "none") == 0)
             *(ac_auth_mode_t *)field = AC_AUTH_NONE;
+        else if (strcmp(v, "proxy") == 0)
+            *(ac_auth_mode_t *)field = AC_AUTH_PROXY;
         else
             break;
         return 0;
@@ -489,6 +513,8 @@ static void value_text(const ac_config_t *cfg, const flag_t *f, char *out, size_
             snprintf(out, n, "jwt");
         else if (m == AC_AUTH_NONE)
             snprintf(out, n, "none");
+        else if (m == AC_AUTH_PROXY)
+            snprintf(out, n, "proxy");
         else
             snprintf(out, n, "(mode %d)", (int)m);
         break;

@@ -1,5 +1,6 @@
 /* agentcastd: the daemon. One user of the library's public API: parse the configuration,
- * create the server on the default loop, run until SIGTERM/SIGINT, shut down gracefully.
+ * create the server on the default loop, run until SIGTERM/SIGINT (SIGHUP reloads the TLS
+ * certificate and the JWKS file), shut down gracefully.
  * Nothing here knows about sockets or events. */
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@ typedef struct daemon_s {
     ac_server_t *server;
     uv_signal_t sigterm;
     uv_signal_t sigint;
+    uv_signal_t sighup; /* reload: TLS certificate, JWKS file */
     int signals;
     demo_t *demo;
 } daemon_t;
@@ -27,6 +29,14 @@ static void on_shutdown_done(ac_server_t *server, void *arg)
 
     uv_close((uv_handle_t *)&d->sigterm, NULL);
     uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sighup, NULL);
+}
+
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    daemon_t *d = h->data;
+
+    ac_server_reload(d->server); /* logs what reloaded and what kept its old version */
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -112,9 +122,18 @@ static int run(const ac_config_t *cfg)
     ac_log_set_level(cfg->log_level);
     ac_log_set_format(cfg->log_format);
     if (cfg->server.auth == AC_AUTH_JWT &&
-        (cfg->server.jwt_secret == NULL || cfg->server.jwt_secret[0] == '\0')) {
-        fprintf(stderr, "agentcastd: --auth=jwt needs --jwt-secret or AGENTCAST_JWT_SECRET "
-                        "(or --auth=none for development)\n");
+        (cfg->server.jwt_secret == NULL || cfg->server.jwt_secret[0] == '\0') &&
+        cfg->server.jwt_jwks_file == NULL && cfg->server.jwt_jwks_url == NULL) {
+        fprintf(stderr, "agentcastd: --auth=jwt needs --jwt-secret (or AGENTCAST_JWT_SECRET), "
+                        "--jwt-jwks-file or --jwt-jwks-url (or --auth=none for development)\n");
+        return 2;
+    }
+    if (cfg->server.jwt_jwks_file != NULL && cfg->server.jwt_jwks_url != NULL) {
+        fprintf(stderr, "agentcastd: --jwt-jwks-file and --jwt-jwks-url: give one of them\n");
+        return 2;
+    }
+    if (cfg->server.auth == AC_AUTH_PROXY && cfg->server.auth_proxy_url == NULL) {
+        fprintf(stderr, "agentcastd: --auth=proxy needs --auth-proxy-url\n");
         return 2;
     }
     if (cfg->check_config)
@@ -148,6 +167,9 @@ static int run(const ac_config_t *cfg)
     d.sigterm.data = d.sigint.data = &d;
     uv_signal_start(&d.sigterm, on_signal, SIGTERM);
     uv_signal_start(&d.sigint, on_signal, SIGINT);
+    uv_signal_init(loop, &d.sighup);
+    d.sighup.data = &d;
+    uv_signal_start(&d.sighup, on_sighup, SIGHUP);
     err = ac_server_start(d.server);
     if (err != 0) {
         fprintf(stderr, "agentcastd: cannot listen on %s: %s\n", cfg->server.listen,

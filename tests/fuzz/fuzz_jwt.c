@@ -3,7 +3,9 @@
  * are reached; verdicts and decodings are compared with the rules of auth.h. */
 
 /* Input: byte 0 picks the mode (bits 0-1) and variations (bits 2-7):
- *   0: the rest is a token, verified under a fixed secret, as a handshake's token= is;
+ *   0: the rest is a token, verified under a fixed secret, as a handshake's token= is, and
+ *      under a JWKS policy (one Ed25519 key; it must never verify: nobody has the private
+ *      key); the rest is also parsed as a JWKS document (src/api/jwk.h);
  *   1: the rest is header JSON, NUL, payload JSON: signed here (HMAC-SHA256 via OpenSSL)
  *      and the verdict compared with the rules of auth.h checked on the parsed JSON;
  *   2: the rest is base64url text: ac__base64url_decode() against a reference decoder;
@@ -29,11 +31,19 @@ static const char SECRET[] = "fuzz-secret-0123456789";
 #define NOW INT64_C(1700000000)
 #define MAX_TOKEN 8192
 
+/* The Ed25519 public key of RFC 8037 appendix A.2. */
+static const char JWKS[] = "{\"keys\":[{\"kty\":\"OKP\",\"crv\":\"Ed25519\",\"kid\":\"k1\","
+                           "\"x\":\"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo\"}]}";
+static ac__keyset_t *keyset;
+
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
     fuzz_quiet_logs(AC_LOG_ERROR);
+    char why[160];
+    keyset = ac__keyset_parse(JWKS, strlen(JWKS), why, sizeof(why));
+    check(keyset != NULL && ac__keyset_count(keyset) == 1, "fixed JWKS");
     return 0;
 }
 
@@ -161,6 +171,25 @@ static void mode_token(const uint8_t *p, size_t n)
     verify((const char *)p, n, (const uint8_t *)SECRET, SECRET_LEN, NULL);
     /* No token verifies under an empty secret. */
     check(verify((const char *)p, n, (const uint8_t *)"", 0, NULL) != 0, "empty secret");
+
+    ac__jwt_policy_t pol;
+    memset(&pol, 0, sizeof(pol));
+    pol.keys = keyset;
+    pol.asymmetric = 1;
+    pol.leeway = 60;
+    char *tok = dup_exact(p, n);
+    char *user = (char *)"unset";
+    const char *reason = NULL;
+    int r = ac__jwt_check(tok, n, &pol, NOW, &user, &reason);
+    check(r == AC__JWT_REFUSED || r == AC__JWT_UNKNOWN_KEY, "JWKS policy: forged token accepted");
+    check(user == NULL && reason != NULL && strncmp(reason, "token: ", 7) == 0, "JWKS reason");
+    free(tok);
+
+    char why[160];
+    ac__keyset_t *ks = ac__keyset_parse((const char *)p, n, why, sizeof(why));
+    check(ks == NULL || (ac__keyset_count(ks) >= 1 && ac__keyset_count(ks) <= AC__JWKS_MAX_KEYS),
+          "JWKS: key count");
+    ac__keyset_free(ks);
 }
 
 /* 1 when now < t for a JSON number, as auth.h says exp and nbf are read. */

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
     daemonFor,
+    encodeFrame,
     connect,
     connectRefused,
     closeAfter,
@@ -225,6 +226,20 @@ test('a frame over --max-publish-size closes the agent socket with 1009', async 
     a.send({ user_id: user, type: 'big', data: { pad: 'x'.repeat(2000) } });
     const close = await a.waitClose(3000);
     assert.equal(close.code, 1009, JSON.stringify(close));
+});
+
+test('messages pipelined before an oversized one are answered before the 1009 close (their events were published)', async (t) => {
+    const { d, user, c } = await setup(t, ['--max-publish-size', '1k']);
+    const raw = await rawAgentSocket(d.port, { key: KEY });
+    t.after(() => raw.destroy());
+    const frames = [1, 2, 3].map((i) => encodeFrame(0x1, Buffer.from(JSON.stringify({ user_id: user, type: 'x', data: { i } }))));
+    frames.push(encodeFrame(0x1, Buffer.from(JSON.stringify({ user_id: user, type: 'x', data: { pad: 'x'.repeat(2000) } }))));
+    await raw.write(Buffer.concat(frames)); // one write: all four are read in one turn
+    const close = await raw.nextClose(3000);
+    assert.equal(close.code, 1009, JSON.stringify(close));
+    assert.match(close.reason, /max-publish-size/);
+    assert.deepEqual(raw.messages, [1, 2, 3].map((seq) => ({ seq, delivered: 1 })), 'the three answers, then the close');
+    for (let i = 1; i <= 3; i++) assert.equal((await c.nextEvent()).data.i, i);
 });
 
 test('the agent socket receives no events and no ping envelopes, only RFC 6455 pings', async (t) => {

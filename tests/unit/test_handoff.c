@@ -63,10 +63,20 @@ static void nop_server(ac_server_t *s)
 {
 }
 
-static const ac__net_handlers_t handlers_a = {on_request_a, on_message_a, nop_conn,
-                                              nop_server,   nop_server,   nop_server};
-static const ac__net_handlers_t handlers_b = {on_request_b, on_message_b, nop_conn,
-                                              nop_server,   nop_server,   nop_server};
+static const ac__net_handlers_t handlers_a = {.on_request = on_request_a,
+                                              .on_message = on_message_a,
+                                              .on_conn_free = nop_conn,
+                                              .on_wakeup = nop_server,
+                                              .on_sweep = nop_server,
+                                              .on_tick = nop_server,
+                                              .on_shutdown = nop_server};
+static const ac__net_handlers_t handlers_b = {.on_request = on_request_b,
+                                              .on_message = on_message_b,
+                                              .on_conn_free = nop_conn,
+                                              .on_wakeup = nop_server,
+                                              .on_sweep = nop_server,
+                                              .on_tick = nop_server,
+                                              .on_shutdown = nop_server};
 
 static void side_init(side_t *d, const ac__net_handlers_t *h, const char *cert, const char *key)
 {
