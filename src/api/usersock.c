@@ -640,6 +640,49 @@ refuse:
     free(hs);
 }
 
+/* Identity from the network (a JWKS, the connect proxy) is kept on the first loop only (one
+ * fetch schedule, one cache); the other loops pass such handshakes to it whole. */
+static int identity_on_first_loop(const ac_server_t *s)
+{
+    return s->opts.auth == AC_AUTH_PROXY ||
+           (s->opts.auth == AC_AUTH_JWT &&
+            (s->opts.jwt_jwks_file != NULL || s->opts.jwt_jwks_url != NULL));
+}
+
+/* On the first loop: the handshake arrives as it was received, and is read again. */
+static void on_handshake_moved(ac__msg_t *m, void *arg, int status)
+{
+    ac__handoff_t *h = (ac__handoff_t *)m;
+    ac__conn_t *c = status == 0 ? ac__conn_attach(arg, h) : NULL;
+
+    if (status != 0)
+        ac__handoff_drop(h);
+    if (c != NULL)
+        ac__conn_attach_resume(c);
+    free(h);
+}
+
+/* 1 when c went to the first loop with its request; 0 when it is to be handled here. */
+static int pass_to_first_loop(ac__conn_t *c)
+{
+    ac_server_t *s = ac__conn_server(c), *first = ac__group_shard(s, 0);
+    ac__handoff_t *h;
+    int r;
+
+    if (first == s || !identity_on_first_loop(s))
+        return 0;
+    h = calloc(1, sizeof(*h));
+    if (h == NULL || ac__conn_detach_from(c, h, 1) != 0) {
+        free(h);
+        return 0;
+    }
+    h->msg.run = on_handshake_moved;
+    r = ac__group_handoff(first, h);
+    if (r != 0)
+        h->msg.run(&h->msg, NULL, r);
+    return 1;
+}
+
 void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
 {
     ac_server_t *s = ac__conn_server(c);
@@ -647,6 +690,8 @@ void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
     handshake_t *hs;
     int r;
 
+    if (pass_to_first_loop(c))
+        return;
     if (check_upgrade(c, req, accept) != 0)
         return;
     if (!origin_allowed(s, req)) {

@@ -137,8 +137,10 @@ static int check_opts(const ac_server_opts_t *o)
     return 0;
 }
 
-/* One loop's server (every shard of a group is one). */
-static ac_server_t *server_new_one(uv_loop_t *loop, const ac_server_opts_t *opts, int *err)
+/* One loop's server (every shard of a group is one). With `identity`, it holds what comes
+ * from the network to verify a user (a JWKS, the connect proxy): only the first loop does. */
+static ac_server_t *server_new_one(uv_loop_t *loop, const ac_server_opts_t *opts, int identity,
+                                   int *err)
 {
     ac_server_t *s;
     int r;
@@ -229,7 +231,8 @@ static ac_server_t *server_new_one(uv_loop_t *loop, const ac_server_opts_t *opts
         }
         r = AC_ENOMEM;
     }
-    if (opts->auth == AC_AUTH_JWT && (opts->jwt_jwks_file != NULL || opts->jwt_jwks_url != NULL)) {
+    if (identity && opts->auth == AC_AUTH_JWT &&
+        (opts->jwt_jwks_file != NULL || opts->jwt_jwks_url != NULL)) {
         char why[200];
         s->jwks = ac__jwks_new(s, why, sizeof(why));
         if (s->jwks == NULL) {
@@ -239,7 +242,7 @@ static ac_server_t *server_new_one(uv_loop_t *loop, const ac_server_opts_t *opts
         }
     }
     r = AC_ENOMEM;
-    if (opts->auth == AC_AUTH_PROXY && (s->authproxy = ac__authproxy_new(s)) == NULL)
+    if (identity && opts->auth == AC_AUTH_PROXY && (s->authproxy = ac__authproxy_new(s)) == NULL)
         goto fail_identity;
     if (opts->message_webhook != NULL || s->authproxy != NULL ||
         (s->jwks != NULL && opts->jwt_jwks_url != NULL)) {
@@ -386,6 +389,12 @@ void ac_server_stats(const ac_server_t *cs, ac_stats_t *out)
     ac__group_unpark(s);
 }
 
+/* Loops after the first: their identity handshakes go to the first (api/usersock.c). */
+static ac_server_t *server_new_shard(uv_loop_t *loop, const ac_server_opts_t *opts, int *err)
+{
+    return server_new_one(loop, opts, 0, err);
+}
+
 ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *err)
 {
     unsigned n = opts->threads ? opts->threads : 1;
@@ -401,10 +410,10 @@ ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *e
     /* --history-max-bytes is the process's: each loop keeps its share. */
     if (n > 1 && o.history_max_bytes / n > 0)
         o.history_max_bytes /= n;
-    s = server_new_one(loop, &o, err);
+    s = server_new_one(loop, &o, 1, err);
     if (s == NULL || n == 1)
         return s;
-    r = ac__group_new(s, n, s->broker->vt->publish_batch == NULL, server_new_one);
+    r = ac__group_new(s, n, s->broker->vt->publish_batch == NULL, server_new_shard);
     if (r != 0) {
         server_free_one(s);
         if (err != NULL)

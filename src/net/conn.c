@@ -841,6 +841,7 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
             s->http_requests_total++;
             ac__http_request(c->http, buf, &req);
             s->req_conn = c;
+            s->req_start = buf;
             s->req_rest = buf + consumed;
             s->req_rest_len = len - consumed;
             s->handlers->on_request(c, &req);
@@ -1113,6 +1114,11 @@ void ac__conn_accept(ac_server_t *s, int fd)
 
 int ac__conn_detach(ac__conn_t *c, ac__handoff_t *h)
 {
+    return ac__conn_detach_from(c, h, 0);
+}
+
+int ac__conn_detach_from(ac__conn_t *c, ac__handoff_t *h, int with_request)
+{
     ac_server_t *s = ac__conn_server(c);
 
     /* Ciphertext the session made but this loop did not queue yet (TLS 1.3 tickets sent as
@@ -1120,10 +1126,14 @@ int ac__conn_detach(ac__conn_t *c, ac__handoff_t *h)
     if (ac__conn_gone(c) || c->state != AC__CONN_HTTP || c->out != NULL)
         return AC_EINVAL;
     h->rest = NULL;
+    if (with_request && s->req_conn != c)
+        return AC_EINVAL;
     if (s->req_conn == c) {
         /* From the request's handler: what follows the request is in the read buffer (or
-         * in c->in, which on_close frees). */
-        if (s->req_rest_len > 0 && ac__bytes_append(&h->rest, s->req_rest, s->req_rest_len) != 0)
+         * in c->in, which on_close frees); the request itself too when asked. */
+        const char *from = with_request ? s->req_start : s->req_rest;
+        size_t n = (size_t)(s->req_rest - from) + s->req_rest_len;
+        if (n > 0 && ac__bytes_append(&h->rest, from, n) != 0)
             return AC_ENOMEM;
     } else {
         h->rest = c->in;

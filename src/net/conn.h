@@ -229,6 +229,10 @@ typedef struct ac__handoff_s {
  * HTTP) or AC_ENOMEM; on an error c is untouched. */
 int ac__conn_detach(ac__conn_t *c, ac__handoff_t *h);
 
+/* The same with the request itself going along (from its handler only), so the destination
+ * reads it again from the start: for a request only another loop can answer. */
+int ac__conn_detach_from(ac__conn_t *c, ac__handoff_t *h, int with_request);
+
 /* On the destination loop: a connection on h's socket (takes h->fd, h->ssl and h->rest),
  * in its HTTP phase, not reading, under the handshake deadline. The caller upgrades it
  * (ac__conn_upgrade) or answers it, then calls ac__conn_attach_resume(). NULL when out of

@@ -82,6 +82,7 @@ struct ac_server_s {
     /* The request being handled (http_input): its connection and the bytes after it, so a
      * handler that moves the connection to another loop takes them along. */
     ac__conn_t *req_conn;
+    const char *req_start;
     const char *req_rest;
     size_t req_rest_len;
     uint64_t handoffs_out; /* connections moved to another loop */
