@@ -413,17 +413,24 @@ int ac__group_start(ac_server_t *s0)
         if (r != 0)
             return r;
     }
+    /* All alive before any runs: a park begun by a loop that started first waits for the
+     * ones still starting rather than missing them. */
+    uv_mutex_lock(&g->m);
+    for (unsigned k = 1; k < g->n; k++) {
+        g->shards[k].alive = 1;
+        g->running++;
+    }
+    uv_mutex_unlock(&g->m);
     for (unsigned k = 1; k < g->n; k++) {
         ac__shard_t *sh = &g->shards[k];
-        uv_mutex_lock(&g->m);
-        sh->alive = 1;
-        g->running++;
-        uv_mutex_unlock(&g->m);
         r = uv_thread_create(&sh->thread, shard_main, sh);
         if (r != 0) {
             uv_mutex_lock(&g->m);
-            sh->alive = 0;
-            g->running--;
+            for (unsigned j = k; j < g->n; j++) {
+                g->shards[j].alive = 0;
+                g->running--;
+            }
+            uv_cond_broadcast(&g->cv);
             uv_mutex_unlock(&g->m);
             return r;
         }
