@@ -350,7 +350,8 @@ static int check_runs(ac_server_t *s, const item_t *items, size_t n, size_t *ind
     size_t foreign = foreign_run(s, items, n);
     int st = check_runs_sharded(s, items, n, index, reason);
 
-    if (foreign < n && (st == 0 || foreign < *index)) {
+    /* At the same event the owner rule comes first, as in the bridge's own check. */
+    if (foreign < n && (st == 0 || foreign <= *index)) {
         *index = foreign;
         *reason = "run_id: belongs to another user";
         return 409;
@@ -588,6 +589,7 @@ static void pend_append(ac__conn_t *c, pend_t *p)
 
 static void pend_free(pend_t *p)
 {
+    free(p->close_reason);
     free(p->direct);
     free(p->types);
     if (p->frame != NULL)
@@ -811,6 +813,121 @@ static size_t scan_body(item_t **items, size_t *cap, const char *body, size_t le
     return ac__jscan_finish(&j) == 0 ? n : 0;
 }
 
+/* ---- --threads: a body for users of another loop ------------------------------------ */
+
+/* The other loop that owns every user of the body, or NULL (one loop, a cluster broker,
+ * users of this loop or of several). */
+static ac_server_t *single_owner(ac_server_t *s, const item_t *items, size_t n)
+{
+    ac_server_t *own = n > 0 ? items[0].own : s;
+
+    if (own == s || s->broker->vt->publish_batch != NULL)
+        return NULL;
+    for (size_t i = 1; i < n; i++)
+        if (items[i].own != own)
+            return NULL;
+    return own;
+}
+
+/* A body on its way to the loop of its users, and its answer on the way back. */
+typedef struct fwd_s {
+    ac__msg_t msg;
+    ac_server_t *origin;
+    pend_t *pend; /* the origin's; touched there only */
+    int with_status;
+    unsigned status; /* the answer: HTTP status (0: out of memory) ... */
+    char *reply;     /* ... and its JSON */
+    size_t reply_len;
+    size_t body_len;
+    char body[];
+} fwd_t;
+
+static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int with_status,
+                             ac__sbuf_t *out, pend_t *pend);
+
+/* Back on the origin: the pend is answered like a broker's answer. */
+static void on_fwd_answer(ac__msg_t *m, void *arg, int status)
+{
+    fwd_t *f = (fwd_t *)m;
+    pend_t *p = f->pend;
+    ac__conn_t *c = p->c;
+
+    if (status != 0) {
+        /* The group is being freed: nobody is waiting any more. */
+        pend_free(p);
+        free(f->reply);
+        free(f);
+        return;
+    }
+    if (p->kind == PEND_HTTP) {
+        if (c != NULL) {
+            c->pend = NULL;
+            if (f->status == 0)
+                ac__conn_destroy(c);
+            else
+                ac__conn_respond(c, f->status, NULL, f->reply, f->reply_len, NULL,
+                                 f->status == 200
+                                     ? p->keep_alive
+                                     : c->http != NULL && http_should_keep_alive(&c->http->parser));
+            ac__conn_http_resume(c);
+        }
+        pend_free(p);
+    } else if (c == NULL) {
+        pend_free(p); /* its publisher socket closed meanwhile */
+    } else {
+        p->frame = f->status ? ac__frame_raw(AC_WS_TEXT, f->reply, f->reply_len) : NULL;
+        p->ready = 1;
+        if (p->frame == NULL)
+            ac__conn_destroy(c); /* its FIFO, this entry included, goes when it is freed */
+        else
+            agent_flush(c);
+    }
+    free(f->reply);
+    free(f);
+}
+
+/* On the owner's loop: the body is published as if it had arrived here. */
+static void on_fwd_body(ac__msg_t *m, void *arg, int status)
+{
+    fwd_t *f = (fwd_t *)m;
+    ac_server_t *s = arg;
+
+    if (status != 0) {
+        /* Every loop has ended (the group is being freed): nobody waits for the answer. */
+        on_fwd_answer(&f->msg, NULL, status);
+        return;
+    }
+    /* Its own buffer: this may run while the loop's own publish waits to park the others. */
+    f->status = publish_body(s, f->body, f->body_len, f->with_status, &s->fwd_reply, NULL);
+    f->reply = f->status ? malloc(s->fwd_reply.len ? s->fwd_reply.len : 1) : NULL;
+    if (f->reply == NULL)
+        f->status = 0;
+    else
+        memcpy(f->reply, s->fwd_reply.p, s->fwd_reply.len);
+    f->reply_len = s->fwd_reply.len;
+    f->msg.run = on_fwd_answer;
+    ac__group_send(s, f->origin, &f->msg);
+}
+
+/* Sends the body to `own`; pend is answered when it comes back. 0 or AC_ENOMEM. */
+static int forward_body(ac_server_t *s, ac_server_t *own, const char *body, size_t len,
+                        int with_status, pend_t *pend)
+{
+    fwd_t *f = malloc(sizeof(*f) + len);
+
+    if (f == NULL)
+        return AC_ENOMEM;
+    memset(f, 0, sizeof(*f));
+    f->msg.run = on_fwd_body;
+    f->origin = s;
+    f->pend = pend;
+    f->with_status = with_status;
+    f->body_len = len;
+    memcpy(f->body, body, len);
+    ac__group_send(s, own, &f->msg);
+    return 0;
+}
+
 static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int with_status,
                              ac__sbuf_t *out, pend_t *pend)
 {
@@ -820,6 +937,7 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
     item_t *items = s->pub_items;
     size_t cap = s->pub_items_cap, n;
     int is_array = 0, parked = 0;
+    ac_server_t *own;
     unsigned status = 200;
     int64_t ts = ac__now_ms();
 
@@ -871,6 +989,17 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
                 goto done;
             }
         }
+    }
+    if (pend != NULL && (own = single_owner(s, items, n)) != NULL) {
+        /* Every event for users of one other loop: that loop publishes the body itself
+         * and the answer comes back (in order, as a broker's would). */
+        if (forward_body(s, own, body, len, with_status, pend) == 0) {
+            status = AC__PUB_LATER;
+            goto done;
+        }
+        err = error_json("out of memory", -1);
+        status = 503;
+        goto done;
     }
     if (pend != NULL && s->broker->vt->publish_batch != NULL) {
         /* The cluster decides lifecycle and idempotency, atomically, where its state is. */
@@ -987,8 +1116,30 @@ static void agent_flush(ac__conn_t *c)
         }
         if (p->frame != NULL)
             ac__conn_send(c, p->frame);
+        if (p->kind == PEND_CLOSE) {
+            /* The answers before it are out: now the close the protocol error asked for. */
+            ac__conn_close_ws(c, p->close_code, p->close_reason ? p->close_reason : "", 0);
+            pend_free(p);
+            return;
+        }
         pend_free(p);
     }
+}
+
+int ac__api_agent_fail(ac__conn_t *c, unsigned code, const char *reason)
+{
+    pend_t *p;
+
+    if (c->kind != AC__KIND_AGENT || c->pend == NULL)
+        return 0;
+    p = pend_new(ac__conn_server(c), PEND_CLOSE, c);
+    if (p == NULL)
+        return 0;
+    p->close_code = code;
+    p->close_reason = strdup(reason);
+    p->ready = 1;
+    pend_append(c, p);
+    return 1;
 }
 
 void ac__api_agent_message(ac__conn_t *c, const char *p, size_t len, int binary)
@@ -998,7 +1149,9 @@ void ac__api_agent_message(ac__conn_t *c, const char *p, size_t len, int binary)
         "{\"error\":\"binary messages are not supported\",\"status\":400}";
     unsigned status;
     ac__buf_t *b;
-    pend_t *pend = s->broker->vt->publish_batch ? pend_new(s, PEND_AGENT, c) : NULL;
+    /* Answered later with a cluster broker, or by another loop (--threads). */
+    pend_t *pend =
+        s->broker->vt->publish_batch || ac__group_size(s) > 1 ? pend_new(s, PEND_AGENT, c) : NULL;
 
     if (binary) {
         b = ac__frame_raw(AC_WS_TEXT, binary_err, sizeof(binary_err) - 1);

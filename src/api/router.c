@@ -422,5 +422,6 @@ const ac__net_handlers_t ac__api_handlers = {
     .on_wakeup = ac__embed_drain,
     .on_sweep = ac__api_expire_runs,
     .on_tick = on_tick,
+    .on_ws_fail = ac__api_agent_fail,
     .on_shutdown = on_shutdown,
 };

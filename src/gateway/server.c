@@ -311,6 +311,7 @@ static void server_free_one(ac_server_t *s)
     ac__idem_dispose(&s->idem);
     ac__manager_dispose(&s->manager);
     ac__sbuf_dispose(&s->reply);
+    ac__sbuf_dispose(&s->fwd_reply);
     free(s->pub_items);
     ac__server_net_dispose(s);
     free(s->listen_host);

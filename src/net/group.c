@@ -16,6 +16,8 @@ enum {
 
 #define AC__HANDOFF_QUEUE 65536
 
+static int flush_out(ac__shard_t *sh);
+
 /* FNV-1a: the same user always lands on the same shard of the same build. */
 static uint32_t user_hash(const char *p, size_t n)
 {
@@ -218,8 +220,18 @@ void ac__group_park(ac_server_t *s)
     if (sh == NULL)
         return;
     g = sh->g;
+    /* What this loop sent before (forwarded publishes) reaches its loops first: a parked
+     * loop drains its inbox before it stops (serve_park). */
+    while (flush_out(sh)) {
+        ac__inbox_drain(&sh->inbox);
+        serve_park(sh);
+        sched_yield();
+    }
     /* Another parker may hold the world: stop for it meanwhile. */
     while (uv_mutex_trylock(&g->world) != 0) {
+        /* The caller has not touched its state yet (parks come first): what others sent
+         * may run here, before their park does. */
+        ac__inbox_drain(&sh->inbox);
         serve_park(sh);
         sched_yield();
     }
@@ -267,12 +279,61 @@ static void on_ctl(uv_async_t *a)
     ac__shard_t *sh = a->data;
     unsigned f = atomic_exchange(&sh->ctl_flags, 0);
 
-    if (f & CTL_PARK)
+    if (f & CTL_PARK) {
+        /* At a safe point of the turn: what other loops sent before they parked us is
+         * applied first, so a parked publish never overtakes a forwarded one. */
+        ac__inbox_drain(&sh->inbox);
         serve_park(sh);
+    }
     if ((f & CTL_SHUTDOWN) && sh->s->started && !sh->s->shutting_down)
         ac__server_shutdown_loop(sh->s, on_shard_down, NULL);
     if (f & CTL_ENDED)
         maybe_finish(sh->g);
+}
+
+/* ---- batched sends between loops -------------------------------------------------- */
+
+/* Sends every non-empty outbox; 1 when one stays (its destination was full). */
+static int flush_out(ac__shard_t *sh)
+{
+    int left = 0;
+
+    if (sh->out_pending == 0)
+        return 0;
+    for (unsigned k = 0; k < sh->g->n; k++) {
+        ac__outbox_t *o = &sh->out[k];
+        if (o->n == 0)
+            continue;
+        if (ac__outbox_flush(o) == AC_EBUSY)
+            left = 1;
+        /* AC_ECLOSED: that loop ended; the batch is kept and freed with the group. */
+    }
+    sh->out_pending = left;
+    return left;
+}
+
+static void on_retry(uv_idle_t *h)
+{
+    ac__shard_t *sh = h->data;
+
+    if (!flush_out(sh))
+        uv_idle_stop(h);
+}
+
+static void on_flush(uv_check_t *h)
+{
+    ac__shard_t *sh = h->data;
+
+    if (flush_out(sh))
+        uv_idle_start(&sh->retry, on_retry);
+}
+
+void ac__group_send(ac_server_t *from, ac_server_t *to, ac__msg_t *m)
+{
+    ac__shard_t *sh = from->shard;
+
+    ac__outbox_push(&sh->out[to->shard->id], m);
+    sh->out_pending = 1;
 }
 
 static int shard_handles_init(ac__shard_t *sh)
@@ -288,7 +349,30 @@ static int shard_handles_init(ac__shard_t *sh)
         uv_close((uv_handle_t *)&sh->ctl, NULL);
         return r;
     }
+    sh->out = calloc(sh->g->n, sizeof(*sh->out));
+    if (sh->out == NULL)
+        return AC_ENOMEM;
+    for (unsigned k = 0; k < sh->g->n; k++)
+        ac__outbox_init(&sh->out[k], &sh->g->shards[k].inbox);
+    uv_check_init(sh->loop, &sh->flush);
+    sh->flush.data = sh;
+    uv_check_start(&sh->flush, on_flush);
+    uv_unref((uv_handle_t *)&sh->flush);
+    uv_idle_init(sh->loop, &sh->retry);
+    sh->retry.data = sh;
+    uv_unref((uv_handle_t *)&sh->retry);
     return 0;
+}
+
+/* After every loop ended: what is still queued or batched runs with AC_ECLOSED (frees). */
+static void shard_dispose_msgs(ac__shard_t *sh)
+{
+    if (sh->out != NULL) {
+        for (unsigned k = 0; k < sh->g->n; k++)
+            ac__outbox_cancel(&sh->out[k]);
+        free(sh->out);
+        sh->out = NULL;
+    }
 }
 
 int ac__group_handoff(ac_server_t *owner, ac__handoff_t *h)
@@ -393,8 +477,10 @@ static void shard_main(void *arg)
     atomic_fetch_or(&g->shards[0].ctl_flags, CTL_ENDED);
     uv_async_send(&g->shards[0].ctl);
     uv_mutex_unlock(&g->m);
+    /* The inbox stays open (others may still post) until the group is freed. */
     uv_close((uv_handle_t *)&sh->ctl, NULL);
-    ac__inbox_close(&sh->inbox, NULL);
+    uv_close((uv_handle_t *)&sh->flush, NULL);
+    uv_close((uv_handle_t *)&sh->retry, NULL);
     uv_run(sh->loop, UV_RUN_DEFAULT);
 }
 
@@ -480,8 +566,10 @@ static void maybe_finish(ac__group_t *g)
     uv_mutex_lock(&g->m);
     s0->alive = 0;
     uv_mutex_unlock(&g->m);
-    g->s0_handles = 2;
+    g->s0_handles = 4;
     uv_close((uv_handle_t *)&s0->ctl, on_s0_handle_closed);
+    uv_close((uv_handle_t *)&s0->flush, on_s0_handle_closed);
+    uv_close((uv_handle_t *)&s0->retry, on_s0_handle_closed);
     ac__inbox_close(&s0->inbox, on_s0_inbox_closed);
 }
 
@@ -529,14 +617,21 @@ void ac__group_free(ac_server_t *s0, void (*free_shard)(ac_server_t *s))
             uv_thread_join(&sh->thread);
         }
     }
+    /* Every loop ended: what is left in flight between them is freed now. */
+    for (unsigned k = 0; k < g->n; k++)
+        shard_dispose_msgs(&g->shards[k]);
     for (unsigned k = 1; k < g->n; k++) {
         ac__shard_t *sh = &g->shards[k];
-        sh->s->shard = NULL;
-        free_shard(sh->s);
-        if (!uv_is_closing((uv_handle_t *)&sh->ctl))
-            uv_close((uv_handle_t *)&sh->ctl, NULL);
+        uv_handle_t *hs[] = {(uv_handle_t *)&sh->ctl, (uv_handle_t *)&sh->flush,
+                             (uv_handle_t *)&sh->retry};
+        for (unsigned i = 0; i < 3; i++)
+            if (!uv_is_closing(hs[i]))
+                uv_close(hs[i], NULL);
         if (sh->inbox.open_handles == 3)
             ac__inbox_close(&sh->inbox, NULL);
+        uv_run(sh->loop, UV_RUN_DEFAULT);
+        sh->s->shard = NULL;
+        free_shard(sh->s);
         uv_run(sh->loop, UV_RUN_DEFAULT);
         uv_loop_close(sh->loop);
         ac__inbox_dispose(&sh->inbox);

@@ -32,6 +32,10 @@ typedef struct ac__shard_s {
     uv_async_t ctl;        /* park, shut down, a shard's loop ended (shard 0) */
     atomic_uint ctl_flags; /* CTL_* asked of this shard */
     ac__inbox_t inbox;     /* connections handed to this shard */
+    ac__outbox_t *out;     /* per destination shard: what this loop sends in one turn */
+    unsigned out_pending;  /* outboxes not empty */
+    uv_check_t flush;      /* sends the outboxes at the end of each turn */
+    uv_idle_t retry;       /* keeps the loop turning while a full inbox refused a batch */
     int alive;             /* under g->m: its loop runs (it can be parked) */
     uint64_t parked_gen;   /* under g->m: the park it stopped for */
 } ac__shard_t;
@@ -97,6 +101,12 @@ static inline ac_server_t *ac__group_shard(ac_server_t *s, unsigned k)
  * never deadlock. No-ops with one loop. Not nested. */
 void ac__group_park(ac_server_t *s);
 void ac__group_unpark(ac_server_t *s);
+
+/* Sends m (m->run set) to loop `to`, batched: everything one loop turn sends to a loop goes
+ * with one lock and at most one wake-up, at the end of the turn, in the order sent. Loop
+ * thread of `from` only; never fails (a full inbox is retried next turn; a closed one runs m
+ * with AC_ECLOSED when the group is freed). */
+void ac__group_send(ac_server_t *from, ac_server_t *to, ac__msg_t *m);
 
 /* Hands a moved connection (h->msg.run set by the caller) to the owner's inbox. 0, or an
  * AC_E* error with nothing taken. */

@@ -31,6 +31,9 @@ typedef struct ac__net_handlers_s {
     void (*on_wakeup)(ac_server_t *s);
     /* The --cleanup-interval sweep, after net/'s own. */
     void (*on_sweep)(ac_server_t *s);
+    /* A protocol error on a WebSocket with requests still being answered (c->pend): 1 when
+     * the application closes it (code, reason) once they are; may be NULL. */
+    int (*on_ws_fail)(ac__conn_t *c, unsigned code, const char *reason);
     /* The deadline tick (10-500 ms), and once at start. */
     void (*on_tick)(ac_server_t *s);
     /* Shutdown begins, before any connection is closed: drain and refuse what is queued. */
@@ -93,6 +96,7 @@ struct ac_server_s {
     char *tls_buf;                    /* the one plaintext buffer of the loop, with TLS */
     ac__http_t *scratch_http;         /* parser state for requests that arrive whole */
     ac__sbuf_t reply;                 /* publish answers are written here, then copied out once */
+    ac__sbuf_t fwd_reply;             /* and answers to bodies other loops sent here (--threads) */
     struct ac__api_item_s *pub_items; /* the events of the body being published (publish.c) */
     size_t pub_items_cap;
     struct ac__outq_s *outq_cache; /* idle output queues for reuse */

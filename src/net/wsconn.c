@@ -22,6 +22,9 @@ static void ws_fail(ac__conn_t *c, unsigned code, const char *reason)
          * messages that were applied: those go out before the close. */
         if (c->kind != AC__KIND_AGENT)
             ac__conn_drop_backlog(c);
+        else if (c->pend != NULL && ac__conn_server(c)->handlers->on_ws_fail != NULL &&
+                 ac__conn_server(c)->handlers->on_ws_fail(c, code, reason))
+            return; /* answers still on their way (another loop, a broker) go out first */
         ac__conn_close_ws(c, code, reason, 0);
     }
 }
