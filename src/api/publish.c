@@ -865,10 +865,8 @@ static void on_fwd_answer(ac__msg_t *m, void *arg, int status)
             if (f->status == 0)
                 ac__conn_destroy(c);
             else
-                ac__conn_respond(c, f->status, NULL, f->reply, f->reply_len, NULL,
-                                 f->status == 200
-                                     ? p->keep_alive
-                                     : c->http != NULL && http_should_keep_alive(&c->http->parser));
+                /* As the request asked (its parser is gone by now), errors included. */
+                ac__conn_respond(c, f->status, NULL, f->reply, f->reply_len, NULL, p->keep_alive);
             ac__conn_http_resume(c);
         }
         pend_free(p);

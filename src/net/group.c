@@ -328,6 +328,14 @@ static void on_flush(uv_check_t *h)
         uv_idle_start(&sh->retry, on_retry);
 }
 
+static void on_preflush(uv_prepare_t *h)
+{
+    ac__shard_t *sh = h->data;
+
+    if (flush_out(sh))
+        uv_idle_start(&sh->retry, on_retry);
+}
+
 void ac__group_send(ac_server_t *from, ac_server_t *to, ac__msg_t *m)
 {
     ac__shard_t *sh = from->shard;
@@ -358,6 +366,10 @@ static int shard_handles_init(ac__shard_t *sh)
     sh->flush.data = sh;
     uv_check_start(&sh->flush, on_flush);
     uv_unref((uv_handle_t *)&sh->flush);
+    uv_prepare_init(sh->loop, &sh->preflush);
+    sh->preflush.data = sh;
+    uv_prepare_start(&sh->preflush, on_preflush);
+    uv_unref((uv_handle_t *)&sh->preflush);
     uv_idle_init(sh->loop, &sh->retry);
     sh->retry.data = sh;
     uv_unref((uv_handle_t *)&sh->retry);
@@ -480,6 +492,7 @@ static void shard_main(void *arg)
     /* The inbox stays open (others may still post) until the group is freed. */
     uv_close((uv_handle_t *)&sh->ctl, NULL);
     uv_close((uv_handle_t *)&sh->flush, NULL);
+    uv_close((uv_handle_t *)&sh->preflush, NULL);
     uv_close((uv_handle_t *)&sh->retry, NULL);
     uv_run(sh->loop, UV_RUN_DEFAULT);
 }
@@ -566,9 +579,10 @@ static void maybe_finish(ac__group_t *g)
     uv_mutex_lock(&g->m);
     s0->alive = 0;
     uv_mutex_unlock(&g->m);
-    g->s0_handles = 4;
+    g->s0_handles = 5;
     uv_close((uv_handle_t *)&s0->ctl, on_s0_handle_closed);
     uv_close((uv_handle_t *)&s0->flush, on_s0_handle_closed);
+    uv_close((uv_handle_t *)&s0->preflush, on_s0_handle_closed);
     uv_close((uv_handle_t *)&s0->retry, on_s0_handle_closed);
     ac__inbox_close(&s0->inbox, on_s0_inbox_closed);
 }
@@ -623,8 +637,8 @@ void ac__group_free(ac_server_t *s0, void (*free_shard)(ac_server_t *s))
     for (unsigned k = 1; k < g->n; k++) {
         ac__shard_t *sh = &g->shards[k];
         uv_handle_t *hs[] = {(uv_handle_t *)&sh->ctl, (uv_handle_t *)&sh->flush,
-                             (uv_handle_t *)&sh->retry};
-        for (unsigned i = 0; i < 3; i++)
+                             (uv_handle_t *)&sh->preflush, (uv_handle_t *)&sh->retry};
+        for (unsigned i = 0; i < 4; i++)
             if (!uv_is_closing(hs[i]))
                 uv_close(hs[i], NULL);
         if (sh->inbox.open_handles == 3)

@@ -2,11 +2,13 @@
  * on the embedder's loop. Users are owned by a shard (a hash of the user id): a user's
  * connections, seq, history, runs and idempotency keys live there, touched by that loop
  * only. A /ws connection moves to its owner once its user is known (ac__conn_detach over the
- * owner's inbox); what spans shards (a publish naming a user of another shard, stats,
- * /v1/disconnect, /v1/runs) runs on the loop that received it with the other loops parked:
- * each stopped at a safe point of its turn, so their state is read and written from one
- * thread at a time. With the redis broker every shard is a node of the cluster and no
- * ownership applies. Not the place for what one loop does alone. */
+ * owner's inbox). A publish body whose users all live on one other shard goes there through
+ * the batched loop-to-loop queue (ac__group_send) and its answer comes back the same way.
+ * What spans shards (a body naming users of several, stats, /v1/disconnect, /v1/runs) runs
+ * on the loop that received it with the other loops parked: each stopped at a safe point of
+ * its turn, so their state is read and written from one thread at a time. With the redis broker
+ * every shard is a node of the cluster and no ownership applies. Not the place for what one loop
+ * does alone. */
 #ifndef AC_NET_GROUP_H
 #define AC_NET_GROUP_H
 
@@ -35,6 +37,7 @@ typedef struct ac__shard_s {
     ac__outbox_t *out;     /* per destination shard: what this loop sends in one turn */
     unsigned out_pending;  /* outboxes not empty */
     uv_check_t flush;      /* sends the outboxes at the end of each turn */
+    uv_prepare_t preflush; /* and before the loop blocks (what the turn's drain sent) */
     uv_idle_t retry;       /* keeps the loop turning while a full inbox refused a batch */
     int alive;             /* under g->m: its loop runs (it can be parked) */
     uint64_t parked_gen;   /* under g->m: the park it stopped for */
@@ -96,9 +99,11 @@ static inline ac_server_t *ac__group_shard(ac_server_t *s, unsigned k)
 }
 
 /* Parks every other shard's loop (each stops inside its turn and waits) so this thread may
- * use their state; unpark lets them go on (their output is flushed in that same turn). A
- * shard that parks serves the parks of others while it waits for its turn, so two parkers
- * never deadlock. No-ops with one loop. Not nested. */
+ * use their state; unpark lets them go on (their output is flushed in that same turn). First
+ * this loop's batched sends go out, and a loop runs what is in its inbox before it stops, so
+ * a parked publish never overtakes a forwarded one of the same publisher. While it waits
+ * for another parker, this loop serves that park and runs its own inbox: call it before the
+ * operation touches any state. No-ops with one loop. Not nested. */
 void ac__group_park(ac_server_t *s);
 void ac__group_unpark(ac_server_t *s);
 

@@ -64,7 +64,14 @@ static void shed_pending(ac_server_t *s)
     int fd;
 
     if (s->spare_fd < 0)
+        s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (s->spare_fd < 0) {
+        /* Not even a reserve descriptor (another loop took the one freed): stop watching
+         * the listener, or its readiness would spin the loop; the tick tries again. */
+        if (!s->accept_paused && uv_poll_stop(&s->listener) == 0)
+            s->accept_paused = 1;
         return;
+    }
     close(s->spare_fd);
     while ((fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
         close(fd);
@@ -123,6 +130,10 @@ static void on_tick(uv_timer_t *t)
 
     ac__conn_expire(s);
     s->handlers->on_tick(s);
+    if (s->accept_paused && !s->shutting_down) {
+        s->accept_paused = 0;
+        uv_poll_start(&s->listener, UV_READABLE, on_listen_io);
+    }
 }
 
 typedef struct ping_ctx_s {
@@ -491,7 +502,7 @@ void ac__server_conn_freed(ac_server_t *s)
     s->nconns_all--;
     if (s->shutting_down == 1 && s->nconns_all == 0) {
         s->shutting_down = 2;
-        ac__log(AC_LOG_INFO, "event=shutdown_complete");
+        ac__log(AC_LOG_INFO, "event=shutdown_complete loop=%u", ac__group_index(s));
         close_handles(s);
     }
 }
@@ -506,7 +517,8 @@ static void on_shutdown_timeout(uv_timer_t *t)
     ac_server_t *s = t->data;
     ac__conn_t *c = s->dl_head;
 
-    ac__log(AC_LOG_WARN, "event=shutdown_timeout open=%zu", s->nconns_all);
+    ac__log(AC_LOG_WARN, "event=shutdown_timeout loop=%u open=%zu", ac__group_index(s),
+            s->nconns_all);
     while (c != NULL) {
         ac__conn_t *next = c->dl_next;
         ac__conn_destroy(c);
@@ -521,7 +533,8 @@ int ac__server_shutdown_loop(ac_server_t *s, ac_server_shutdown_cb cb, void *arg
     s->shutting_down = 1;
     s->shutdown_cb = cb;
     s->shutdown_arg = arg;
-    ac__log(AC_LOG_INFO, "event=shutdown_begin connections=%zu", s->manager.nconns);
+    ac__log(AC_LOG_INFO, "event=shutdown_begin loop=%u connections=%zu open=%zu",
+            ac__group_index(s), s->manager.nconns, s->nconns_all);
     /* What was emitted before the signal is published (and retained) first. */
     s->handlers->on_shutdown(s);
     uv_close((uv_handle_t *)&s->listener, on_handle_closed);

@@ -57,6 +57,7 @@ struct ac_server_s {
     uv_poll_t listener; /* on listen_fd: accepts (net/server.c) */
     int listen_fd;
     int spare_fd;            /* kept open for when descriptors run out (shed_pending) */
+    int accept_paused;       /* out of descriptors, reserve included: the tick resumes */
     uv_check_t flusher;      /* writes every dirty connection once per loop turn, after I/O */
     uv_prepare_t preflusher; /* and before blocking, for what timers queued */
     uv_timer_t tick;         /* deadlines: handshakes, idle keep-alive, closing */
