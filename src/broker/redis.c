@@ -1,9 +1,11 @@
 /* The Redis broker: several nodes share each user's seq stream, history, connection
- * registry, runs and idempotency keys through one Redis, on the node's own loop (hiredis
- * with its libuv adapter). Two connections: `cmd` runs the one Lua script (redis.lua,
- * EVALSHA: every publish, join and claim is one atomic round trip) and small commands;
- * `sub` holds a SUBSCRIBE per user this node has connections for, so a node's traffic
- * follows its own users, not the cluster's.
+ * registry, runs and idempotency keys through Redis, on the node's own loop (hiredis,
+ * redis_uv.c). With several Redis URLs (shards) a consistent hash of the user id picks the
+ * one Redis that holds all of that user's keys; every node is given the same list. Two
+ * connections per shard: `cmd` runs the one Lua script (redis.lua, EVALSHA: every publish,
+ * join and claim is one atomic round trip per shard) and small commands; `sub` holds a
+ * SUBSCRIBE per user this node has connections for, so a node's traffic follows its own
+ * users, not the cluster's. A shard down refuses only its own users.
  *
  * Order and completeness on a node: Redis publishes a user's events in seq order, but a
  * subscription only carries what comes after it, and a join's answer (on `cmd`) races with
@@ -23,6 +25,7 @@
 
 #include "agentcast.h"
 #include "broker/broker.h"
+#include "broker/redis_uv.h"
 #include "core/event.h"
 #include "core/log.h"
 #include "core/manager.h"
@@ -60,140 +63,55 @@ typedef struct ustate_s {
     uint32_t nqueued, queued_cap;
     ac__join_req_t *queued; /* joins waiting for the subscription */
     uint32_t joins;         /* joins in flight */
+    struct link_s *lk;      /* the user's shard */
 } ustate_t;
 
-typedef struct rb_s {
-    ac__broker_t base;
-    uv_loop_t *loop;
-    ac__manager_t *manager;
-    ac__redis_opts_t o;
-    char *prefix;
-    char *password;
-    char host[256];
-    int port;
-    int db;
-    char node[17];
+typedef struct rb_s rb_t;
+
+/* One shard: a Redis, its two connections and their state. */
+typedef struct link_s {
+    rb_t *r;
+    unsigned idx;
+    ac__redis_addr_t addr;
     redisAsyncContext *cmd;
     redisAsyncContext *sub;
     int cmd_ready; /* connected, authenticated, database selected, script loaded */
     int sub_ready;
     int up;
-    int closing;
-    char sha[41];
-    uv_timer_t *timer; /* its own allocation: freed by its close callback */
     int in_down;
+    char sha[41];
     unsigned backoff_ms;
     uint64_t next_attempt;    /* uv_now() of the next connection attempt */
     uint64_t ping_sent;       /* uv_now() of the PING in flight, 0: none */
     uint64_t connect_started; /* uv_now() of the attempt not yet up, 0: none */
     uint64_t last_beat;       /* uv_now() of the last PING + heartbeat */
     uint64_t reconnects;
-    uint64_t rng;
+    uint64_t open_runs; /* on this shard, as of the last sweep */
     size_t subscribed;
+} link_t;
+
+struct rb_s {
+    ac__broker_t base;
+    uv_loop_t *loop;
+    ac__manager_t *manager;
+    ac__redis_opts_t o;
+    char *prefix;
+    char *password;
+    char node[17];
+    link_t *links;
+    unsigned nlinks;
+    int started; /* every shard was up once: the node serves */
+    int closing;
+    uv_timer_t *timer; /* its own allocation: freed by its close callback */
+    uint64_t rng;
     uint64_t rtt_us[RTT_RING];
     uint64_t rtt_n;
     uint64_t rtt_max;
     uint64_t gaps_filled;
-    uint64_t open_runs; /* in the cluster, as of the last sweep */
     uint64_t resets;
     ac__run_timeout_fn on_timeout;
     void *timeout_arg;
-} rb_t;
-
-/* ---- hiredis on the loop ------------------------------------------------------------ */
-
-/* hiredis's events on a uv_poll_t. Ours rather than hiredis 0.14's libuv adapter: that one
- * drops the poll callback's error status, and libuv reports a refused connect as exactly
- * that (then stops the handle), which left a reconnect waiting forever. */
-typedef struct rio_s {
-    redisAsyncContext *ac; /* NULL once hiredis let go of the context */
-    uv_poll_t poll;
-    int events;
-} rio_t;
-
-static void rio_on_poll(uv_poll_t *h, int status, int events)
-{
-    rio_t *io = h->data;
-
-    if (io->ac == NULL)
-        return;
-    if (status < 0) {
-        /* The socket has an error: the next read (or the connect check) finds it and
-         * hiredis closes the context. */
-        if (io->ac->c.flags & REDIS_CONNECTED)
-            redisAsyncHandleRead(io->ac);
-        else
-            redisAsyncHandleWrite(io->ac);
-        return;
-    }
-    if ((events & UV_READABLE) && io->ac != NULL)
-        redisAsyncHandleRead(io->ac);
-    if ((events & UV_WRITABLE) && io->ac != NULL)
-        redisAsyncHandleWrite(io->ac);
-}
-
-static void rio_set(rio_t *io, int events)
-{
-    io->events = events;
-    if (events != 0)
-        uv_poll_start(&io->poll, events, rio_on_poll);
-    else
-        uv_poll_stop(&io->poll);
-}
-
-static void rio_add_read(void *p)
-{
-    rio_set(p, ((rio_t *)p)->events | UV_READABLE);
-}
-
-static void rio_del_read(void *p)
-{
-    rio_set(p, ((rio_t *)p)->events & ~UV_READABLE);
-}
-
-static void rio_add_write(void *p)
-{
-    rio_set(p, ((rio_t *)p)->events | UV_WRITABLE);
-}
-
-static void rio_del_write(void *p)
-{
-    rio_set(p, ((rio_t *)p)->events & ~UV_WRITABLE);
-}
-
-static void rio_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-static void rio_cleanup(void *p)
-{
-    rio_t *io = p;
-
-    io->ac = NULL;
-    uv_close((uv_handle_t *)&io->poll, rio_closed);
-}
-
-static int rio_attach(redisAsyncContext *ac, uv_loop_t *loop)
-{
-    rio_t *io = calloc(1, sizeof(*io));
-
-    if (io == NULL)
-        return -1;
-    if (uv_poll_init(loop, &io->poll, ac->c.fd) != 0) {
-        free(io);
-        return -1;
-    }
-    io->ac = ac;
-    io->poll.data = io;
-    ac->ev.data = io;
-    ac->ev.addRead = rio_add_read;
-    ac->ev.delRead = rio_del_read;
-    ac->ev.addWrite = rio_add_write;
-    ac->ev.delWrite = rio_del_write;
-    ac->ev.cleanup = rio_cleanup;
-    return 0;
-}
+};
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -269,32 +187,39 @@ static void member_of(const rb_t *r, uint64_t conn_id, char out[40])
     snprintf(out, 40, "%016llx@%s", (unsigned long long)conn_id, r->node);
 }
 
-/* A command on `cmd` with argv; fn may be NULL. Returns 0 or -1 when not connected. */
-static int command(rb_t *r, redisCallbackFn *fn, void *priv, int argc, const char **argv,
+/* The shard of a user id. */
+static link_t *link_of(rb_t *r, const char *user, size_t ulen)
+{
+    return &r->links[r->nlinks == 1 ? 0 : ac__redis_shard_of(user, ulen, r->nlinks)];
+}
+
+/* A command on the shard's `cmd` with argv; fn may be NULL. Returns 0 or -1 when not
+ * connected. */
+static int command(link_t *l, redisCallbackFn *fn, void *priv, int argc, const char **argv,
                    const size_t *lens)
 {
-    if (r->cmd == NULL || !r->cmd_ready)
+    if (l->cmd == NULL || !l->cmd_ready)
         return -1;
-    return redisAsyncCommandArgv(r->cmd, fn, priv, argc, argv, lens) == REDIS_OK ? 0 : -1;
+    return redisAsyncCommandArgv(l->cmd, fn, priv, argc, argv, lens) == REDIS_OK ? 0 : -1;
 }
 
 #define SCRIPT_HEAD 5
 
 /* The first arguments of every call of the one script: EVALSHA sha 0 op prefix. */
-static void script_head(const rb_t *r, const char *op, const char **argv, size_t *lens)
+static void script_head(const link_t *l, const char *op, const char **argv, size_t *lens)
 {
     argv[0] = "EVALSHA";
-    argv[1] = r->sha;
+    argv[1] = l->sha;
     argv[2] = "0";
     argv[3] = op;
-    argv[4] = r->prefix;
+    argv[4] = l->r->prefix;
     for (int i = 0; i < SCRIPT_HEAD; i++)
         lens[i] = strlen(argv[i]);
 }
 
 /* A call of the script with at most 8 arguments, each a NUL-terminated string (ids are
  * labels: no NUL inside). Returns 0 or -1 when not connected. */
-static int script(rb_t *r, redisCallbackFn *fn, void *priv, const char *op, int n,
+static int script(link_t *l, redisCallbackFn *fn, void *priv, const char *op, int n,
                   const char *const *args)
 {
     const char *argv[SCRIPT_HEAD + 8];
@@ -302,12 +227,12 @@ static int script(rb_t *r, redisCallbackFn *fn, void *priv, const char *op, int 
 
     if (n > 8)
         return -1;
-    script_head(r, op, argv, lens);
+    script_head(l, op, argv, lens);
     for (int i = 0; i < n; i++) {
         argv[SCRIPT_HEAD + i] = args[i];
         lens[SCRIPT_HEAD + i] = strlen(args[i]);
     }
-    return command(r, fn, priv, SCRIPT_HEAD + n, argv, lens);
+    return command(l, fn, priv, SCRIPT_HEAD + n, argv, lens);
 }
 
 /* ---- per-user stream position ------------------------------------------------------- */
@@ -504,12 +429,12 @@ static int send_join(rb_t *r, ac__user_t *u, const ac__join_req_t *req)
         member_of(r, req->conn_id, member);
     snprintf(cap, sizeof(cap), "%u", r->o.max_per_user);
     new_epoch(r, ep);
-    snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.history_ttl_ms);
+    snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.seq_ttl_ms);
     if (req->has_after)
         snprintf(after, sizeof(after), "%llu", (unsigned long long)req->after);
     {
         const char *args[7] = {u->id, member, cap, ep, ttl, after, req->epoch};
-        rc = script(r, on_join_reply, j, "join", 7, args);
+        rc = script(ustate(u)->lk, on_join_reply, j, "join", 7, args);
     }
     if (rc != 0) {
         free(j);
@@ -687,9 +612,10 @@ static void subscribe_user(rb_t *r, ac__user_t *u, const char *verb)
     size_t n = channel_of(r, u->id, u->id_len, chan, sizeof(chan));
     const char *argv[2] = {verb, chan};
     size_t lens[2] = {strlen(verb), n};
+    link_t *l = ustate(u)->lk;
 
-    if (r->sub != NULL && r->sub_ready)
-        redisAsyncCommandArgv(r->sub, on_sub_reply, NULL, 2, argv, lens);
+    if (l->sub != NULL && l->sub_ready)
+        redisAsyncCommandArgv(l->sub, on_sub_reply, NULL, 2, argv, lens);
 }
 
 /* The subscription is on: joins that waited for it go out; after a reconnect, the
@@ -710,7 +636,7 @@ static void subscribed(rb_t *r, ac__user_t *u)
         for (ac__mconn_t *m = u->head; m != NULL; m = m->next) {
             member_of(r, m->id, member);
             lens[4] = strlen(member);
-            command(r, NULL, NULL, 5, argv, lens);
+            command(st->lk, NULL, NULL, 5, argv, lens);
         }
         st->syncing = 0;
         start_sync(r, u);
@@ -726,6 +652,57 @@ static void subscribed(rb_t *r, ac__user_t *u)
     st->nqueued = 0;
 }
 
+/* One event of the user's stream from the channel. Returns -1 when the user's state is
+ * gone (the rest of a batch is dropped with it). */
+static int on_event(rb_t *r, ac__user_t *u, uint32_t ep, uint64_t seq, const char *env, size_t len)
+{
+    ustate_t *st = ustate(u);
+    ac__buf_t *f = event_frame(env, len, seq);
+
+    if (f == NULL) {
+        start_sync(r, u);
+        return ustate(u) == NULL ? -1 : 0;
+    }
+    if (st->synced && ep != u->epoch) {
+        stream_reset(r, u, "event stream reset (new epoch): resume");
+    } else if (st->synced && !st->syncing && seq == u->seq + 1) {
+        accept_event(r, u, f);
+    } else if (!st->synced || st->syncing || seq > u->seq + 1) {
+        if (st->synced && !st->syncing && st->nheld == 0)
+            start_sync(r, u);
+        if ((st = ustate(u)) != NULL)
+            hold(r, u, f);
+    }
+    ac__buf_unref(f);
+    return ustate(u) == NULL ? -1 : 0;
+}
+
+/* B EPOCH FIRSTSEQ LEN,LEN,... ENVELOPES: several events of one publish, in seq order. */
+static void on_batch(rb_t *r, ac__user_t *u, const char *p, size_t n)
+{
+    const char *end = p + n, *e = p + 2, *sp1 = memchr(e, ' ', n - 2), *sp2, *sp3, *c, *env;
+    uint32_t ep;
+    uint64_t seq;
+
+    if (sp1 == NULL || (sp2 = memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1))) == NULL ||
+        (sp3 = memchr(sp2 + 1, ' ', (size_t)(end - sp2 - 1))) == NULL ||
+        parse_epoch(e, (size_t)(sp1 - e), &ep) != 0 ||
+        ac__parse_u64(sp1 + 1, (size_t)(sp2 - sp1 - 1), &seq) != 0)
+        return;
+    env = sp3 + 1;
+    for (c = sp2 + 1; c < sp3; seq++) {
+        const char *comma = memchr(c, ',', (size_t)(sp3 - c));
+        const char *stop = comma != NULL ? comma : sp3;
+        uint64_t len;
+        if (ac__parse_u64(c, (size_t)(stop - c), &len) != 0 || len > (uint64_t)(end - env))
+            return;
+        if (on_event(r, u, ep, seq, env, (size_t)len) != 0)
+            return;
+        env += len;
+        c = stop + 1;
+    }
+}
+
 static void on_message(rb_t *r, ac__user_t *u, const char *p, size_t n)
 {
     ustate_t *st = ustate(u);
@@ -738,27 +715,13 @@ static void on_message(rb_t *r, ac__user_t *u, const char *p, size_t n)
         const char *e = p + 2, *sp1 = memchr(e, ' ', n - 2), *sp2;
         uint32_t ep;
         uint64_t seq;
-        ac__buf_t *f;
         if (sp1 == NULL || (sp2 = memchr(sp1 + 1, ' ', (size_t)(p + n - sp1 - 1))) == NULL ||
             parse_epoch(e, (size_t)(sp1 - e), &ep) != 0 ||
             ac__parse_u64(sp1 + 1, (size_t)(sp2 - sp1 - 1), &seq) != 0)
             return;
-        f = event_frame(sp2 + 1, (size_t)(p + n - sp2 - 1), seq);
-        if (f == NULL) {
-            start_sync(r, u);
-            return;
-        }
-        if (st->synced && ep != u->epoch) {
-            stream_reset(r, u, "event stream reset (new epoch): resume");
-        } else if (st->synced && !st->syncing && seq == u->seq + 1) {
-            accept_event(r, u, f);
-        } else if (!st->synced || st->syncing || seq > u->seq + 1) {
-            if (st->synced && !st->syncing && st->nheld == 0)
-                start_sync(r, u);
-            if ((st = ustate(u)) != NULL)
-                hold(r, u, f);
-        }
-        ac__buf_unref(f);
+        on_event(r, u, ep, seq, sp2 + 1, (size_t)(p + n - sp2 - 1));
+    } else if (p[0] == 'B' && p[1] == ' ') {
+        on_batch(r, u, p, n);
     } else if (p[0] == 'D' && p[1] == ' ') {
         /* D CONNID ENVELOPE: a direct message to one connection. */
         const char *sp = memchr(p + 2, ' ', n - 2);
@@ -802,7 +765,8 @@ static ac__user_t *user_of_channel(rb_t *r, const redisReply *chan)
 
 static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
-    rb_t *r = ac->data;
+    link_t *l = ac->data;
+    rb_t *r = l->r;
     redisReply *x = reply;
     ac__user_t *u;
     ustate_t *st;
@@ -823,11 +787,11 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv)
     } else if (strcmp(x->element[0]->str, "unsubscribe") == 0) {
         if (st->sub != SUB_LEAVING)
             return;
-        r->subscribed--;
+        l->subscribed--;
         if (st->resub || u->nconns > 0) {
             st->resub = 0;
             st->sub = SUB_PENDING;
-            r->subscribed++;
+            l->subscribed++;
             subscribe_user(r, u, "SUBSCRIBE");
         } else {
             ustate_free(u);
@@ -842,12 +806,14 @@ static int redis_join(ac__broker_t *b, ac__user_t *u, const ac__join_req_t *req)
 {
     rb_t *r = (rb_t *)b;
     ustate_t *st = ustate(u);
+    link_t *l = st != NULL ? st->lk : link_of(r, u->id, u->id_len);
 
-    if (!r->up)
+    if (!l->up)
         return AC_EUNAVAIL;
     if (st == NULL) {
         if ((st = calloc(1, sizeof(*st))) == NULL)
             return AC_ENOMEM;
+        st->lk = l;
         u->bs = st;
     }
     if (st->sub == SUB_ON)
@@ -863,7 +829,7 @@ static int redis_join(ac__broker_t *b, ac__user_t *u, const ac__join_req_t *req)
     st->queued[st->nqueued++] = *req;
     if (st->sub == SUB_NONE) {
         st->sub = SUB_PENDING;
-        r->subscribed++;
+        l->subscribed++;
         subscribe_user(r, u, "SUBSCRIBE");
     } else if (st->sub == SUB_LEAVING) {
         st->resub = 1;
@@ -900,63 +866,155 @@ static void redis_leave(ac__broker_t *b, ac__user_t *u, uint64_t conn_id)
     lens[0] = 4;
     lens[1] = (size_t)klen;
     lens[2] = strlen(member);
-    command(r, NULL, NULL, 3, argv, lens);
+    command(st != NULL ? st->lk : link_of(r, u->id, u->id_len), NULL, NULL, 3, argv, lens);
 }
 
 /* ---- publishing ------------------------------------------------------------------- */
 
-typedef struct pctx_s {
-    rb_t *r;
+/* A publish batch is split by shard into parts, one script call each, all in flight at
+ * once; results are put back in the batch's order. A batch whose parts could refuse (run
+ * lifecycle, direct messages) and that spans several shards is first checked on every
+ * shard ('chk', writing nothing) and only then applied ('pub', which decides again):
+ * all or nothing, unless a shard changes its mind or goes down between the two steps;
+ * that case answers 503 naming it, and a retry with the same idempotency keys is exact. */
+typedef struct batch_s batch_t;
+
+typedef struct part_s {
+    batch_t *b;
+    link_t *l;
     uint64_t t0;
+    size_t n;
+    size_t *map;  /* the batch index of each of its events */
+    char *pubcmd; /* the formatted 'pub' call, sent after the check */
+    int publen;
+} part_t;
+
+struct batch_s {
+    rb_t *r;
     size_t n;
     ac__pub_done_cb done;
     void *arg;
-} pctx_t;
+    unsigned nparts;
+    unsigned pending;
+    int checking;
+    unsigned applied; /* parts that answered OK to 'pub' */
+    unsigned lost;    /* parts sent and not answered: they may have applied */
+    unsigned status;  /* the first refusal (lowest index), 0: none */
+    size_t index;
+    char reason[200];
+    ac_publish_result_t *res;
+    part_t parts[];
+};
 
-static void on_pub_reply(redisAsyncContext *ac, void *reply, void *priv)
+static void batch_free(batch_t *b)
 {
-    pctx_t *p = priv;
-    redisReply *x = reply;
-    ac_publish_result_t one, *res = &one;
+    for (unsigned i = 0; i < b->nparts; i++) {
+        free(b->parts[i].map);
+        if (b->parts[i].pubcmd != NULL)
+            redisFreeCommand(b->parts[i].pubcmd);
+    }
+    free(b->res);
+    free(b);
+}
 
-    if (x == NULL) {
-        /* Sent, not answered: Redis may still have run it (what it had read it executes). */
-        p->done(p->arg, 503, 0,
+static void refuse(batch_t *b, unsigned status, size_t index, const char *reason)
+{
+    if (b->status != 0 && index >= b->index)
+        return;
+    b->status = status;
+    b->index = index;
+    snprintf(b->reason, sizeof(b->reason), "%s", reason);
+}
+
+static void on_part_reply(redisAsyncContext *ac, void *reply, void *priv);
+
+static int part_send(part_t *pt, const char *cmd, int len)
+{
+    link_t *l = pt->l;
+
+    pt->t0 = uv_hrtime();
+    if (l->cmd == NULL || !l->cmd_ready || !l->up ||
+        redisAsyncFormattedCommand(l->cmd, on_part_reply, pt, cmd, (size_t)len) != REDIS_OK)
+        return -1;
+    pt->b->pending++;
+    return 0;
+}
+
+static void batch_finish(batch_t *b)
+{
+    if (b->checking && b->status == 0) {
+        /* Every shard agrees: apply everywhere. */
+        b->checking = 0;
+        for (unsigned i = 0; i < b->nparts; i++) {
+            part_t *pt = &b->parts[i];
+            if (part_send(pt, pt->pubcmd, pt->publen) != 0)
+                refuse(b, 503, pt->map[0], "broker unavailable");
+        }
+        if (b->pending > 0)
+            return;
+    }
+    if (b->status == 0) {
+        b->done(b->arg, 200, 0, NULL, b->res, b->n);
+    } else if (b->applied == 0 && b->lost == 0) {
+        /* Nothing was written anywhere. */
+        b->done(b->arg, b->status, b->index, b->reason, NULL, 0);
+    } else if (b->nparts == 1) {
+        b->done(b->arg, 503, 0,
                 "broker connection lost before it answered: the events may have been "
                 "published; retry with the same idempotency_key",
                 NULL, 0);
-        free(p);
-        return;
-    }
-    observe_rtt(p->r, p->t0);
-    if (x->type == REDIS_REPLY_ARRAY && x->elements == 4 &&
-        x->element[0]->type == REDIS_REPLY_STRING && strcmp(x->element[0]->str, "E") == 0 &&
-        x->element[2]->type == REDIS_REPLY_STRING) {
-        p->done(p->arg, (unsigned)reply_u64(x->element[3]), (size_t)reply_u64(x->element[1]),
-                x->element[2]->str, NULL, 0);
-    } else if (x->type == REDIS_REPLY_ARRAY && x->elements == 1 + 3 * p->n &&
-               x->element[0]->type == REDIS_REPLY_STRING) {
-        if (p->n > 1 && (res = calloc(p->n, sizeof(*res))) == NULL) {
-            p->done(p->arg, 503, 0, "out of memory", NULL, 0);
-        } else {
-            for (size_t i = 0; i < p->n; i++) {
-                res[i].seq = reply_u64(x->element[1 + 3 * i]);
-                res[i].delivered = (unsigned)reply_u64(x->element[2 + 3 * i]);
-                res[i].duplicate = reply_u64(x->element[3 + 3 * i]) == 1;
-            }
-            p->done(p->arg, 200, 0, NULL, res, p->n);
-            if (res != &one)
-                free(res);
-        }
     } else {
-        ac__log(AC_LOG_ERROR, "event=redis_error op=publish error=\"%s\"",
-                x->type == REDIS_REPLY_ERROR ? x->str : "unexpected reply");
-        p->done(p->arg, 503, 0, "broker error", NULL, 0);
+        char why[320];
+        snprintf(why, sizeof(why),
+                 "batch applied on %u of %u shards (event %zu: %s): retry it with the same "
+                 "idempotency_keys",
+                 b->applied, b->nparts, b->index, b->reason);
+        b->done(b->arg, 503, b->index, why, NULL, 0);
     }
-    free(p);
+    batch_free(b);
 }
 
-#define PUB_FIXED 11
+static void on_part_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    part_t *pt = priv;
+    batch_t *b = pt->b;
+    redisReply *x = reply;
+
+    b->pending--;
+    if (x == NULL) {
+        /* Sent, not answered: Redis may still have run it (what it had read it executes). */
+        if (!b->checking)
+            b->lost++;
+        refuse(b, 503, pt->map[0], "broker connection lost before it answered");
+    } else if (x->type == REDIS_REPLY_ARRAY && x->elements == 4 &&
+               x->element[0]->type == REDIS_REPLY_STRING && strcmp(x->element[0]->str, "E") == 0 &&
+               x->element[2]->type == REDIS_REPLY_STRING) {
+        size_t i = (size_t)reply_u64(x->element[1]);
+        observe_rtt(b->r, pt->t0);
+        refuse(b, (unsigned)reply_u64(x->element[3]), i < pt->n ? pt->map[i] : pt->map[0],
+               x->element[2]->str);
+    } else if (x->type == REDIS_REPLY_ARRAY && x->elements == 1 && b->checking) {
+        observe_rtt(b->r, pt->t0);
+    } else if (x->type == REDIS_REPLY_ARRAY && x->elements == 1 + 3 * pt->n && !b->checking) {
+        observe_rtt(b->r, pt->t0);
+        b->applied++;
+        for (size_t i = 0; i < pt->n; i++) {
+            ac_publish_result_t *res = &b->res[pt->map[i]];
+            res->seq = reply_u64(x->element[1 + 3 * i]);
+            res->delivered = (unsigned)reply_u64(x->element[2 + 3 * i]);
+            res->duplicate = reply_u64(x->element[3 + 3 * i]) == 1;
+        }
+    } else {
+        ac__log(AC_LOG_ERROR, "event=redis_error op=publish shard=%s:%d error=\"%s\"",
+                pt->l->addr.host, pt->l->addr.port,
+                x->type == REDIS_REPLY_ERROR ? x->str : "unexpected reply");
+        refuse(b, 503, pt->map[0], "broker error");
+    }
+    if (b->pending == 0)
+        batch_finish(b);
+}
+
+#define PUB_FIXED 12
 #define PUB_FIELDS 10
 
 static const char *op_name(ac__ev_type_t t)
@@ -977,101 +1035,181 @@ static const char *op_name(ac__ev_type_t t)
     }
 }
 
-static int redis_publish_batch(ac__broker_t *b, const ac__pub_item_t *items, size_t n,
-                               ac__pub_done_cb done, void *arg)
+/* The fields of one event as script arguments (a[0..PUB_FIELDS)); `id` holds the direct
+ * connection id's digits. */
+static void item_args(const ac__pub_item_t *it, const char **a, size_t *l, char id[17])
 {
-    rb_t *r = (rb_t *)b;
-    size_t argc = PUB_FIXED + PUB_FIELDS * n;
-    const char **argv;
-    size_t *lens;
-    char(*ids)[17];
-    char hs[16], ttl[24], iw[24], ep[9], rttl[24], cnt[24];
-    pctx_t *p;
-    int rc;
+    const char *opn = it->op.run_id.p ? op_name(it->op.type) : "other";
+    const ac__str_t *strs[8] = {
+        &it->op.user_id,      NULL,          &it->op.run_id, &it->op.thread_id,
+        &it->op.tool_call_id, &it->idem_key, &it->head,      &it->tail};
 
-    if (!r->up || r->closing)
-        return AC_EUNAVAIL;
-    argv = malloc(argc * sizeof(*argv));
-    lens = malloc(argc * sizeof(*lens));
-    ids = malloc(n * sizeof(*ids));
-    p = malloc(sizeof(*p));
-    if (argv == NULL || lens == NULL || ids == NULL || p == NULL) {
-        free(argv);
-        free(lens);
-        free(ids);
-        free(p);
-        return AC_ENOMEM;
+    for (int k = 0; k < 8; k++) {
+        if (strs[k] == NULL)
+            continue;
+        a[k] = strs[k]->p ? strs[k]->p : "";
+        l[k] = strs[k]->p ? strs[k]->len : 0;
     }
+    a[1] = opn;
+    l[1] = strlen(opn);
+    if (it->conn_id != 0) {
+        snprintf(id, 17, "%016llx", (unsigned long long)it->conn_id);
+        a[8] = id;
+        l[8] = 16;
+    } else {
+        a[8] = "";
+        l[8] = 0;
+    }
+    a[9] = it->timeout ? "1" : "0";
+    l[9] = 1;
+}
+
+/* Formats the part's script call ('pub' or 'chk') into *out; returns its length or -1. */
+static int part_format(part_t *pt, const ac__pub_item_t *items, const char *op, char **out)
+{
+    rb_t *r = pt->b->r;
+    size_t argc = PUB_FIXED + PUB_FIELDS * pt->n;
+    const char **argv = malloc(argc * sizeof(*argv));
+    size_t *lens = malloc(argc * sizeof(*lens));
+    char(*ids)[17] = malloc(pt->n * sizeof(*ids));
+    char hs[16], ttl[24], iw[24], ep[9], rttl[24], cnt[24], sttl[24];
+    int len = -1;
+
+    if (argv == NULL || lens == NULL || ids == NULL)
+        goto done;
     snprintf(hs, sizeof(hs), "%u", r->o.history_size);
     snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.history_ttl_ms);
     snprintf(iw, sizeof(iw), "%llu", (unsigned long long)r->o.idem_ms);
     new_epoch(r, ep);
     snprintf(rttl, sizeof(rttl), "%llu",
              (unsigned long long)(r->o.run_timeout_ms * 2 + r->o.history_ttl_ms));
-    snprintf(cnt, sizeof(cnt), "%zu", n);
-    script_head(r, "pub", argv, lens);
+    snprintf(cnt, sizeof(cnt), "%zu", pt->n);
+    snprintf(sttl, sizeof(sttl), "%llu",
+             (unsigned long long)(r->o.seq_ttl_ms > r->o.history_ttl_ms ? r->o.seq_ttl_ms
+                                                                        : r->o.history_ttl_ms));
+    script_head(pt->l, op, argv, lens);
     argv[5] = hs;
     argv[6] = ttl;
     argv[7] = iw;
     argv[8] = ep;
     argv[9] = rttl;
     argv[10] = cnt;
+    argv[11] = sttl;
     for (size_t i = SCRIPT_HEAD; i < PUB_FIXED; i++)
         lens[i] = strlen(argv[i]);
-    for (size_t i = 0; i < n; i++) {
-        const ac__pub_item_t *it = &items[i];
-        const char **a = argv + PUB_FIXED + PUB_FIELDS * i;
-        size_t *l = lens + PUB_FIXED + PUB_FIELDS * i;
-        const char *opn = it->op.run_id.p ? op_name(it->op.type) : "other";
-#define STR(k, s)                                                                                  \
-    do {                                                                                           \
-        a[k] = (s).p ? (s).p : "";                                                                 \
-        l[k] = (s).p ? (s).len : 0;                                                                \
-    } while (0)
-        STR(0, it->op.user_id);
-        a[1] = opn;
-        l[1] = strlen(opn);
-        STR(2, it->op.run_id);
-        STR(3, it->op.thread_id);
-        STR(4, it->op.tool_call_id);
-        STR(5, it->idem_key);
-        STR(6, it->head);
-        STR(7, it->tail);
-#undef STR
-        if (it->conn_id != 0) {
-            snprintf(ids[i], sizeof(ids[i]), "%016llx", (unsigned long long)it->conn_id);
-            a[8] = ids[i];
-            l[8] = 16;
-        } else {
-            a[8] = "";
-            l[8] = 0;
-        }
-        a[9] = it->timeout ? "1" : "0";
-        l[9] = 1;
-    }
-    p->r = r;
-    p->t0 = uv_hrtime();
-    p->n = n;
-    p->done = done;
-    p->arg = arg;
-    rc = command(r, on_pub_reply, p, (int)argc, argv, lens);
+    for (size_t i = 0; i < pt->n; i++)
+        item_args(&items[pt->map[i]], argv + PUB_FIXED + PUB_FIELDS * i,
+                  lens + PUB_FIXED + PUB_FIELDS * i, ids[i]);
+    len = redisFormatCommandArgv(out, (int)argc, argv, lens);
+done:
     free(argv);
     free(lens);
     free(ids);
-    if (rc != 0) {
-        free(p);
-        return AC_EUNAVAIL;
+    return len;
+}
+
+static int redis_publish_batch(ac__broker_t *base, const ac__pub_item_t *items, size_t n,
+                               ac__pub_done_cb done, void *arg)
+{
+    rb_t *r = (rb_t *)base;
+    unsigned *shard = malloc(n * sizeof(*shard));
+    unsigned *part_of = calloc(r->nlinks, sizeof(*part_of)); /* shard -> part + 1 */
+    unsigned nparts = 0;
+    int refusable = 0, rc = AC_ENOMEM;
+    batch_t *b = NULL;
+
+    if (r->closing)
+        rc = AC_EUNAVAIL;
+    if (shard == NULL || part_of == NULL || r->closing)
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        const ac__str_t *u = &items[i].op.user_id;
+        link_t *l = link_of(r, u->p, u->len);
+        shard[i] = l->idx;
+        if (!l->up) {
+            rc = AC_EUNAVAIL;
+            goto done;
+        }
+        if (part_of[l->idx] == 0)
+            part_of[l->idx] = ++nparts;
+        refusable |= items[i].op.run_id.p != NULL || items[i].conn_id != 0;
     }
-    return 0;
+    b = calloc(1, sizeof(*b) + nparts * sizeof(b->parts[0]));
+    if (b == NULL || (b->res = calloc(n ? n : 1, sizeof(*b->res))) == NULL)
+        goto done;
+    b->r = r;
+    b->n = n;
+    b->done = done;
+    b->arg = arg;
+    b->nparts = nparts;
+    b->checking = nparts > 1 && refusable;
+    for (unsigned s = 0; s < r->nlinks; s++) {
+        if (part_of[s] != 0) {
+            b->parts[part_of[s] - 1].l = &r->links[s];
+            b->parts[part_of[s] - 1].b = b;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        b->parts[part_of[shard[i]] - 1].n++;
+    for (unsigned k = 0; k < nparts; k++) {
+        part_t *pt = &b->parts[k];
+        if ((pt->map = malloc(pt->n * sizeof(*pt->map))) == NULL)
+            goto done;
+        pt->n = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        part_t *pt = &b->parts[part_of[shard[i]] - 1];
+        pt->map[pt->n++] = i;
+    }
+    /* Format everything first: nothing is sent unless every part could be. */
+    for (unsigned k = 0; k < nparts; k++) {
+        part_t *pt = &b->parts[k];
+        if ((pt->publen = part_format(pt, items, "pub", &pt->pubcmd)) < 0) {
+            pt->pubcmd = NULL;
+            goto done;
+        }
+    }
+    rc = AC_EUNAVAIL;
+    for (unsigned k = 0; k < nparts; k++) {
+        part_t *pt = &b->parts[k];
+        char *chk = NULL;
+        int len = 0, sent;
+        if (b->checking && (len = part_format(pt, items, "chk", &chk)) < 0) {
+            refuse(b, 503, pt->map[0], "out of memory");
+            continue;
+        }
+        sent = b->checking ? part_send(pt, chk, len) : part_send(pt, pt->pubcmd, pt->publen);
+        if (chk != NULL)
+            redisFreeCommand(chk);
+        if (sent != 0)
+            refuse(b, 503, pt->map[0], "broker unavailable");
+    }
+    if (b->pending == 0 && b->status != 0)
+        goto done; /* nothing went out: the caller answers */
+    if (b->pending == 0)
+        batch_finish(b);
+    b = NULL;
+    rc = 0;
+done:
+    if (b != NULL)
+        batch_free(b);
+    free(shard);
+    free(part_of);
+    return rc;
 }
 
 /* ---- GET /v1/runs/{id} ------------------------------------------------------------ */
 
+/* A run lives on its user's shard, and the id alone does not name the user: every shard
+ * is asked; the first that knows the run answers. */
 typedef struct rctx_s {
     rb_t *r;
     uint64_t t0;
     ac__run_done_cb done;
     void *arg;
+    unsigned pending;
+    int answered;
+    int failed;
     size_t idlen;
     char id[];
 } rctx_t;
@@ -1086,10 +1224,9 @@ static json_t *iso_or_null(const char *ms)
     return json_string(ts);
 }
 
-static void on_run_reply(redisAsyncContext *ac, void *reply, void *priv)
+/* Answers with the run's object from its shard's reply (the hash's fields, "tools", ids). */
+static void run_answer(rctx_t *c, const redisReply *x)
 {
-    rctx_t *c = priv;
-    redisReply *x = reply;
     const char *f[8] = {0}; /* user thread state closed_by started updated last_seq events */
     static const char *const names[8] = {"user",    "thread",  "state",    "closed_by",
                                          "started", "updated", "last_seq", "events"};
@@ -1097,17 +1234,6 @@ static void on_run_reply(redisAsyncContext *ac, void *reply, void *priv)
     char *body;
     size_t i;
 
-    if (x == NULL || x->type != REDIS_REPLY_ARRAY) {
-        c->done(c->arg, 503, NULL, 0);
-        free(c);
-        return;
-    }
-    observe_rtt(c->r, c->t0);
-    if (x->elements == 0) {
-        c->done(c->arg, 404, NULL, 0);
-        free(c);
-        return;
-    }
     tools = json_array();
     for (i = 0; i + 1 < x->elements; i += 2) {
         if (strcmp(x->element[i]->str, "tools") == 0)
@@ -1134,6 +1260,27 @@ static void on_run_reply(redisAsyncContext *ac, void *reply, void *priv)
     else
         c->done(c->arg, 200, body, strlen(body));
     free(body);
+}
+
+static void on_run_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    rctx_t *c = priv;
+    redisReply *x = reply;
+
+    c->pending--;
+    if (x == NULL || x->type != REDIS_REPLY_ARRAY) {
+        c->failed = 1;
+    } else {
+        observe_rtt(c->r, c->t0);
+        if (x->elements > 0 && !c->answered) {
+            c->answered = 1;
+            run_answer(c, x);
+        }
+    }
+    if (c->pending > 0)
+        return;
+    if (!c->answered)
+        c->done(c->arg, c->failed ? 503 : 404, NULL, 0);
     free(c);
 }
 
@@ -1143,9 +1290,11 @@ static int redis_run_get(ac__broker_t *b, const char *id, size_t len, ac__run_do
     rb_t *r = (rb_t *)b;
     rctx_t *c;
 
-    if (!r->up)
-        return AC_EUNAVAIL;
-    if ((c = malloc(sizeof(*c) + len + 1)) == NULL)
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        if (!r->links[i].up)
+            return AC_EUNAVAIL;
+    }
+    if ((c = calloc(1, sizeof(*c) + len + 1)) == NULL)
         return AC_ENOMEM;
     c->r = r;
     c->t0 = uv_hrtime();
@@ -1154,7 +1303,13 @@ static int redis_run_get(ac__broker_t *b, const char *id, size_t len, ac__run_do
     c->idlen = len;
     memcpy(c->id, id, len);
     c->id[len] = '\0';
-    if (script(r, on_run_reply, c, "run", 1, (const char *const[]){c->id}) != 0) {
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        if (script(&r->links[i], on_run_reply, c, "run", 1, (const char *const[]){c->id}) == 0)
+            c->pending++;
+        else
+            c->failed = 1;
+    }
+    if (c->pending == 0) {
         free(c);
         return AC_EUNAVAIL;
     }
@@ -1188,12 +1343,13 @@ static int redis_disconnect(ac__broker_t *b, const char *user, size_t ulen, uint
                             void (*done)(void *arg, int status, unsigned n), void *arg)
 {
     rb_t *r = (rb_t *)b;
+    link_t *l = link_of(r, user, ulen);
     char id[17] = "";
     char *who;
     int rc;
     kctx_t *k;
 
-    if (!r->up)
+    if (!l->up)
         return AC_EUNAVAIL;
     if ((k = malloc(sizeof(*k))) == NULL)
         return AC_ENOMEM;
@@ -1207,7 +1363,7 @@ static int redis_disconnect(ac__broker_t *b, const char *user, size_t ulen, uint
         free(k);
         return AC_ENOMEM;
     }
-    rc = script(r, on_kick_reply, k, "kick", 2, (const char *const[]){who, id});
+    rc = script(l, on_kick_reply, k, "kick", 2, (const char *const[]){who, id});
     free(who);
     if (rc != 0) {
         free(k);
@@ -1220,12 +1376,13 @@ static int redis_disconnect(ac__broker_t *b, const char *user, size_t ulen, uint
 
 static void on_claim_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
-    rb_t *r = ac->data;
+    link_t *l = ac->data;
+    rb_t *r = l->r;
     redisReply *x = reply;
 
     if (x == NULL || x->type != REDIS_REPLY_ARRAY || x->elements == 0 || r->on_timeout == NULL)
         return;
-    r->open_runs = reply_u64(x->element[0]);
+    l->open_runs = reply_u64(x->element[0]);
     for (size_t i = 1; i + 2 < x->elements; i += 3) {
         if (x->element[i]->type != REDIS_REPLY_STRING)
             continue;
@@ -1234,19 +1391,22 @@ static void on_claim_reply(redisAsyncContext *ac, void *reply, void *priv)
     }
 }
 
+/* A connected user's stream stays, however quiet: its seq counter for the seq ttl, its
+ * history for the history ttl. */
 static void refresh_user(rb_t *r, ac__user_t *u)
 {
     char key[AC__USER_ID_MAX + 64], ttl[24];
     const char *argv[3] = {"PEXPIRE", key, ttl};
     size_t lens[3];
+    link_t *l = ustate(u)->lk;
 
-    snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.history_ttl_ms);
     lens[0] = 7;
-    lens[2] = strlen(ttl);
+    lens[2] = (size_t)snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.seq_ttl_ms);
     lens[1] = (size_t)snprintf(key, sizeof(key), "%su:%s", r->prefix, u->id);
-    command(r, NULL, NULL, 3, argv, lens);
+    command(l, NULL, NULL, 3, argv, lens);
+    lens[2] = (size_t)snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.history_ttl_ms);
     lens[1] = (size_t)snprintf(key, sizeof(key), "%sh:%s", r->prefix, u->id);
-    command(r, NULL, NULL, 3, argv, lens);
+    command(l, NULL, NULL, 3, argv, lens);
 }
 
 static void redis_sweep(ac__broker_t *b)
@@ -1261,9 +1421,8 @@ static void redis_sweep(ac__broker_t *b)
             if (st == NULL)
                 continue;
             if (u->nconns > 0) {
-                /* Connected users' streams stay, however quiet. */
                 refresh_user(r, u);
-            } else if (st->sub == SUB_ON && st->joins == 0 && r->sub_ready) {
+            } else if (st->sub == SUB_ON && st->joins == 0 && st->lk->sub_ready) {
                 /* Its place in the stream is no longer kept: a later join starts afresh. */
                 st->sub = SUB_LEAVING;
                 st->synced = 0;
@@ -1271,9 +1430,9 @@ static void redis_sweep(ac__broker_t *b)
                 held_clear(st);
                 ac__history_drop(&r->manager->history, u);
                 subscribe_user(r, u, "UNSUBSCRIBE");
-            } else if (st->sub == SUB_NONE || !r->sub_ready) {
+            } else if (st->sub == SUB_NONE || !st->lk->sub_ready) {
                 if (st->sub != SUB_NONE)
-                    r->subscribed--;
+                    st->lk->subscribed--;
                 ustate_free(u);
                 ac__history_drop(&r->manager->history, u);
             }
@@ -1281,32 +1440,32 @@ static void redis_sweep(ac__broker_t *b)
     }
     if (r->o.run_timeout_ms > 0) {
         snprintf(tmo, sizeof(tmo), "%llu", (unsigned long long)r->o.run_timeout_ms);
-        script(r, on_claim_reply, NULL, "claim", 1, (const char *const[]){tmo});
+        for (unsigned i = 0; i < r->nlinks; i++)
+            script(&r->links[i], on_claim_reply, NULL, "claim", 1, (const char *const[]){tmo});
     }
 }
 
 /* ---- connections to Redis ------------------------------------------------------------ */
 
-static void start_connect(rb_t *r);
-
-static void went_down(rb_t *r, const char *why)
+static void went_down(link_t *l, const char *why)
 {
+    rb_t *r = l->r;
     ac__manager_t *m = r->manager;
 
-    if (r->up)
-        ac__log(AC_LOG_ERROR, "event=broker_down broker=redis addr=%s:%d reason=\"%s\"", r->host,
-                r->port, why);
-    r->up = 0;
-    r->ping_sent = 0;
-    r->connect_started = 0;
+    if (l->up)
+        ac__log(AC_LOG_ERROR, "event=broker_down broker=redis addr=%s:%d reason=\"%s\"",
+                l->addr.host, l->addr.port, why);
+    l->up = 0;
+    l->ping_sent = 0;
+    l->connect_started = 0;
     /* Subscriptions are gone with the connection; positions stay, to be checked later. */
     for (size_t i = 0; i < m->nbuckets; i++) {
         for (ac__user_t *u = m->buckets[i]; u != NULL; u = u->hnext) {
             ustate_t *st = ustate(u);
-            if (st == NULL)
+            if (st == NULL || st->lk != l)
                 continue;
             if (st->sub != SUB_NONE)
-                r->subscribed--;
+                l->subscribed--;
             st->sub = SUB_NONE;
             st->syncing = 0;
             st->resub = 0;
@@ -1315,72 +1474,79 @@ static void went_down(rb_t *r, const char *why)
     /* Both connections go (a command connection without its subscriptions, or the other
      * way round, would deliver half a stream). Freeing answers their pending callbacks
      * with no reply: publishes get 503, joins close with 1013. */
-    if (!r->in_down) {
-        r->in_down = 1;
-        if (r->cmd != NULL) {
-            redisAsyncContext *c = r->cmd;
-            r->cmd = NULL;
-            r->cmd_ready = 0;
+    if (!l->in_down) {
+        l->in_down = 1;
+        if (l->cmd != NULL) {
+            redisAsyncContext *c = l->cmd;
+            l->cmd = NULL;
+            l->cmd_ready = 0;
             redisAsyncFree(c);
         }
-        if (r->sub != NULL) {
-            redisAsyncContext *c = r->sub;
-            r->sub = NULL;
-            r->sub_ready = 0;
+        if (l->sub != NULL) {
+            redisAsyncContext *c = l->sub;
+            l->sub = NULL;
+            l->sub_ready = 0;
             redisAsyncFree(c);
         }
-        r->in_down = 0;
+        l->in_down = 0;
     }
-    r->next_attempt = uv_now(r->loop) + r->backoff_ms / 2 + next_rand(r) % (r->backoff_ms / 2 + 1);
-    r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+    l->next_attempt = uv_now(r->loop) + l->backoff_ms / 2 + next_rand(r) % (l->backoff_ms / 2 + 1);
+    l->backoff_ms = l->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : l->backoff_ms * 2;
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
-    rb_t *r = ac->data;
+    link_t *l = ac->data;
 
-    if (ac == r->cmd) {
-        r->cmd = NULL;
-        r->cmd_ready = 0;
-    } else if (ac == r->sub) {
-        r->sub = NULL;
-        r->sub_ready = 0;
+    if (ac == l->cmd) {
+        l->cmd = NULL;
+        l->cmd_ready = 0;
+    } else if (ac == l->sub) {
+        l->sub = NULL;
+        l->sub_ready = 0;
     }
-    if (!r->closing)
-        went_down(r, ac->errstr[0] ? ac->errstr : "connection closed");
+    if (!l->r->closing)
+        went_down(l, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
-static void heartbeat(rb_t *r)
+static void heartbeat(link_t *l)
 {
     char key[128], ttl[16];
     const char *hb[5] = {"SET", key, "1", "PX", ttl};
 
-    snprintf(key, sizeof(key), "%sn:%s", r->prefix, r->node);
+    snprintf(key, sizeof(key), "%sn:%s", l->r->prefix, l->r->node);
     snprintf(ttl, sizeof(ttl), "%d", HB_TTL_MS);
-    command(r, NULL, NULL, 5, hb, NULL);
+    command(l, NULL, NULL, 5, hb, NULL);
 }
 
-static void maybe_up(rb_t *r)
+static void maybe_up(link_t *l)
 {
+    rb_t *r = l->r;
     ac__manager_t *m = r->manager;
+    unsigned nup = 0;
 
-    if (!r->cmd_ready || !r->sub_ready || r->up)
+    if (!l->cmd_ready || !l->sub_ready || l->up)
         return;
     /* Alive before any connection is registered: the registry counts live nodes only. */
-    heartbeat(r);
-    r->up = 1;
-    r->connect_started = 0;
-    r->backoff_ms = BACKOFF_MIN_MS;
-    ac__log(AC_LOG_INFO, "event=broker_up broker=redis addr=%s:%d node=%s", r->host, r->port,
-            r->node);
-    /* Subscribe again for every user with connections here; each then syncs. */
+    heartbeat(l);
+    l->up = 1;
+    l->connect_started = 0;
+    l->backoff_ms = BACKOFF_MIN_MS;
+    ac__log(AC_LOG_INFO, "event=broker_up broker=redis addr=%s:%d node=%s shard=%u/%u",
+            l->addr.host, l->addr.port, r->node, l->idx, r->nlinks);
+    for (unsigned i = 0; i < r->nlinks; i++)
+        nup += r->links[i].up != 0;
+    if (nup == r->nlinks)
+        r->started = 1;
+    /* Subscribe again for every user of this shard with connections here; each then
+     * syncs. */
     for (size_t i = 0; i < m->nbuckets; i++) {
         for (ac__user_t *u = m->buckets[i]; u != NULL; u = u->hnext) {
             ustate_t *st = ustate(u);
-            if (st == NULL || st->sub != SUB_NONE)
+            if (st == NULL || st->lk != l || st->sub != SUB_NONE)
                 continue;
             st->sub = SUB_PENDING;
-            r->subscribed++;
+            l->subscribed++;
             subscribe_user(r, u, "SUBSCRIBE");
         }
     }
@@ -1388,14 +1554,15 @@ static void maybe_up(rb_t *r)
 
 static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
-    rb_t *r = ac->data;
+    link_t *l = ac->data;
     redisReply *x = reply;
     const char *step = priv;
 
     if (x == NULL)
         return;
     if (x->type == REDIS_REPLY_ERROR) {
-        ac__log(AC_LOG_ERROR, "event=redis_error op=%s error=\"%s\"", step, x->str);
+        ac__log(AC_LOG_ERROR, "event=redis_error op=%s addr=%s:%d error=\"%s\"", step, l->addr.host,
+                l->addr.port, x->str);
         redisAsyncDisconnect(ac);
         return;
     }
@@ -1404,42 +1571,42 @@ static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
             redisAsyncDisconnect(ac);
             return;
         }
-        memcpy(r->sha, x->str, 40);
-        r->sha[40] = '\0';
-        r->cmd_ready = 1;
-        maybe_up(r);
+        memcpy(l->sha, x->str, 40);
+        l->sha[40] = '\0';
+        l->cmd_ready = 1;
+        maybe_up(l);
     } else if (strcmp(step, "sub-ready") == 0) {
-        r->sub_ready = 1;
-        maybe_up(r);
+        l->sub_ready = 1;
+        maybe_up(l);
     }
 }
 
 static void on_connect(const redisAsyncContext *cac, int status)
 {
     redisAsyncContext *ac = (redisAsyncContext *)cac;
-    rb_t *r = ac->data;
+    link_t *l = ac->data;
 
     if (status != REDIS_OK) {
         /* hiredis frees the context after this; no disconnect callback follows. */
-        if (ac == r->cmd)
-            r->cmd = NULL;
-        else if (ac == r->sub)
-            r->sub = NULL;
-        if (!r->closing)
-            went_down(r, ac->errstr[0] ? ac->errstr : "connect failed");
+        if (ac == l->cmd)
+            l->cmd = NULL;
+        else if (ac == l->sub)
+            l->sub = NULL;
+        if (!l->r->closing)
+            went_down(l, ac->errstr[0] ? ac->errstr : "connect failed");
         return;
     }
-    if (r->password != NULL) {
-        const char *argv[2] = {"AUTH", r->password};
+    if (l->r->password != NULL) {
+        const char *argv[2] = {"AUTH", l->r->password};
         redisAsyncCommandArgv(ac, on_setup_reply, (void *)"auth", 2, argv, NULL);
     }
-    if (ac == r->cmd) {
+    if (ac == l->cmd) {
         char db[16];
         const char *sel[2] = {"SELECT", db};
         const char *load[3] = {"SCRIPT", "LOAD", lua_script};
         size_t load_lens[3] = {6, 4, sizeof(lua_script) - 1};
-        snprintf(db, sizeof(db), "%d", r->db);
-        if (r->db != 0)
+        snprintf(db, sizeof(db), "%d", l->addr.db);
+        if (l->addr.db != 0)
             redisAsyncCommandArgv(ac, on_setup_reply, (void *)"select", 2, sel, NULL);
         redisAsyncCommandArgv(ac, on_setup_reply, (void *)"script", 3, load, load_lens);
     } else {
@@ -1449,9 +1616,9 @@ static void on_connect(const redisAsyncContext *cac, int status)
     }
 }
 
-static redisAsyncContext *connect_one(rb_t *r)
+static redisAsyncContext *connect_one(link_t *l)
 {
-    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    redisAsyncContext *ac = redisAsyncConnect(l->addr.host, l->addr.port);
 
     if (ac == NULL)
         return NULL;
@@ -1459,8 +1626,8 @@ static redisAsyncContext *connect_one(rb_t *r)
         redisAsyncFree(ac);
         return NULL;
     }
-    ac->data = r;
-    if (rio_attach(ac, r->loop) != 0) {
+    ac->data = l;
+    if (ac__redis_uv_attach(ac, l->r->loop) != 0) {
         redisAsyncFree(ac);
         return NULL;
     }
@@ -1469,59 +1636,64 @@ static redisAsyncContext *connect_one(rb_t *r)
     return ac;
 }
 
-static void start_connect(rb_t *r)
+static void start_connect(link_t *l)
 {
-    r->connect_started = uv_now(r->loop);
-    if (r->cmd == NULL)
-        r->cmd = connect_one(r);
-    if (r->sub == NULL)
-        r->sub = connect_one(r);
-    if (r->cmd == NULL || r->sub == NULL)
-        went_down(r, "cannot create a connection");
+    l->connect_started = uv_now(l->r->loop);
+    if (l->cmd == NULL)
+        l->cmd = connect_one(l);
+    if (l->sub == NULL)
+        l->sub = connect_one(l);
+    if (l->cmd == NULL || l->sub == NULL)
+        went_down(l, "cannot create a connection");
 }
 
 static void on_pong(redisAsyncContext *ac, void *reply, void *priv)
 {
-    rb_t *r = ac->data;
+    link_t *l = ac->data;
     uint64_t t0 = (uint64_t)(uintptr_t)priv;
 
     if (reply == NULL)
         return;
-    r->ping_sent = 0;
-    observe_rtt(r, t0);
+    l->ping_sent = 0;
+    observe_rtt(l->r, t0);
+}
+
+static void link_tick(link_t *l, uint64_t now)
+{
+    if (l->cmd == NULL && l->sub == NULL) {
+        if (now >= l->next_attempt) {
+            l->reconnects++;
+            start_connect(l);
+        }
+        return;
+    }
+    if (!l->up) {
+        /* hiredis has no connect timeout: a dropped SYN would wait for minutes. */
+        if (l->connect_started != 0 && now - l->connect_started > PING_DEADLINE_MS)
+            went_down(l, "connect timed out");
+        return;
+    }
+    if (l->ping_sent != 0 && now - l->ping_sent > PING_DEADLINE_MS) {
+        went_down(l, "no answer to PING");
+        return;
+    }
+    if (l->ping_sent == 0 && now - l->last_beat >= HB_INTERVAL_MS) {
+        const char *ping[1] = {"PING"};
+        l->ping_sent = now;
+        l->last_beat = now;
+        command(l, on_pong, (void *)(uintptr_t)uv_hrtime(), 1, ping, NULL);
+        heartbeat(l);
+    }
 }
 
 static void on_timer(uv_timer_t *t)
 {
     rb_t *r = t->data;
-    uint64_t now = uv_now(r->loop);
 
     if (r->closing)
         return;
-    if (r->cmd == NULL && r->sub == NULL) {
-        if (now >= r->next_attempt) {
-            r->reconnects++;
-            start_connect(r);
-        }
-        return;
-    }
-    if (!r->up) {
-        /* hiredis has no connect timeout: a dropped SYN would wait for minutes. */
-        if (r->connect_started != 0 && now - r->connect_started > PING_DEADLINE_MS)
-            went_down(r, "connect timed out");
-        return;
-    }
-    if (r->ping_sent != 0 && now - r->ping_sent > PING_DEADLINE_MS) {
-        went_down(r, "no answer to PING");
-        return;
-    }
-    if (r->ping_sent == 0 && now - r->last_beat >= HB_INTERVAL_MS) {
-        const char *ping[1] = {"PING"};
-        r->ping_sent = now;
-        r->last_beat = now;
-        command(r, on_pong, (void *)(uintptr_t)uv_hrtime(), 1, ping, NULL);
-        heartbeat(r);
-    }
+    for (unsigned i = 0; i < r->nlinks; i++)
+        link_tick(&r->links[i], uv_now(r->loop));
 }
 
 /* ---- the rest of the vtable --------------------------------------------------------- */
@@ -1542,9 +1714,42 @@ static void redis_replay(ac__broker_t *b, ac__user_t *u, uint64_t after, ac__his
     ac__history_since(u, after, fn, arg);
 }
 
+/* A node serves once every shard was up; after that, while at least one is (a shard down
+ * refuses only its own users). */
 static int redis_up(const ac__broker_t *b)
 {
-    return ((const rb_t *)b)->up;
+    const rb_t *r = (const rb_t *)b;
+    unsigned nup = 0;
+
+    for (unsigned i = 0; i < r->nlinks; i++)
+        nup += r->links[i].up != 0;
+    return r->closing ? 0 : r->started ? nup > 0 : nup == r->nlinks;
+}
+
+/* /healthz, with several shards and some down: those, by address ("shards_down"), and
+ * "broker":"partial" while others are up. Otherwise the body stays the one-Redis one. */
+static void redis_health(const ac__broker_t *b, void *out)
+{
+    const rb_t *r = (const rb_t *)b;
+    json_t *o = out, *down;
+    char addr[300];
+
+    if (r->nlinks == 1 || (down = json_array()) == NULL)
+        return;
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        if (r->links[i].up)
+            continue;
+        snprintf(addr, sizeof(addr), "%s:%d", r->links[i].addr.host, r->links[i].addr.port);
+        json_array_append_new(down, json_string(addr));
+    }
+    if (json_array_size(down) > 0 && json_array_size(down) < r->nlinks && redis_up(b)) {
+        json_object_set_new(o, "status", json_string("degraded"));
+        json_object_set_new(o, "broker", json_string("partial"));
+    }
+    if (json_array_size(down) > 0)
+        json_object_set_new(o, "shards_down", down);
+    else
+        json_decref(down);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -1556,24 +1761,36 @@ static int cmp_u64(const void *a, const void *b)
 static void redis_stats(const ac__broker_t *b, void *out)
 {
     const rb_t *r = (const rb_t *)b;
-    json_t *o = out;
+    json_t *o = out, *shards = json_array();
     size_t n = r->rtt_n < RTT_RING ? (size_t)r->rtt_n : RTT_RING;
-    uint64_t sorted[RTT_RING];
+    uint64_t sorted[RTT_RING], reconnects = 0, open_runs = 0, subscribed = 0;
     json_t *rtt;
+    char addr[300];
 
     memcpy(sorted, r->rtt_us, n * sizeof(*sorted));
     qsort(sorted, n, sizeof(*sorted), cmp_u64);
     rtt = json_pack("{s:I,s:I,s:I,s:I}", "p50", (json_int_t)(n ? sorted[n / 2] : 0), "p99",
                     (json_int_t)(n ? sorted[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1] : 0),
                     "max", (json_int_t)r->rtt_max, "samples", (json_int_t)n);
-    json_object_set_new(o, "broker_up", json_boolean(r->up));
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        const link_t *l = &r->links[i];
+        reconnects += l->reconnects;
+        open_runs += l->open_runs;
+        subscribed += l->subscribed;
+        snprintf(addr, sizeof(addr), "%s:%d", l->addr.host, l->addr.port);
+        json_array_append_new(shards, json_pack("{s:s,s:b,s:I,s:I}", "addr", addr, "up", l->up,
+                                                "reconnects", (json_int_t)l->reconnects,
+                                                "users_subscribed", (json_int_t)l->subscribed));
+    }
+    json_object_set_new(o, "broker_up", json_boolean(redis_up(b)));
     json_object_set_new(o, "broker_node", json_string(r->node));
-    json_object_set_new(o, "broker_reconnects", json_integer((json_int_t)r->reconnects));
+    json_object_set_new(o, "broker_reconnects", json_integer((json_int_t)reconnects));
     json_object_set_new(o, "broker_rtt_us", rtt);
-    json_object_set_new(o, "broker_users_subscribed", json_integer((json_int_t)r->subscribed));
+    json_object_set_new(o, "broker_users_subscribed", json_integer((json_int_t)subscribed));
     json_object_set_new(o, "broker_gaps_filled", json_integer((json_int_t)r->gaps_filled));
     json_object_set_new(o, "broker_stream_resets", json_integer((json_int_t)r->resets));
-    json_object_set_new(o, "open_runs", json_integer((json_int_t)r->open_runs));
+    json_object_set_new(o, "broker_shards", shards);
+    json_object_set_new(o, "open_runs", json_integer((json_int_t)open_runs));
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -1590,16 +1807,20 @@ static void redis_close(ac__broker_t *b)
     if (r->closing)
         return;
     snprintf(key, sizeof(key), "%sn:%s", r->prefix, r->node);
-    command(r, NULL, NULL, 2, del, NULL);
+    for (unsigned i = 0; i < r->nlinks; i++)
+        command(&r->links[i], NULL, NULL, 2, del, NULL);
     r->closing = 1;
-    r->up = 0;
     uv_timer_stop(r->timer);
     uv_close((uv_handle_t *)r->timer, on_timer_closed);
     /* Pending replies are still answered; then the connections close. */
-    if (r->cmd != NULL)
-        redisAsyncDisconnect(r->cmd);
-    if (r->sub != NULL)
-        redisAsyncDisconnect(r->sub);
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        link_t *l = &r->links[i];
+        l->up = 0;
+        if (l->cmd != NULL)
+            redisAsyncDisconnect(l->cmd);
+        if (l->sub != NULL)
+            redisAsyncDisconnect(l->sub);
+    }
 }
 
 static void redis_free(ac__broker_t *b)
@@ -1608,14 +1829,17 @@ static void redis_free(ac__broker_t *b)
     ac__manager_t *m = r->manager;
 
     redis_close(b);
-    if (r->cmd != NULL)
-        redisAsyncFree(r->cmd);
-    if (r->sub != NULL)
-        redisAsyncFree(r->sub);
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        if (r->links[i].cmd != NULL)
+            redisAsyncFree(r->links[i].cmd);
+        if (r->links[i].sub != NULL)
+            redisAsyncFree(r->links[i].sub);
+    }
     for (size_t i = 0; i < m->nbuckets; i++) {
         for (ac__user_t *u = m->buckets[i]; u != NULL; u = u->hnext)
             ustate_free(u);
     }
+    free(r->links);
     free(r->prefix);
     free(r->password);
     free(r);
@@ -1632,6 +1856,7 @@ static const ac__broker_vtable_t redis_vtable = {.name = "redis",
                                                  .oldest = redis_oldest,
                                                  .replay = redis_replay,
                                                  .up = redis_up,
+                                                 .health = redis_health,
                                                  .stats = redis_stats,
                                                  .close = redis_close,
                                                  .free = redis_free};
@@ -1643,101 +1868,43 @@ void ac__broker_redis_on_timeout(ac__broker_t *b, ac__run_timeout_fn fn, void *a
     r->timeout_arg = arg;
 }
 
-/* redis://HOST:PORT[/DB]; HOST may be [v6]. */
-static int parse_url(rb_t *r, const char *url, char *why, size_t whylen)
+/* "redis://A[/DB],redis://B,...": one link per URL, each probed. */
+static int links_new(rb_t *r, const char *urls, char *why, size_t whylen)
 {
-    const char *p, *colon, *slash, *end;
+    unsigned n = 1;
 
-    if (strncmp(url, "redis://", 8) != 0) {
-        snprintf(why, whylen, "--broker: expected memory or redis://HOST:PORT[/DB], got \"%s\"",
-                 url);
+    for (const char *p = urls; *p; p++)
+        n += *p == ',';
+    if (n > 64) {
+        snprintf(why, whylen, "--broker: at most 64 shards, got %u", n);
         return -1;
     }
-    p = url + 8;
-    if (strchr(p, '@') != NULL) {
-        snprintf(why, whylen,
-                 "--broker: no credentials in the URL; set AGENTCAST_REDIS_PASSWORD instead");
+    if ((r->links = calloc(n, sizeof(*r->links))) == NULL) {
+        snprintf(why, whylen, "out of memory");
         return -1;
     }
-    end = p + strlen(p);
-    slash = strchr(p, '/');
-    if (slash != NULL)
-        end = slash;
-    if (*p == '[') {
-        const char *rb = memchr(p, ']', (size_t)(end - p));
-        if (rb == NULL || rb[1] != ':')
-            goto bad;
-        if ((size_t)(rb - p - 1) >= sizeof(r->host))
-            goto bad;
-        memcpy(r->host, p + 1, (size_t)(rb - p - 1));
-        r->host[rb - p - 1] = '\0';
-        colon = rb + 1;
-    } else {
-        colon = memchr(p, ':', (size_t)(end - p));
-        if (colon == NULL || colon == p || (size_t)(colon - p) >= sizeof(r->host))
-            goto bad;
-        memcpy(r->host, p, (size_t)(colon - p));
-        r->host[colon - p] = '\0';
-    }
-    {
-        uint64_t port, db = 0;
-        if (ac__parse_u64(colon + 1, (size_t)(end - colon - 1), &port) != 0 || port == 0 ||
-            port > 65535)
-            goto bad;
-        if (slash != NULL &&
-            (ac__parse_u64(slash + 1, strlen(slash + 1), &db) != 0 || db > 1000000))
-            goto bad;
-        r->port = (int)port;
-        r->db = (int)db;
+    r->nlinks = n;
+    for (unsigned i = 0; i < n; i++) {
+        const char *comma = strchr(urls, ',');
+        size_t len = comma ? (size_t)(comma - urls) : strlen(urls);
+        link_t *l = &r->links[i];
+        l->r = r;
+        l->idx = i;
+        l->backoff_ms = BACKOFF_MIN_MS;
+        if (ac__redis_addr_parse(urls, len, &l->addr, why, whylen) != 0)
+            return -1;
+        for (unsigned k = 0; k < i; k++) {
+            if (strcmp(r->links[k].addr.host, l->addr.host) == 0 &&
+                r->links[k].addr.port == l->addr.port && r->links[k].addr.db == l->addr.db) {
+                snprintf(why, whylen, "--broker: shard %.*s is listed twice", (int)len, urls);
+                return -1;
+            }
+        }
+        if (ac__redis_probe(&l->addr, r->password, why, whylen) != 0)
+            return -1;
+        urls += len + (comma != NULL);
     }
     return 0;
-bad:
-    snprintf(why, whylen, "--broker: expected redis://HOST:PORT[/DB], got \"%s\"", url);
-    return -1;
-}
-
-/* Fails fast at start: one blocking connection, AUTH, SELECT and PING. */
-static int probe(rb_t *r, char *why, size_t whylen)
-{
-    struct timeval tv = {2, 0};
-    redisContext *c = redisConnectWithTimeout(r->host, r->port, tv);
-    redisReply *x = NULL;
-    int rc = -1;
-
-    if (c == NULL || c->err) {
-        snprintf(why, whylen, "cannot reach redis at %s:%d: %s", r->host, r->port,
-                 c ? c->errstr : "out of memory");
-        goto done;
-    }
-    redisSetTimeout(c, tv);
-    if (r->password != NULL) {
-        x = redisCommand(c, "AUTH %s", r->password);
-        if (x == NULL || x->type == REDIS_REPLY_ERROR) {
-            snprintf(why, whylen, "redis at %s:%d refused AUTH: %s", r->host, r->port,
-                     x ? x->str : c->errstr);
-            goto done;
-        }
-        freeReplyObject(x);
-    }
-    x = redisCommand(c, "SELECT %d", r->db);
-    if (x == NULL || x->type == REDIS_REPLY_ERROR) {
-        snprintf(why, whylen, "redis at %s:%d: SELECT %d: %s", r->host, r->port, r->db,
-                 x ? x->str : c->errstr);
-        goto done;
-    }
-    freeReplyObject(x);
-    x = redisCommand(c, "PING");
-    if (x == NULL || x->type == REDIS_REPLY_ERROR) {
-        snprintf(why, whylen, "redis at %s:%d: PING: %s", r->host, r->port, x ? x->str : c->errstr);
-        goto done;
-    }
-    rc = 0;
-done:
-    if (x != NULL)
-        freeReplyObject(x);
-    if (c != NULL)
-        redisFree(c);
-    return rc;
 }
 
 int ac__broker_redis_new(uv_loop_t *loop, const ac__broker_host_t *host, ac__manager_t *manager,
@@ -1758,32 +1925,30 @@ int ac__broker_redis_new(uv_loop_t *loop, const ac__broker_host_t *host, ac__man
     r->o = *opts;
     r->prefix = strdup(opts->prefix ? opts->prefix : "ac:");
     r->password = opts->password && opts->password[0] ? strdup(opts->password) : NULL;
-    r->backoff_ms = BACKOFF_MIN_MS;
     if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed)) {
         seed[0] = uv_hrtime() ^ (uint64_t)(uintptr_t)r;
         seed[1] = seed[0] * 0x9E3779B97F4A7C15ull;
     }
     r->rng = seed[0];
     snprintf(r->node, sizeof(r->node), "%016llx", (unsigned long long)seed[1]);
-    if (r->prefix == NULL || parse_url(r, opts->url, why, whylen) != 0 ||
-        probe(r, why, whylen) != 0) {
-        free(r->prefix);
-        free(r->password);
-        free(r);
-        return AC_EUNAVAIL;
-    }
+    if (r->prefix == NULL || links_new(r, opts->url, why, whylen) != 0)
+        goto fail;
     r->timer = malloc(sizeof(*r->timer));
     if (r->timer == NULL) {
-        free(r->prefix);
-        free(r->password);
-        free(r);
         snprintf(why, whylen, "out of memory");
-        return AC_ENOMEM;
+        goto fail;
     }
     uv_timer_init(loop, r->timer);
     r->timer->data = r;
     uv_timer_start(r->timer, on_timer, HB_INTERVAL_MS / 4, HB_INTERVAL_MS / 4);
-    start_connect(r);
+    for (unsigned i = 0; i < r->nlinks; i++)
+        start_connect(&r->links[i]);
     *out = &r->base;
     return 0;
+fail:
+    free(r->links);
+    free(r->prefix);
+    free(r->password);
+    free(r);
+    return AC_EUNAVAIL;
 }

@@ -2,12 +2,16 @@
 -- with EVALSHA; ARGV[1] names the operation, ARGV[2] is the key prefix. Every operation is
 -- one round trip and atomic: a publish checks idempotency and the run lifecycle for the
 -- whole batch, then numbers, retains and publishes each event, or does nothing at all.
+-- With several shards (one Redis each) a user's keys all live on the user's shard; every
+-- shard holds the heartbeats of every node.
 --
 -- Keys (P = prefix; a user or run id is a label: no control characters):
---   P u:USER   hash   seq (newest), epoch (names the stream; new when it is created)
---   P h:USER   list   envelopes of seq (seq - LLEN + 1) .. seq, oldest first
+--   P u:USER   hash   seq (newest), epoch (names the stream; new when it is created); kept
+--                    for the seq ttl, longer than the history, so a seq is never reused
+--   P h:USER   list   envelopes of seq (seq - LLEN + 1) .. seq, oldest first (history ttl)
 --   P k:USER   zset   the user's connections in the cluster: CONNID@NODE by creation
---   P c:USER   channel  "E EPOCH SEQ ENVELOPE" | "D CONNID ENVELOPE" | "X CONNID@NODE"
+--   P c:USER   channel  "E EPOCH SEQ ENVELOPE" | "B EPOCH FIRSTSEQ LEN,LEN,... ENVELOPES"
+--                       (several, concatenated) | "D CONNID ENVELOPE" | "X CONNID@NODE"
 --                       (evicted: over the cap) | "K CONNID@NODE" (an operator's disconnect)
 --   P n:NODE   string a node's heartbeat (expires when the node stops)
 --   P i:USER\nKEY  string  the seq an idempotency key first got
@@ -30,14 +34,22 @@ local function chan(u) return P .. 'c:' .. u end
 local function rkey(r) return P .. 'r:' .. r end
 local function tkey(r) return P .. 't:' .. r end
 
+-- Node liveness, looked up once per node per call.
+local alive = {}
+
 -- The user's registered connections whose node is alive; drops the others.
 local function live_conns(u)
     local k = kkey(u)
     local ms = redis.call('ZRANGE', k, 0, -1)
     local live = {}
     for _, m in ipairs(ms) do
-        local node = string.match(m, '@(.+)$')
-        if node and redis.call('EXISTS', P .. 'n:' .. node) == 1 then
+        local node = string.sub(m, 18)
+        local a = alive[node]
+        if a == nil then
+            a = string.byte(m, 17) == 64 and redis.call('EXISTS', P .. 'n:' .. node) == 1
+            alive[node] = a
+        end
+        if a then
             live[#live + 1] = m
         else
             redis.call('ZREM', k, m)
@@ -57,15 +69,18 @@ local function stream(u, ep)
     return tonumber(h[1]), h[2]
 end
 
-if op == 'pub' then
-    -- ARGV: 3 history size, 4 stream ttl ms, 5 idempotency ms, 6 epoch for new streams,
-    -- 7 run ttl ms, 8 count, then per event 10 fields (see F below).
-    local ntrim, ttl, iwin, ep, rttl = '-' .. ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-    local n = tonumber(ARGV[8])
-    local B, F = 8, 10
-    local function field(i, f) return ARGV[B + (i - 1) * F + f] end
-    -- fields: 1 user, 2 lifecycle op, 3 run, 4 thread, 5 tool_call_id, 6 idempotency key,
-    -- 7 envelope head, 8 envelope tail, 9 direct connection id, 10 "1" for a timeout
+if op == 'pub' or op == 'chk' then
+    -- ARGV: 3 history size, 4 history ttl ms, 5 idempotency ms, 6 epoch for new streams,
+    -- 7 run ttl ms, 8 count, 9 seq ttl ms, then per event 10 fields (see below).
+    -- 'chk' only decides (a batch across shards is checked on every shard first); 'pub'
+    -- decides again and applies. Per-user and per-run writes happen once per call, not per
+    -- event: one RPUSH, one PUBLISH (all of the user's envelopes), one HSET per user.
+    local hsize, ttl, iwin, ep, rttl = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+    local n, sttl = tonumber(ARGV[8]), ARGV[9]
+    local B, F = 9, 10
+    -- fields at ARGV[B + (i - 1) * F + f]: 1 user, 2 lifecycle op, 3 run, 4 thread,
+    -- 5 tool_call_id, 6 idempotency key, 7 envelope head, 8 envelope tail, 9 direct
+    -- connection id, 10 "1" for a timeout
 
     -- Pass 1: decide, writing nothing.
     local runs, dup, seen = {}, {}, {}
@@ -82,8 +97,9 @@ if op == 'pub' then
         return r
     end
     for i = 1, n do
+        local b = B + (i - 1) * F
         local user, kind, rid, tool, ikey, direct =
-            field(i, 1), field(i, 2), field(i, 3), field(i, 5), field(i, 6), field(i, 9)
+            ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 5], ARGV[b + 6], ARGV[b + 9]
         if ikey ~= '' and direct == '' then
             local k = P .. 'i:' .. user .. '\n' .. ikey
             if seen[k] then
@@ -122,77 +138,113 @@ if op == 'pub' then
             if why then return { 'E', i - 1, why, 409 } end
         end
     end
+    if op == 'chk' then return { 'OK' } end
 
-    -- Pass 2: apply. Reply: "OK", then seq, delivered, duplicate (0/1) per event.
-    local out, seqs, users = { 'OK' }, {}, {}
+    -- Pass 2: number the events. Reply: "OK", then seq, delivered, duplicate (0/1) per event.
+    local out, seqs, users, order, touched, tord = { 'OK' }, {}, {}, {}, {}, {}
     for i = 1, n do
-        local user, kind, rid, thread, tool, ikey, head, tail, direct = field(i, 1),
-            field(i, 2), field(i, 3), field(i, 4), field(i, 5), field(i, 6), field(i, 7),
-            field(i, 8), field(i, 9)
-        if dup[i] then
-            local s = dup[i].seq or seqs[dup[i].idx]
+        local b = B + (i - 1) * F
+        local user, direct = ARGV[b + 1], ARGV[b + 9]
+        local d = dup[i]
+        if d then
+            local s = d.seq or seqs[d.idx]
             seqs[i] = s
             out[#out + 1], out[#out + 2], out[#out + 3] = tonumber(s), 0, 1
         elseif direct ~= '' then
-            redis.call('PUBLISH', chan(user), 'D ' .. direct .. ' ' .. head .. tail)
+            redis.call('PUBLISH', chan(user), 'D ' .. direct .. ' ' .. ARGV[b + 7] .. ARGV[b + 8])
             out[#out + 1], out[#out + 2], out[#out + 3] = 0, 1, 0
         else
             local st = users[user]
             if not st then
                 local s, e = stream(user, ep)
-                st = { seq = s, epoch = e, live = #live_conns(user) }
+                st = { seq = s, first = s + 1, epoch = e, envs = {}, live = #live_conns(user) }
                 users[user] = st
+                order[#order + 1] = user
             end
             st.seq = st.seq + 1
             local sseq = string.format('%d', st.seq)
-            local env = head .. sseq .. tail
-            redis.call('RPUSH', hkey(user), env)
-            redis.call('PUBLISH', chan(user), 'E ' .. st.epoch .. ' ' .. sseq .. ' ' .. env)
-            seqs[i] = st.seq
+            st.envs[#st.envs + 1] = ARGV[b + 7] .. sseq .. ARGV[b + 8]
+            seqs[i] = sseq
+            local rid = ARGV[b + 3]
             if rid ~= '' then
-                local k = rkey(rid)
+                local kind, w = ARGV[b + 2], touched[rid]
+                if not w then
+                    w = { count = 0 }
+                    touched[rid] = w
+                    tord[#tord + 1] = rid
+                end
+                w.count, w.last = w.count + 1, sseq
                 if kind == 'started' then
-                    redis.call('DEL', tkey(rid))
-                    redis.call('HSET', k, 'user', user, 'thread', thread, 'state', 'open',
-                        'started', snow, 'events', '0', 'closed_by', '')
-                end
-                redis.call('HSET', k, 'updated', snow, 'last_seq', sseq)
-                redis.call('HINCRBY', k, 'events', '1')
-                if kind == 'tool_executing' then
-                    redis.call('SADD', tkey(rid), tool)
-                elseif kind == 'tool_completed' then
-                    redis.call('SREM', tkey(rid), tool)
-                end
-                if kind == 'completed' or kind == 'error' then
-                    local by = 'agent_' .. kind
-                    if field(i, 10) == '1' then by = 'timeout' end
-                    redis.call('HSET', k, 'state', 'closed', 'closed_by', by)
-                    redis.call('DEL', tkey(rid))
-                    redis.call('ZREM', P .. 'runs', rid)
-                    redis.call('PEXPIRE', k, ttl)
-                else
-                    redis.call('ZADD', P .. 'runs', snow, rid)
-                    redis.call('PEXPIRE', k, rttl)
-                    if redis.call('EXISTS', tkey(rid)) == 1 then redis.call('PEXPIRE', tkey(rid), rttl) end
+                    w.started, w.count, w.user, w.thread, w.tools = true, 1, user, ARGV[b + 4], true
+                elseif kind == 'tool_executing' or kind == 'tool_completed' then
+                    w.tools = true
+                elseif kind == 'completed' or kind == 'error' then
+                    w.by = 'agent_' .. kind
+                    if ARGV[b + 10] == '1' then w.by = 'timeout' end
                 end
             end
+            local ikey = ARGV[b + 6]
             if ikey ~= '' then
                 redis.call('SET', P .. 'i:' .. user .. '\n' .. ikey, sseq, 'PX', iwin)
             end
             out[#out + 1], out[#out + 2], out[#out + 3] = st.seq, st.live, 0
         end
     end
-    for user, st in pairs(users) do
-        redis.call('HSET', ukey(user), 'seq', string.format('%d', st.seq))
-        redis.call('PEXPIRE', ukey(user), ttl)
-        redis.call('LTRIM', hkey(user), ntrim, '-1')
-        redis.call('PEXPIRE', hkey(user), ttl)
+
+    -- Apply, once per run and once per user.
+    for _, rid in ipairs(tord) do
+        local w, r, k, tk = touched[rid], runs[rid], rkey(rid), tkey(rid)
+        if w.started then
+            redis.call('HSET', k, 'user', w.user, 'thread', w.thread, 'state', 'open',
+                'started', snow, 'events', string.format('%d', w.count), 'closed_by', '',
+                'updated', snow, 'last_seq', w.last)
+        else
+            redis.call('HSET', k, 'updated', snow, 'last_seq', w.last)
+            redis.call('HINCRBY', k, 'events', string.format('%d', w.count))
+        end
+        if r.state == 'closed' then
+            redis.call('HSET', k, 'state', 'closed', 'closed_by', w.by)
+            redis.call('DEL', tk)
+            redis.call('ZREM', P .. 'runs', rid)
+            redis.call('PEXPIRE', k, ttl)
+        else
+            if w.tools then
+                redis.call('DEL', tk)
+                local tl = {}
+                for tc in pairs(r.tools) do tl[#tl + 1] = tc end
+                if #tl > 0 then redis.call('SADD', tk, unpack(tl)) end
+            end
+            redis.call('PEXPIRE', tk, rttl)
+            redis.call('ZADD', P .. 'runs', snow, rid)
+            redis.call('PEXPIRE', k, rttl)
+        end
+    end
+    for _, user in ipairs(order) do
+        local st, hk = users[user], hkey(user)
+        local envs, len = st.envs, 0
+        for j = 1, #envs, 512 do
+            len = redis.call('RPUSH', hk, unpack(envs, j, math.min(j + 511, #envs)))
+        end
+        if len > hsize then redis.call('LTRIM', hk, -hsize, -1) end
+        redis.call('PEXPIRE', hk, ttl)
+        local sseq = string.format('%d', st.seq)
+        redis.call('HSET', ukey(user), 'seq', sseq)
+        redis.call('PEXPIRE', ukey(user), sttl)
+        if #envs == 1 then
+            redis.call('PUBLISH', chan(user), 'E ' .. st.epoch .. ' ' .. sseq .. ' ' .. envs[1])
+        else
+            local lens = {}
+            for j = 1, #envs do lens[j] = #envs[j] end
+            redis.call('PUBLISH', chan(user), 'B ' .. st.epoch .. ' ' ..
+                string.format('%d', st.first) .. ' ' .. table.concat(lens, ',') .. ' ' ..
+                table.concat(envs))
+        end
     end
     return out
 
 elseif op == 'join' then
     -- ARGV: 3 user, 4 member CONNID@NODE ("" to only read the stream: a node's resync),
-    -- 5 per-user cap, 6 epoch for a new stream, 7 stream ttl ms, 8 after ("" none),
+    -- 5 per-user cap, 6 epoch for a new stream, 7 seq ttl ms (the stream's counter), 8 after ("" none),
     -- 9 the client's epoch ("" the current one).
     -- Reply: epoch, newest seq, oldest replayable seq, recovered (0/1), envelopes.
     local user, member, cap, ep, ttl = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6],
