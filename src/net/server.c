@@ -95,9 +95,9 @@ static int check_opts(const ac_server_opts_t *o)
     if (o->max_conns == 0 || o->max_conns_per_user == 0 || o->ping_interval <= 0 ||
         o->stale_timeout <= 0 || o->cleanup_interval <= 0 || o->handshake_timeout <= 0 ||
         o->shutdown_timeout < 0 || o->history_ttl < 0 || o->slow_timeout <= 0 ||
-        o->seq_ttl < o->history_ttl || o->max_publish_size == 0 || o->history_size == 0 ||
-        o->history_max_bytes == 0 || o->idempotency_window <= 0 || o->run_timeout <= 0 ||
-        o->client_rate < 0 || o->handshake_rate < 0 ||
+        o->seq_ttl < o->history_ttl || o->max_publish_size == 0 ||
+        o->history_size == 0 || o->history_max_bytes == 0 || o->idempotency_window <= 0 ||
+        o->run_timeout <= 0 || o->client_rate < 0 || o->handshake_rate < 0 ||
         (o->tls_cert == NULL) != (o->tls_key == NULL) ||
         (o->message_webhook != NULL && strncmp(o->message_webhook, "http://", 7) != 0) ||
         o->max_message_size == 0 || o->max_queue_bytes == 0)
