@@ -1015,7 +1015,7 @@ static void on_part_reply(redisAsyncContext *ac, void *reply, void *priv)
 }
 
 #define PUB_FIXED 12
-#define PUB_FIELDS 10
+#define PUB_FIELDS 4
 
 static const char *op_name(ac__ev_type_t t)
 {
@@ -1035,47 +1035,64 @@ static const char *op_name(ac__ev_type_t t)
     }
 }
 
-/* The fields of one event as script arguments (a[0..PUB_FIELDS)); `id` holds the direct
- * connection id's digits. */
-static void item_args(const ac__pub_item_t *it, const char **a, size_t *l, char id[17])
+/* The bytes one event's `extra` argument may need (see item_args). */
+static size_t extra_cap(const ac__pub_item_t *it)
 {
-    const char *opn = it->op.run_id.p ? op_name(it->op.type) : "other";
-    const ac__str_t *strs[8] = {
-        &it->op.user_id,      NULL,          &it->op.run_id, &it->op.thread_id,
-        &it->op.tool_call_id, &it->idem_key, &it->head,      &it->tail};
+    return it->op.run_id.len + it->op.thread_id.len + it->op.tool_call_id.len +
+           it->idem_key.len + 16 + 16 + 1 + 7 * 22;
+}
 
-    for (int k = 0; k < 8; k++) {
-        if (strs[k] == NULL)
-            continue;
-        a[k] = strs[k]->p ? strs[k]->p : "";
-        l[k] = strs[k]->p ? strs[k]->len : 0;
+static char *put_field(char *w, const char *p, size_t len)
+{
+    w += sprintf(w, "%zu:", len);
+    if (len > 0)
+        memcpy(w, p, len);
+    return w + len;
+}
+
+/* One event as its 4 script arguments: user, envelope head, envelope tail, extra. `extra`
+ * is empty for a plain event (no run, idempotency key, direct connection or timeout), else
+ * 7 "LEN:VALUE" fields (redis.lua); it is written at `buf` (extra_cap bytes). */
+static void item_args(const ac__pub_item_t *it, const char **a, size_t *l, char *buf)
+{
+    a[0] = it->op.user_id.p ? it->op.user_id.p : "";
+    l[0] = it->op.user_id.p ? it->op.user_id.len : 0;
+    a[1] = it->head.p ? it->head.p : "";
+    l[1] = it->head.p ? it->head.len : 0;
+    a[2] = it->tail.p ? it->tail.p : "";
+    l[2] = it->tail.p ? it->tail.len : 0;
+    a[3] = buf;
+    l[3] = 0;
+    if (it->op.run_id.p != NULL || it->idem_key.p != NULL || it->conn_id != 0 || it->timeout) {
+        const char *opn = it->op.run_id.p ? op_name(it->op.type) : "other";
+        const ac__str_t *strs[4] = {&it->op.run_id, &it->op.thread_id, &it->op.tool_call_id,
+                                    &it->idem_key};
+        char id[17] = "";
+        char *w = put_field(buf, opn, strlen(opn));
+        for (int k = 0; k < 4; k++)
+            w = put_field(w, strs[k]->p, strs[k]->p ? strs[k]->len : 0);
+        if (it->conn_id != 0)
+            snprintf(id, sizeof(id), "%016llx", (unsigned long long)it->conn_id);
+        w = put_field(w, id, strlen(id));
+        w = put_field(w, it->timeout ? "1" : "0", 1);
+        l[3] = (size_t)(w - buf);
     }
-    a[1] = opn;
-    l[1] = strlen(opn);
-    if (it->conn_id != 0) {
-        snprintf(id, 17, "%016llx", (unsigned long long)it->conn_id);
-        a[8] = id;
-        l[8] = 16;
-    } else {
-        a[8] = "";
-        l[8] = 0;
-    }
-    a[9] = it->timeout ? "1" : "0";
-    l[9] = 1;
 }
 
 /* Formats the part's script call ('pub' or 'chk') into *out; returns its length or -1. */
 static int part_format(part_t *pt, const ac__pub_item_t *items, const char *op, char **out)
 {
     rb_t *r = pt->b->r;
-    size_t argc = PUB_FIXED + PUB_FIELDS * pt->n;
+    size_t argc = PUB_FIXED + PUB_FIELDS * pt->n, cap = 0;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
-    char(*ids)[17] = malloc(pt->n * sizeof(*ids));
+    char *extras = NULL, *w;
     char hs[16], ttl[24], iw[24], ep[9], rttl[24], cnt[24], sttl[24];
     int len = -1;
 
-    if (argv == NULL || lens == NULL || ids == NULL)
+    for (size_t i = 0; i < pt->n; i++)
+        cap += extra_cap(&items[pt->map[i]]);
+    if (argv == NULL || lens == NULL || (extras = malloc(cap)) == NULL)
         goto done;
     snprintf(hs, sizeof(hs), "%u", r->o.history_size);
     snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.history_ttl_ms);
@@ -1086,7 +1103,7 @@ static int part_format(part_t *pt, const ac__pub_item_t *items, const char *op, 
     snprintf(cnt, sizeof(cnt), "%zu", pt->n);
     snprintf(sttl, sizeof(sttl), "%llu",
              (unsigned long long)(r->o.seq_ttl_ms > r->o.history_ttl_ms ? r->o.seq_ttl_ms
-                                                                        : r->o.history_ttl_ms));
+                                                                         : r->o.history_ttl_ms));
     script_head(pt->l, op, argv, lens);
     argv[5] = hs;
     argv[6] = ttl;
@@ -1097,14 +1114,18 @@ static int part_format(part_t *pt, const ac__pub_item_t *items, const char *op, 
     argv[11] = sttl;
     for (size_t i = SCRIPT_HEAD; i < PUB_FIXED; i++)
         lens[i] = strlen(argv[i]);
-    for (size_t i = 0; i < pt->n; i++)
-        item_args(&items[pt->map[i]], argv + PUB_FIXED + PUB_FIELDS * i,
-                  lens + PUB_FIXED + PUB_FIELDS * i, ids[i]);
+    w = extras;
+    for (size_t i = 0; i < pt->n; i++) {
+        const ac__pub_item_t *it = &items[pt->map[i]];
+        size_t k = PUB_FIXED + PUB_FIELDS * i;
+        item_args(it, argv + k, lens + k, w);
+        w += extra_cap(it);
+    }
     len = redisFormatCommandArgv(out, (int)argc, argv, lens);
 done:
     free(argv);
     free(lens);
-    free(ids);
+    free(extras);
     return len;
 }
 

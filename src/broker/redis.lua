@@ -6,8 +6,9 @@
 -- shard holds the heartbeats of every node.
 --
 -- Keys (P = prefix; a user or run id is a label: no control characters):
---   P u:USER   hash   seq (newest), epoch (names the stream; new when it is created); kept
---                    for the seq ttl, longer than the history, so a seq is never reused
+--   P u:USER   hash   seq (newest), epoch (names the stream; new when it is created), x (when
+--                    a publish last pushed out the expiries, ms); kept for the seq ttl,
+--                    longer than the history, so a seq is never reused
 --   P h:USER   list   envelopes of seq (seq - LLEN + 1) .. seq, oldest first (history ttl)
 --   P k:USER   zset   the user's connections in the cluster: CONNID@NODE by creation
 --   P c:USER   channel  "E EPOCH SEQ ENVELOPE" | "B EPOCH FIRSTSEQ LEN,LEN,... ENVELOPES"
@@ -71,16 +72,43 @@ end
 
 if op == 'pub' or op == 'chk' then
     -- ARGV: 3 history size, 4 history ttl ms, 5 idempotency ms, 6 epoch for new streams,
-    -- 7 run ttl ms, 8 count, 9 seq ttl ms, then per event 10 fields (see below).
+    -- 7 run ttl ms, 8 count, 9 seq ttl ms, then per event 4 fields: user, envelope head,
+    -- envelope tail, extra. `extra` is "" for a plain event, else 7 length-prefixed values
+    -- ("LEN:VALUE"): lifecycle op, run, thread, tool_call_id, idempotency key, direct
+    -- connection id, "1" for a timeout.
     -- 'chk' only decides (a batch across shards is checked on every shard first); 'pub'
-    -- decides again and applies. Per-user and per-run writes happen once per call, not per
-    -- event: one RPUSH, one PUBLISH (all of the user's envelopes), one HSET per user.
+    -- decides again and applies. Writes happen once per user and once per run per call, not
+    -- per event: one RPUSH, one HSET, one PUBLISH (all of the user's envelopes) per user;
+    -- the expiries of the user's keys are pushed out only every 1/16 of their ttl (the
+    -- stream's field "x" says when last), a little past the ttl so that they never expire
+    -- sooner than the ttl after the newest event.
     local hsize, ttl, iwin, ep, rttl = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-    local n, sttl = tonumber(ARGV[8]), ARGV[9]
-    local B, F = 9, 10
-    -- fields at ARGV[B + (i - 1) * F + f]: 1 user, 2 lifecycle op, 3 run, 4 thread,
-    -- 5 tool_call_id, 6 idempotency key, 7 envelope head, 8 envelope tail, 9 direct
-    -- connection id, 10 "1" for a timeout
+    local n, sttl = tonumber(ARGV[8]), tonumber(ARGV[9])
+    local httl = tonumber(ttl)
+    local slack = math.floor(httl / 16)
+    local B, F = 9, 4
+    local EMPTY = { 'other', '', '', '', '', '', '0' }
+    local ex = {}
+    local function extra(i)
+        local e = ex[i]
+        if e == nil then
+            local s = ARGV[B + (i - 1) * F + 4]
+            if s == '' then
+                e = EMPTY
+            else
+                e = {}
+                local pos = 1
+                for k = 1, 7 do
+                    local c = string.find(s, ':', pos, true)
+                    local len = tonumber(string.sub(s, pos, c - 1))
+                    e[k] = string.sub(s, c + 1, c + len)
+                    pos = c + len + 1
+                end
+            end
+            ex[i] = e
+        end
+        return e
+    end
 
     -- Pass 1: decide, writing nothing.
     local runs, dup, seen = {}, {}, {}
@@ -97,45 +125,47 @@ if op == 'pub' or op == 'chk' then
         return r
     end
     for i = 1, n do
-        local b = B + (i - 1) * F
-        local user, kind, rid, tool, ikey, direct =
-            ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 5], ARGV[b + 6], ARGV[b + 9]
-        if ikey ~= '' and direct == '' then
-            local k = P .. 'i:' .. user .. '\n' .. ikey
-            if seen[k] then
-                dup[i] = { idx = seen[k] }
-            else
-                local s = redis.call('GET', k)
-                if s then dup[i] = { seq = s } else seen[k] = i end
+        local e = extra(i)
+        if e ~= EMPTY then
+            local user = ARGV[B + (i - 1) * F + 1]
+            local kind, rid, tool, ikey, direct = e[1], e[2], e[4], e[5], e[6]
+            if ikey ~= '' and direct == '' then
+                local k = P .. 'i:' .. user .. '\n' .. ikey
+                if seen[k] then
+                    dup[i] = { idx = seen[k] }
+                else
+                    local s = redis.call('GET', k)
+                    if s then dup[i] = { seq = s } else seen[k] = i end
+                end
             end
-        end
-        if direct ~= '' then
-            local found = false
-            for _, m in ipairs(live_conns(user)) do
-                if string.sub(m, 1, #direct + 1) == direct .. '@' then found = true end
-            end
-            if not found then return { 'E', i - 1, 'connection_id: not open for this user', 404 } end
-        elseif not dup[i] and rid ~= '' then
-            local r = run(rid)
-            local why
-            if r.state ~= 'none' and r.user ~= user then
-                why = 'run_id: belongs to another user'
-            elseif kind == 'started' then
-                if r.state == 'open' then why = 'run_id: run already open'
+            if direct ~= '' then
+                local found = false
+                for _, m in ipairs(live_conns(user)) do
+                    if string.sub(m, 1, #direct + 1) == direct .. '@' then found = true end
+                end
+                if not found then return { 'E', i - 1, 'connection_id: not open for this user', 404 } end
+            elseif not dup[i] and rid ~= '' then
+                local r = run(rid)
+                local why
+                if r.state ~= 'none' and r.user ~= user then
+                    why = 'run_id: belongs to another user'
+                elseif kind == 'started' then
+                    if r.state == 'open' then why = 'run_id: run already open'
+                    elseif r.state == 'closed' then why = 'run_id: run closed'
+                    else r.state, r.user, r.tools = 'open', user, {} end
                 elseif r.state == 'closed' then why = 'run_id: run closed'
-                else r.state, r.user, r.tools = 'open', user, {} end
-            elseif r.state == 'closed' then why = 'run_id: run closed'
-            elseif r.state ~= 'open' then why = 'run_id: run not open'
-            elseif kind == 'tool_executing' then
-                if r.tools[tool] then why = 'data.tool_call_id: already executing in this run'
-                else r.tools[tool] = true end
-            elseif kind == 'tool_completed' then
-                if not r.tools[tool] then why = 'data.tool_call_id: not executing in this run'
-                else r.tools[tool] = nil end
-            elseif kind == 'completed' or kind == 'error' then
-                r.state = 'closed'
+                elseif r.state ~= 'open' then why = 'run_id: run not open'
+                elseif kind == 'tool_executing' then
+                    if r.tools[tool] then why = 'data.tool_call_id: already executing in this run'
+                    else r.tools[tool] = true end
+                elseif kind == 'tool_completed' then
+                    if not r.tools[tool] then why = 'data.tool_call_id: not executing in this run'
+                    else r.tools[tool] = nil end
+                elseif kind == 'completed' or kind == 'error' then
+                    r.state = 'closed'
+                end
+                if why then return { 'E', i - 1, why, 409 } end
             end
-            if why then return { 'E', i - 1, why, 409 } end
         end
     end
     if op == 'chk' then return { 'OK' } end
@@ -144,48 +174,55 @@ if op == 'pub' or op == 'chk' then
     local out, seqs, users, order, touched, tord = { 'OK' }, {}, {}, {}, {}, {}
     for i = 1, n do
         local b = B + (i - 1) * F
-        local user, direct = ARGV[b + 1], ARGV[b + 9]
+        local user, e = ARGV[b + 1], ex[i]
         local d = dup[i]
         if d then
             local s = d.seq or seqs[d.idx]
             seqs[i] = s
             out[#out + 1], out[#out + 2], out[#out + 3] = tonumber(s), 0, 1
-        elseif direct ~= '' then
-            redis.call('PUBLISH', chan(user), 'D ' .. direct .. ' ' .. ARGV[b + 7] .. ARGV[b + 8])
+        elseif e[6] ~= '' then
+            redis.call('PUBLISH', chan(user), 'D ' .. e[6] .. ' ' .. ARGV[b + 2] .. ARGV[b + 3])
             out[#out + 1], out[#out + 2], out[#out + 3] = 0, 1, 0
         else
             local st = users[user]
             if not st then
-                local s, e = stream(user, ep)
-                st = { seq = s, first = s + 1, epoch = e, envs = {}, live = #live_conns(user) }
+                local h = redis.call('HMGET', ukey(user), 'seq', 'epoch', 'x')
+                if h[2] then
+                    st = { seq = tonumber(h[1]), epoch = h[2], x = tonumber(h[3]) or 0 }
+                else
+                    redis.call('DEL', hkey(user)) -- retained events of an older stream
+                    st = { seq = 0, epoch = ep, x = 0, new = true }
+                end
+                st.first, st.envs, st.live = st.seq + 1, {}, #live_conns(user)
                 users[user] = st
                 order[#order + 1] = user
             end
             st.seq = st.seq + 1
             local sseq = string.format('%d', st.seq)
-            st.envs[#st.envs + 1] = ARGV[b + 7] .. sseq .. ARGV[b + 8]
+            st.envs[#st.envs + 1] = ARGV[b + 2] .. sseq .. ARGV[b + 3]
             seqs[i] = sseq
-            local rid = ARGV[b + 3]
-            if rid ~= '' then
-                local kind, w = ARGV[b + 2], touched[rid]
-                if not w then
-                    w = { count = 0 }
-                    touched[rid] = w
-                    tord[#tord + 1] = rid
+            if e ~= EMPTY then
+                local rid = e[2]
+                if rid ~= '' then
+                    local kind, w = e[1], touched[rid]
+                    if not w then
+                        w = { count = 0 }
+                        touched[rid] = w
+                        tord[#tord + 1] = rid
+                    end
+                    w.count, w.last = w.count + 1, sseq
+                    if kind == 'started' then
+                        w.started, w.count, w.user, w.thread, w.tools = true, 1, user, e[3], true
+                    elseif kind == 'tool_executing' or kind == 'tool_completed' then
+                        w.tools = true
+                    elseif kind == 'completed' or kind == 'error' then
+                        w.by = 'agent_' .. kind
+                        if e[7] == '1' then w.by = 'timeout' end
+                    end
                 end
-                w.count, w.last = w.count + 1, sseq
-                if kind == 'started' then
-                    w.started, w.count, w.user, w.thread, w.tools = true, 1, user, ARGV[b + 4], true
-                elseif kind == 'tool_executing' or kind == 'tool_completed' then
-                    w.tools = true
-                elseif kind == 'completed' or kind == 'error' then
-                    w.by = 'agent_' .. kind
-                    if ARGV[b + 10] == '1' then w.by = 'timeout' end
+                if e[5] ~= '' then
+                    redis.call('SET', P .. 'i:' .. user .. '\n' .. e[5], sseq, 'PX', iwin)
                 end
-            end
-            local ikey = ARGV[b + 6]
-            if ikey ~= '' then
-                redis.call('SET', P .. 'i:' .. user .. '\n' .. ikey, sseq, 'PX', iwin)
             end
             out[#out + 1], out[#out + 2], out[#out + 3] = st.seq, st.live, 0
         end
@@ -220,16 +257,20 @@ if op == 'pub' or op == 'chk' then
         end
     end
     for _, user in ipairs(order) do
-        local st, hk = users[user], hkey(user)
+        local st, hk, uk = users[user], hkey(user), ukey(user)
         local envs, len = st.envs, 0
         for j = 1, #envs, 512 do
             len = redis.call('RPUSH', hk, unpack(envs, j, math.min(j + 511, #envs)))
         end
         if len > hsize then redis.call('LTRIM', hk, -hsize, -1) end
-        redis.call('PEXPIRE', hk, ttl)
         local sseq = string.format('%d', st.seq)
-        redis.call('HSET', ukey(user), 'seq', sseq)
-        redis.call('PEXPIRE', ukey(user), sttl)
+        if st.new or len == #envs or now - st.x >= slack then
+            redis.call('HSET', uk, 'seq', sseq, 'epoch', st.epoch, 'x', snow)
+            redis.call('PEXPIRE', uk, string.format('%d', sttl + slack))
+            redis.call('PEXPIRE', hk, string.format('%d', httl + slack))
+        else
+            redis.call('HSET', uk, 'seq', sseq)
+        end
         if #envs == 1 then
             redis.call('PUBLISH', chan(user), 'E ' .. st.epoch .. ' ' .. sseq .. ' ' .. envs[1])
         else
