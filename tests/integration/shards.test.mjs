@@ -147,12 +147,22 @@ test('a batch across shards is answered in order; an event refused on one shard 
     await sleep(200);
     for (const u of [a0, a1]) assert.deepEqual(eventsOf(tabs[u]).filter((m) => m.data.bad !== undefined), [], `${u}: nothing of a refused batch`);
 
+    // A direct message (connection_id) in a batch across shards: to that tab only, no seq;
+    // one to a connection that is not open refuses the batch (404) on both shards.
+    const direct = { ...chunk(a0, { direct: 1 }), connection_id: tabs[a0].hello.data.connection_id };
+    r = await publishOk(B.port, [chunk(a1, { n: 'd' }), direct]);
+    assert.deepEqual(r, [{ seq: 7, delivered: 1 }, { delivered: 1 }]);
+    assert.equal((await tabs[a0].next((m) => m.data?.direct === 1, 3000, 'the direct message')).seq, undefined);
+    bad = await publish(A.port, [chunk(a1, { bad: 4 }), { ...direct, connection_id: 'ffffffffffffffff' }]);
+    assertJsonError(assert, bad, 404);
+    assert.equal(bad.json.index, 1, bad.text);
+
     // Idempotency keys across shards: the same batch again is answered with the same seqs.
     const keyed = [{ ...chunk(a0, { k: 1 }), idempotency_key: 'k1' }, { ...chunk(a1, { k: 1 }), idempotency_key: 'k1' }];
     const first = await publishOk(A.port, keyed);
     const second = await publishOk(B.port, keyed);
-    assert.deepEqual(first.map((x) => x.seq), [6, 7]);
-    assert.deepEqual(second, [{ seq: 6, delivered: 0, duplicate: true }, { seq: 7, delivered: 0, duplicate: true }]);
+    assert.deepEqual(first.map((x) => x.seq), [6, 8]);
+    assert.deepEqual(second, [{ seq: 6, delivered: 0, duplicate: true }, { seq: 8, delivered: 0, duplicate: true }]);
 });
 
 test('redis broker: the seq counter outlives the history (--history-ttl 1, --seq-ttl 60): after the history expired, the next seq follows the last one; last_seq=0 gets recovered:false + resync, never a silent gap', { skip: SKIP, timeout: 60000 }, async (t) => {
