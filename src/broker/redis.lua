@@ -21,9 +21,10 @@
 --   P t:RUN    set    tool_call_ids executing
 --   P runs     zset   open runs by the time of their last event (ms)
 --   P cseq     string connection creation counter
+local rcall = redis.call -- a local: cheaper than a global lookup per call
 local op = ARGV[1]
 local P = ARGV[2]
-local t = redis.call('TIME')
+local t = rcall('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- Numbers go to redis.call as strings: Lua would format each number with "%.17g".
 local snow = string.format('%d', now)
@@ -41,30 +42,52 @@ local alive = {}
 -- The user's registered connections whose node is alive; drops the others.
 local function live_conns(u)
     local k = kkey(u)
-    local ms = redis.call('ZRANGE', k, 0, -1)
+    local ms = rcall('ZRANGE', k, 0, -1)
     local live = {}
     for _, m in ipairs(ms) do
         local node = string.sub(m, 18)
         local a = alive[node]
         if a == nil then
-            a = string.byte(m, 17) == 64 and redis.call('EXISTS', P .. 'n:' .. node) == 1
+            a = string.byte(m, 17) == 64 and rcall('EXISTS', P .. 'n:' .. node) == 1
             alive[node] = a
         end
         if a then
             live[#live + 1] = m
         else
-            redis.call('ZREM', k, m)
+            rcall('ZREM', k, m)
         end
     end
     return live
 end
 
+-- How many of the user's registered connections are on live nodes; drops the others.
+local function live_count(u)
+    local k = kkey(u)
+    local ms = rcall('ZRANGE', k, 0, -1)
+    local n = 0
+    for i = 1, #ms do
+        local m = ms[i]
+        local node = string.sub(m, 18)
+        local a = alive[node]
+        if a == nil then
+            a = string.byte(m, 17) == 64 and rcall('EXISTS', P .. 'n:' .. node) == 1
+            alive[node] = a
+        end
+        if a then
+            n = n + 1
+        else
+            rcall('ZREM', k, m)
+        end
+    end
+    return n
+end
+
 -- The user's stream (newest seq, epoch), created with epoch `ep` when missing.
 local function stream(u, ep)
-    local h = redis.call('HMGET', ukey(u), 'seq', 'epoch')
+    local h = rcall('HMGET', ukey(u), 'seq', 'epoch')
     if not h[2] then
-        redis.call('HSET', ukey(u), 'seq', 0, 'epoch', ep)
-        redis.call('DEL', hkey(u)) -- retained events of an older stream
+        rcall('HSET', ukey(u), 'seq', 0, 'epoch', ep)
+        rcall('DEL', hkey(u)) -- retained events of an older stream
         return 0, ep
     end
     return tonumber(h[1]), h[2]
@@ -115,10 +138,10 @@ if op == 'pub' or op == 'chk' then
     local function run(id)
         local r = runs[id]
         if r == nil then
-            local h = redis.call('HMGET', rkey(id), 'state', 'user')
+            local h = rcall('HMGET', rkey(id), 'state', 'user')
             r = { state = h[1] or 'none', user = h[2], tools = {} }
             if h[1] == 'open' then
-                for _, tc in ipairs(redis.call('SMEMBERS', tkey(id))) do r.tools[tc] = true end
+                for _, tc in ipairs(rcall('SMEMBERS', tkey(id))) do r.tools[tc] = true end
             end
             runs[id] = r
         end
@@ -134,7 +157,7 @@ if op == 'pub' or op == 'chk' then
                 if seen[k] then
                     dup[i] = { idx = seen[k] }
                 else
-                    local s = redis.call('GET', k)
+                    local s = rcall('GET', k)
                     if s then dup[i] = { seq = s } else seen[k] = i end
                 end
             end
@@ -181,25 +204,26 @@ if op == 'pub' or op == 'chk' then
             seqs[i] = s
             out[#out + 1], out[#out + 2], out[#out + 3] = tonumber(s), 0, 1
         elseif e[6] ~= '' then
-            redis.call('PUBLISH', chan(user), 'D ' .. e[6] .. ' ' .. ARGV[b + 2] .. ARGV[b + 3])
+            rcall('PUBLISH', chan(user), 'D ' .. e[6] .. ' ' .. ARGV[b + 2] .. ARGV[b + 3])
             out[#out + 1], out[#out + 2], out[#out + 3] = 0, 1, 0
         else
             local st = users[user]
             if not st then
-                local h = redis.call('HMGET', ukey(user), 'seq', 'epoch', 'x')
-                if h[2] then
-                    st = { seq = tonumber(h[1]), epoch = h[2], x = tonumber(h[3]) or 0 }
-                else
-                    redis.call('DEL', hkey(user)) -- retained events of an older stream
-                    st = { seq = 0, epoch = ep, x = 0, new = true }
-                end
-                st.first, st.envs, st.live = st.seq + 1, {}, #live_conns(user)
+                -- one table per user, every field set at once (no rehash)
+                local uk = ukey(user)
+                local h = rcall('HMGET', uk, 'seq', 'epoch', 'x')
+                local s0, new = tonumber(h[1]) or 0, not h[2]
+                if new then rcall('DEL', hkey(user)) end -- retained events of an older stream
+                st = { seq = s0, first = s0 + 1, epoch = h[2] or ep, x = tonumber(h[3]) or 0,
+                    new = new, uk = uk, envs = {}, live = live_count(user), sseq = '' }
                 users[user] = st
                 order[#order + 1] = user
             end
             st.seq = st.seq + 1
             local sseq = string.format('%d', st.seq)
-            st.envs[#st.envs + 1] = ARGV[b + 2] .. sseq .. ARGV[b + 3]
+            st.sseq = sseq
+            local envs = st.envs
+            envs[#envs + 1] = ARGV[b + 2] .. sseq .. ARGV[b + 3]
             seqs[i] = sseq
             if e ~= EMPTY then
                 local rid = e[2]
@@ -221,7 +245,7 @@ if op == 'pub' or op == 'chk' then
                     end
                 end
                 if e[5] ~= '' then
-                    redis.call('SET', P .. 'i:' .. user .. '\n' .. e[5], sseq, 'PX', iwin)
+                    rcall('SET', P .. 'i:' .. user .. '\n' .. e[5], sseq, 'PX', iwin)
                 end
             end
             out[#out + 1], out[#out + 2], out[#out + 3] = st.seq, st.live, 0
@@ -232,51 +256,50 @@ if op == 'pub' or op == 'chk' then
     for _, rid in ipairs(tord) do
         local w, r, k, tk = touched[rid], runs[rid], rkey(rid), tkey(rid)
         if w.started then
-            redis.call('HSET', k, 'user', w.user, 'thread', w.thread, 'state', 'open',
+            rcall('HSET', k, 'user', w.user, 'thread', w.thread, 'state', 'open',
                 'started', snow, 'events', string.format('%d', w.count), 'closed_by', '',
                 'updated', snow, 'last_seq', w.last)
         else
-            redis.call('HSET', k, 'updated', snow, 'last_seq', w.last)
-            redis.call('HINCRBY', k, 'events', string.format('%d', w.count))
+            rcall('HSET', k, 'updated', snow, 'last_seq', w.last)
+            rcall('HINCRBY', k, 'events', string.format('%d', w.count))
         end
         if r.state == 'closed' then
-            redis.call('HSET', k, 'state', 'closed', 'closed_by', w.by)
-            redis.call('DEL', tk)
-            redis.call('ZREM', P .. 'runs', rid)
-            redis.call('PEXPIRE', k, ttl)
+            rcall('HSET', k, 'state', 'closed', 'closed_by', w.by)
+            rcall('DEL', tk)
+            rcall('ZREM', P .. 'runs', rid)
+            rcall('PEXPIRE', k, ttl)
         else
             if w.tools then
-                redis.call('DEL', tk)
+                rcall('DEL', tk)
                 local tl = {}
                 for tc in pairs(r.tools) do tl[#tl + 1] = tc end
-                if #tl > 0 then redis.call('SADD', tk, unpack(tl)) end
+                if #tl > 0 then rcall('SADD', tk, unpack(tl)) end
             end
-            redis.call('PEXPIRE', tk, rttl)
-            redis.call('ZADD', P .. 'runs', snow, rid)
-            redis.call('PEXPIRE', k, rttl)
+            rcall('PEXPIRE', tk, rttl)
+            rcall('ZADD', P .. 'runs', snow, rid)
+            rcall('PEXPIRE', k, rttl)
         end
     end
     for _, user in ipairs(order) do
-        local st, hk, uk = users[user], hkey(user), ukey(user)
-        local envs, len = st.envs, 0
+        local st, hk = users[user], hkey(user)
+        local envs, uk, sseq, len = st.envs, st.uk, st.sseq, 0
         for j = 1, #envs, 512 do
-            len = redis.call('RPUSH', hk, unpack(envs, j, math.min(j + 511, #envs)))
+            len = rcall('RPUSH', hk, unpack(envs, j, math.min(j + 511, #envs)))
         end
-        if len > hsize then redis.call('LTRIM', hk, -hsize, -1) end
-        local sseq = string.format('%d', st.seq)
+        if len > hsize then rcall('LTRIM', hk, -hsize, -1) end
         if st.new or len == #envs or now - st.x >= slack then
-            redis.call('HSET', uk, 'seq', sseq, 'epoch', st.epoch, 'x', snow)
-            redis.call('PEXPIRE', uk, string.format('%d', sttl + slack))
-            redis.call('PEXPIRE', hk, string.format('%d', httl + slack))
+            rcall('HSET', uk, 'seq', sseq, 'epoch', st.epoch, 'x', snow)
+            rcall('PEXPIRE', uk, string.format('%d', sttl + slack))
+            rcall('PEXPIRE', hk, string.format('%d', httl + slack))
         else
-            redis.call('HSET', uk, 'seq', sseq)
+            rcall('HSET', uk, 'seq', sseq)
         end
         if #envs == 1 then
-            redis.call('PUBLISH', chan(user), 'E ' .. st.epoch .. ' ' .. sseq .. ' ' .. envs[1])
+            rcall('PUBLISH', chan(user), 'E ' .. st.epoch .. ' ' .. sseq .. ' ' .. envs[1])
         else
             local lens = {}
             for j = 1, #envs do lens[j] = #envs[j] end
-            redis.call('PUBLISH', chan(user), 'B ' .. st.epoch .. ' ' ..
+            rcall('PUBLISH', chan(user), 'B ' .. st.epoch .. ' ' ..
                 string.format('%d', st.first) .. ' ' .. table.concat(lens, ',') .. ' ' ..
                 table.concat(envs))
         end
@@ -292,16 +315,16 @@ elseif op == 'join' then
         tonumber(ARGV[7])
     if member ~= '' then
         local k = kkey(user)
-        redis.call('ZADD', k, redis.call('INCR', P .. 'cseq'), member)
+        rcall('ZADD', k, rcall('INCR', P .. 'cseq'), member)
         local live = live_conns(user)
         for i = 1, #live - cap do
-            redis.call('ZREM', k, live[i])
-            redis.call('PUBLISH', chan(user), 'X ' .. live[i])
+            rcall('ZREM', k, live[i])
+            rcall('PUBLISH', chan(user), 'X ' .. live[i])
         end
     end
     local seq, epoch = stream(user, ep)
-    redis.call('PEXPIRE', ukey(user), ttl)
-    local len = redis.call('LLEN', hkey(user))
+    rcall('PEXPIRE', ukey(user), ttl)
+    local len = rcall('LLEN', hkey(user))
     local oldest = seq - len + 1
     local out = { epoch, seq, oldest, 0 }
     if ARGV[8] ~= '' then
@@ -314,7 +337,7 @@ elseif op == 'join' then
             from = after
         end
         if from < seq then
-            for _, e in ipairs(redis.call('LRANGE', hkey(user), from + 1 - oldest, -1)) do
+            for _, e in ipairs(rcall('LRANGE', hkey(user), from + 1 - oldest, -1)) do
                 out[#out + 1] = e
             end
         end
@@ -328,8 +351,8 @@ elseif op == 'kick' then
     local n = 0
     for _, m in ipairs(live_conns(user)) do
         if id == '' or string.sub(m, 1, #id + 1) == id .. '@' then
-            redis.call('ZREM', kkey(user), m)
-            redis.call('PUBLISH', chan(user), 'K ' .. m)
+            rcall('ZREM', kkey(user), m)
+            rcall('PUBLISH', chan(user), 'K ' .. m)
             n = n + 1
         end
     end
@@ -340,15 +363,15 @@ elseif op == 'claim' then
     -- claim holds for one more timeout): reply the number of open runs, then run, user,
     -- thread per claimed run.
     local timeout = tonumber(ARGV[3])
-    local out = { redis.call('ZCARD', P .. 'runs') }
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'runs', '-inf', now - timeout,
+    local out = { rcall('ZCARD', P .. 'runs') }
+    for _, id in ipairs(rcall('ZRANGEBYSCORE', P .. 'runs', '-inf', now - timeout,
         'LIMIT', 0, 64)) do
-        local h = redis.call('HMGET', rkey(id), 'state', 'user', 'thread')
+        local h = rcall('HMGET', rkey(id), 'state', 'user', 'thread')
         if h[1] == 'open' then
-            redis.call('ZADD', P .. 'runs', now, id)
+            rcall('ZADD', P .. 'runs', now, id)
             out[#out + 1], out[#out + 2], out[#out + 3] = id, h[2], h[3] or ''
         else
-            redis.call('ZREM', P .. 'runs', id)
+            rcall('ZREM', P .. 'runs', id)
         end
     end
     return out
@@ -356,10 +379,10 @@ elseif op == 'claim' then
 elseif op == 'run' then
     -- ARGV: 3 run. Reply: the hash's fields and values, then "tools", then the tool ids;
     -- empty when unknown.
-    local h = redis.call('HGETALL', rkey(ARGV[3]))
+    local h = rcall('HGETALL', rkey(ARGV[3]))
     if #h == 0 then return {} end
     h[#h + 1] = 'tools'
-    for _, tc in ipairs(redis.call('SMEMBERS', tkey(ARGV[3]))) do h[#h + 1] = tc end
+    for _, tc in ipairs(rcall('SMEMBERS', tkey(ARGV[3]))) do h[#h + 1] = tc end
     return h
 end
 return redis.error_reply('agentcast: unknown operation ' .. tostring(op))
