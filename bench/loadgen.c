@@ -1852,7 +1852,8 @@ static void redis_print(const struct redis_snap *a, const struct redis_snap *b, 
         printf("},");
     }
     /* the first INFO's reply and the second's request are not the run's traffic */
-    uint64_t in = b->net_in - a->net_in - 10 * nshards, out = b->net_out - a->net_out - a->reply_len;
+    uint64_t in = b->net_in - a->net_in - 10 * nshards,
+             out = b->net_out - a->net_out - a->reply_len;
     double ev = events ? (double)events : 1;
     printf("\"redis_calls_total\":%" PRIu64 ",\"redis_calls_per_event\":%.2f,"
            "\"redis_net_in_bytes\":%" PRIu64 ",\"redis_net_out_bytes\":%" PRIu64 ","
@@ -2214,7 +2215,7 @@ static int run_load(struct lg *lg)
         printf("\"redis_shards\":[");
         for (uint32_t i = 0; i < nr; i++) {
             uint64_t c0, c1, u0 = redis_usec_of(&rs0_each[i], "evalsha", &c0),
-                         u1 = redis_usec_of(&rs1_each[i], "evalsha", &c1);
+                             u1 = redis_usec_of(&rs1_each[i], "evalsha", &c1);
             printf("%s{\"addr\":\"%s\",\"cpu_s\":%.2f,\"evalsha_calls\":%" PRIu64
                    ",\"evalsha_usec\":%" PRIu64 "}",
                    i ? "," : "", lg->o.redis[i], rs1_each[i].cpu_s - rs0_each[i].cpu_s, c1 - c0,

@@ -1038,8 +1038,8 @@ static const char *op_name(ac__ev_type_t t)
 /* The bytes one event's `extra` argument may need (see item_args). */
 static size_t extra_cap(const ac__pub_item_t *it)
 {
-    return it->op.run_id.len + it->op.thread_id.len + it->op.tool_call_id.len +
-           it->idem_key.len + 16 + 16 + 1 + 7 * 22;
+    return it->op.run_id.len + it->op.thread_id.len + it->op.tool_call_id.len + it->idem_key.len +
+           16 + 16 + 1 + 7 * 22;
 }
 
 static char *put_field(char *w, const char *p, size_t len)
@@ -1103,7 +1103,7 @@ static int part_format(part_t *pt, const ac__pub_item_t *items, const char *op, 
     snprintf(cnt, sizeof(cnt), "%zu", pt->n);
     snprintf(sttl, sizeof(sttl), "%llu",
              (unsigned long long)(r->o.seq_ttl_ms > r->o.history_ttl_ms ? r->o.seq_ttl_ms
-                                                                         : r->o.history_ttl_ms));
+                                                                        : r->o.history_ttl_ms));
     script_head(pt->l, op, argv, lens);
     argv[5] = hs;
     argv[6] = ttl;
@@ -1921,9 +1921,11 @@ static int links_new(rb_t *r, const char *urls, char *why, size_t whylen)
                 return -1;
             }
         }
-        if (ac__redis_probe(&l->addr, r->password, why, whylen) != 0)
-            return -1;
         urls += len + (comma != NULL);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (ac__redis_probe(&r->links[i].addr, r->password, why, whylen) != 0)
+            return -1;
     }
     return 0;
 }

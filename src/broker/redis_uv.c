@@ -108,6 +108,12 @@ int ac__redis_addr_parse(const char *url, size_t len, ac__redis_addr_t *a, char 
     const char *p, *colon, *slash, *end = url + len;
     uint64_t port, db = 0;
 
+    if (len >= 16 && strncmp(url, "redis+cluster://", 16) == 0) {
+        snprintf(why, whylen,
+                 "--broker: Redis Cluster (redis+cluster://) is not supported; list independent "
+                 "Redis servers as shards instead: redis://A:6379,redis://B:6379");
+        return -1;
+    }
     if (len < 8 || strncmp(url, "redis://", 8) != 0) {
         snprintf(why, whylen,
                  "--broker: expected memory or redis://HOST:PORT[/DB] (comma-separated for "

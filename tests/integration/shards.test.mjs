@@ -9,9 +9,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { connect, publish, publishOk, assertJsonError, sleep, uid, waitFor } from './helpers.mjs';
+import { spawn } from 'node:child_process';
+import { BIN, withTimeout, connect, publish, publishOk, assertJsonError, sleep, uid, waitFor } from './helpers.mjs';
 import { getRun, stats } from './helpers3.mjs';
-import { redisFor, redisSkipReason, clusterFor, healthz, redisKeys, redisCommand, userOnShard } from './redis_helpers.mjs';
+import { redisFor, redisSkipReason, clusterFor, freePort, healthz, redisKeys, redisCommand, userOnShard } from './redis_helpers.mjs';
 
 const SKIP = redisSkipReason();
 
@@ -193,4 +194,31 @@ test('redis broker: the seq counter outlives the history (--history-ttl 1, --seq
     assert.equal((await whole.next((m) => m.seq === 4, 3000, 'seq 4 replayed')).data.i, 4);
     await sleep(200);
     for (const c of [fromZero, older, whole]) assert.deepEqual(eventsOf(c).map((m) => m.seq), [4], 'only what is retained, no seq reused');
+});
+
+/** Runs the daemon expecting it to exit at start: {code, stderr}. */
+async function startFails(args) {
+    const proc = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    proc.stderr.on('data', (d) => (stderr += d));
+    const [code] = await withTimeout(new Promise((resolve) => proc.on('exit', (...a) => resolve(a))), 8000, `agentcastd ${args.join(' ')} exits`).catch((err) => {
+        proc.kill('SIGKILL');
+        throw err;
+    });
+    return { code, stderr };
+}
+
+test('bad shard lists are refused at start with the reason: a shard listed twice, an empty entry, redis+cluster:// (not supported), one shard of two unreachable', { skip: SKIP, timeout: 60000 }, async (t) => {
+    const redis = await redisFor(t, {}, 1);
+    const closed = `redis://127.0.0.1:${await freePort()}`;
+    for (const [url, why] of [
+        [`${redis.url},${redis.url}`, /listed twice/],
+        [`${redis.url},`, /expected memory or redis:\/\/HOST:PORT\[\/DB\] \(comma-separated for shards\)/],
+        [`redis+cluster://${redis.addr}`, /Redis Cluster \(redis\+cluster:\/\/\) is not supported/],
+        [`${redis.url},${closed}`, new RegExp(`cannot reach redis at ${closed.slice(8)}`)],
+    ]) {
+        const r = await startFails([`--broker=${url}`, '--auth=none', '--listen', '127.0.0.1:0']);
+        assert.notEqual(r.code, 0, `${url}: non-zero exit; stderr: ${r.stderr}`);
+        assert.match(r.stderr, why, url);
+    }
 });
