@@ -68,7 +68,10 @@ test('one shard stopped: its users get 503 and the other shard\'s users 200 and 
     // A batch that needs the down shard is refused whole: the live shard writes nothing.
     assertJsonError(assert, await publish(A.port, [chunk(u1, { never: 1 }), chunk(u0, { never: 2 })]), 503);
     assert.deepEqual(await publishOk(B.port, chunk(u1, { i: n1 })), { seq: ++n1, delivered: 2 });
-    // New tabs: refused for the down shard's user, welcome for the other's.
+    // New tabs: refused for the down shard's user (1013: try again), welcome for the other's.
+    const refused = own(await connect(B.port, { user_id: u0 }, { waitConnected: false }));
+    assert.equal((await refused.waitClose(5000)).code, 1013);
+    assert.equal(refused.all.filter((m) => m.type === 'connected').length, 0, 'never greeted');
     const late = own(await connect(B.port, { user_id: u1 }));
     assert.equal(late.hello.type, 'connected');
     tabs1.push(late);
