@@ -34,6 +34,11 @@
 static const char lua_script[] =
 #include "redis_lua.h"
     ;
+/* In a Redis Cluster the script touches a user's slot and its master's own slot (L in
+ * redis.lua), both served by the master it runs on: Redis 7 allows that when told. */
+static const char lua_cluster_script[] = "#!lua flags=allow-cross-slot-keys\n"
+#include "redis_lua.h"
+    ;
 
 #define HB_INTERVAL_MS 1000 /* PING (round-trip time, liveness) and the node's heartbeat */
 #define HB_TTL_MS 15000     /* a node silent this long no longer counts in the registry */
@@ -88,6 +93,7 @@ typedef struct link_s {
     uint64_t reconnects;
     uint64_t open_runs; /* on this shard, as of the last sweep */
     size_t subscribed;
+    char tag[16]; /* a Redis Cluster master's own hash tag ("{N}"), "" otherwise */
 } link_t;
 
 struct rb_s {
@@ -100,7 +106,8 @@ struct rb_s {
     char node[17];
     link_t *links;
     unsigned nlinks;
-    int started; /* every shard was up once: the node serves */
+    uint8_t *slots; /* a Redis Cluster's slot -> link; NULL: shards by consistent hash */
+    int started;    /* every shard was up once: the node serves */
     int closing;
     uv_timer_t *timer; /* its own allocation: freed by its close callback */
     uint64_t rng;
@@ -187,10 +194,42 @@ static void member_of(const rb_t *r, uint64_t conn_id, char out[40])
     snprintf(out, 40, "%016llx@%s", (unsigned long long)conn_id, r->node);
 }
 
-/* The shard of a user id. */
+/* The shard (or Redis Cluster master) of a user id. */
 static link_t *link_of(rb_t *r, const char *user, size_t ulen)
 {
+    if (r->slots != NULL) {
+        char tag[9];
+        ac__redis_user_tag(user, ulen, tag);
+        return &r->links[r->slots[ac__redis_slot(tag, 8)]];
+    }
     return &r->links[r->nlinks == 1 ? 0 : ac__redis_shard_of(user, ulen, r->nlinks)];
+}
+
+#define KEY_ID_MAX (AC__USER_ID_MAX + 16)
+
+/* The id a user's keys and channel are built from, into buf (KEY_ID_MAX bytes): the id, or
+ * in a Redis Cluster "{TAG}id", TAG naming the user's slot. Returns its length. */
+static size_t key_id(const rb_t *r, const char *user, size_t ulen, char *buf)
+{
+    int n;
+    if (r->slots == NULL) {
+        n = snprintf(buf, KEY_ID_MAX, "%.*s", (int)ulen, user);
+    } else {
+        char tag[9];
+        ac__redis_user_tag(user, ulen, tag);
+        n = snprintf(buf, KEY_ID_MAX, "{%s}%.*s", tag, (int)ulen, user);
+    }
+    return n < 0 ? 0 : (size_t)n;
+}
+
+/* The user id in a key id (a Redis Cluster's "{TAG}id" without its tag). */
+static const char *user_of_key_id(const rb_t *r, const char *kid, size_t *len)
+{
+    if (r->slots != NULL && *len >= 10 && kid[0] == '{' && kid[9] == '}') {
+        *len -= 10;
+        return kid + 10;
+    }
+    return kid;
 }
 
 /* A command on the shard's `cmd` with argv; fn may be NULL. Returns 0 or -1 when not
@@ -203,9 +242,9 @@ static int command(link_t *l, redisCallbackFn *fn, void *priv, int argc, const c
     return redisAsyncCommandArgv(l->cmd, fn, priv, argc, argv, lens) == REDIS_OK ? 0 : -1;
 }
 
-#define SCRIPT_HEAD 5
+#define SCRIPT_HEAD 6
 
-/* The first arguments of every call of the one script: EVALSHA sha 0 op prefix. */
+/* The first arguments of every call of the one script: EVALSHA sha 0 op prefix tag. */
 static void script_head(const link_t *l, const char *op, const char **argv, size_t *lens)
 {
     argv[0] = "EVALSHA";
@@ -213,6 +252,7 @@ static void script_head(const link_t *l, const char *op, const char **argv, size
     argv[2] = "0";
     argv[3] = op;
     argv[4] = l->r->prefix;
+    argv[5] = l->tag;
     for (int i = 0; i < SCRIPT_HEAD; i++)
         lens[i] = strlen(argv[i]);
 }
@@ -414,7 +454,7 @@ static void on_join_reply(redisAsyncContext *ac, void *reply, void *priv);
 
 static int send_join(rb_t *r, ac__user_t *u, const ac__join_req_t *req)
 {
-    char member[40] = "", cap[16], ep[9], ttl[24], after[24] = "";
+    char member[40] = "", cap[16], ep[9], ttl[24], after[24] = "", kid[KEY_ID_MAX];
     int rc;
     jctx_t *j = malloc(sizeof(*j) + u->id_len + 1);
 
@@ -433,7 +473,8 @@ static int send_join(rb_t *r, ac__user_t *u, const ac__join_req_t *req)
     if (req->has_after)
         snprintf(after, sizeof(after), "%llu", (unsigned long long)req->after);
     {
-        const char *args[7] = {u->id, member, cap, ep, ttl, after, req->epoch};
+        const char *args[7] = {kid, member, cap, ep, ttl, after, req->epoch};
+        key_id(r, u->id, u->id_len, kid);
         rc = script(ustate(u)->lk, on_join_reply, j, "join", 7, args);
     }
     if (rc != 0) {
@@ -608,8 +649,8 @@ static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv);
 
 static void subscribe_user(rb_t *r, ac__user_t *u, const char *verb)
 {
-    char chan[AC__USER_ID_MAX + 64];
-    size_t n = channel_of(r, u->id, u->id_len, chan, sizeof(chan));
+    char chan[KEY_ID_MAX + 64], kid[KEY_ID_MAX];
+    size_t n = channel_of(r, kid, key_id(r, u->id, u->id_len, kid), chan, sizeof(chan));
     const char *argv[2] = {verb, chan};
     size_t lens[2] = {strlen(verb), n};
     link_t *l = ustate(u)->lk;
@@ -629,10 +670,11 @@ static void subscribed(rb_t *r, ac__user_t *u)
         /* Back after an outage: the registry may have dropped this node's connections
          * (its heartbeat lapsed); they are older than any made meanwhile, so they go back
          * with the lowest rank (first to be evicted). */
-        char key[AC__USER_ID_MAX + 64], member[40];
+        char key[KEY_ID_MAX + 64], member[40], kid[KEY_ID_MAX];
         const char *argv[5] = {"ZADD", key, "NX", "0", member};
         size_t lens[5] = {4, 0, 2, 1, 0};
-        lens[1] = (size_t)snprintf(key, sizeof(key), "%sk:%s", r->prefix, u->id);
+        key_id(r, u->id, u->id_len, kid);
+        lens[1] = (size_t)snprintf(key, sizeof(key), "%sk:%s", r->prefix, kid);
         for (ac__mconn_t *m = u->head; m != NULL; m = m->next) {
             member_of(r, m->id, member);
             lens[4] = strlen(member);
@@ -757,10 +799,15 @@ static ac__user_t *user_of_channel(rb_t *r, const redisReply *chan)
 {
     size_t plen = strlen(r->prefix);
 
+    const char *id;
+    size_t len;
+
     if (chan == NULL || chan->type != REDIS_REPLY_STRING || chan->len <= plen + 2 ||
         memcmp(chan->str, r->prefix, plen) != 0 || memcmp(chan->str + plen, "c:", 2) != 0)
         return NULL;
-    return ac__manager_find_user(r->manager, chan->str + plen + 2, chan->len - plen - 2);
+    len = chan->len - plen - 2;
+    id = user_of_key_id(r, chan->str + plen + 2, &len);
+    return ac__manager_find_user(r->manager, id, len);
 }
 
 static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv)
@@ -841,8 +888,8 @@ static void redis_leave(ac__broker_t *b, ac__user_t *u, uint64_t conn_id)
 {
     rb_t *r = (rb_t *)b;
     ustate_t *st = ustate(u);
-    char key[AC__USER_ID_MAX + 64], member[40];
-    int klen = snprintf(key, sizeof(key), "%sk:%s", r->prefix, u->id);
+    char key[KEY_ID_MAX + 64], member[40], kid[KEY_ID_MAX];
+    int klen;
     const char *argv[3] = {"ZREM", key, member};
     size_t lens[3];
 
@@ -862,6 +909,8 @@ static void redis_leave(ac__broker_t *b, ac__user_t *u, uint64_t conn_id)
             }
         }
     }
+    key_id(r, u->id, u->id_len, kid);
+    klen = snprintf(key, sizeof(key), "%sk:%s", r->prefix, kid);
     member_of(r, conn_id, member);
     lens[0] = 4;
     lens[1] = (size_t)klen;
@@ -1014,7 +1063,7 @@ static void on_part_reply(redisAsyncContext *ac, void *reply, void *priv)
         batch_finish(b);
 }
 
-#define PUB_FIXED 12
+#define PUB_FIXED (SCRIPT_HEAD + 7)
 #define PUB_FIELDS 4
 
 static const char *op_name(ac__ev_type_t t)
@@ -1039,7 +1088,7 @@ static const char *op_name(ac__ev_type_t t)
 static size_t extra_cap(const ac__pub_item_t *it)
 {
     return it->op.run_id.len + it->op.thread_id.len + it->op.tool_call_id.len + it->idem_key.len +
-           16 + 16 + 1 + 7 * 22;
+           16 + 16 + 1 + 7 * 22 + KEY_ID_MAX;
 }
 
 static char *put_field(char *w, const char *p, size_t len)
@@ -1052,11 +1101,18 @@ static char *put_field(char *w, const char *p, size_t len)
 
 /* One event as its 4 script arguments: user, envelope head, envelope tail, extra. `extra`
  * is empty for a plain event (no run, idempotency key, direct connection or timeout), else
- * 7 "LEN:VALUE" fields (redis.lua); it is written at `buf` (extra_cap bytes). */
-static void item_args(const ac__pub_item_t *it, const char **a, size_t *l, char *buf)
+ * 7 "LEN:VALUE" fields (redis.lua); it is written at `buf` (extra_cap bytes, whose last
+ * KEY_ID_MAX hold the user's key id in a Redis Cluster). */
+static void item_args(const rb_t *r, const ac__pub_item_t *it, const char **a, size_t *l, char *buf)
 {
     a[0] = it->op.user_id.p ? it->op.user_id.p : "";
     l[0] = it->op.user_id.p ? it->op.user_id.len : 0;
+    if (r->slots != NULL) {
+        /* the user's key id, at the end of buf */
+        char *kid = buf + extra_cap(it) - KEY_ID_MAX;
+        l[0] = key_id(r, a[0], l[0], kid);
+        a[0] = kid;
+    }
     a[1] = it->head.p ? it->head.p : "";
     l[1] = it->head.p ? it->head.len : 0;
     a[2] = it->tail.p ? it->tail.p : "";
@@ -1105,20 +1161,20 @@ static int part_format(part_t *pt, const ac__pub_item_t *items, const char *op, 
              (unsigned long long)(r->o.seq_ttl_ms > r->o.history_ttl_ms ? r->o.seq_ttl_ms
                                                                         : r->o.history_ttl_ms));
     script_head(pt->l, op, argv, lens);
-    argv[5] = hs;
-    argv[6] = ttl;
-    argv[7] = iw;
-    argv[8] = ep;
-    argv[9] = rttl;
-    argv[10] = cnt;
-    argv[11] = sttl;
+    argv[SCRIPT_HEAD] = hs;
+    argv[SCRIPT_HEAD + 1] = ttl;
+    argv[SCRIPT_HEAD + 2] = iw;
+    argv[SCRIPT_HEAD + 3] = ep;
+    argv[SCRIPT_HEAD + 4] = rttl;
+    argv[SCRIPT_HEAD + 5] = cnt;
+    argv[SCRIPT_HEAD + 6] = sttl;
     for (size_t i = SCRIPT_HEAD; i < PUB_FIXED; i++)
         lens[i] = strlen(argv[i]);
     w = extras;
     for (size_t i = 0; i < pt->n; i++) {
         const ac__pub_item_t *it = &items[pt->map[i]];
         size_t k = PUB_FIXED + PUB_FIELDS * i;
-        item_args(it, argv + k, lens + k, w);
+        item_args(r, it, argv + k, lens + k, w);
         w += extra_cap(it);
     }
     len = redisFormatCommandArgv(out, (int)argc, argv, lens);
@@ -1253,7 +1309,8 @@ static void run_answer(rctx_t *c, const redisReply *x)
                                          "started", "updated", "last_seq", "events"};
     json_t *o, *tools;
     char *body;
-    size_t i;
+    const char *user;
+    size_t i, ulen;
 
     tools = json_array();
     for (i = 0; i + 1 < x->elements; i += 2) {
@@ -1266,8 +1323,10 @@ static void run_answer(rctx_t *c, const redisReply *x)
     }
     for (i = i + 1; i < x->elements; i++)
         json_array_append_new(tools, json_string(x->element[i]->str));
-    o = json_pack("{s:s#,s:s,s:o,s:s,s:o,s:I,s:I,s:o,s:o,s:o}", "run_id", c->id, (int)c->idlen,
-                  "user_id", f[0] ? f[0] : "", "thread_id",
+    ulen = f[0] ? strlen(f[0]) : 0;
+    user = f[0] ? user_of_key_id(c->r, f[0], &ulen) : "";
+    o = json_pack("{s:s#,s:s#,s:o,s:s,s:o,s:I,s:I,s:o,s:o,s:o}", "run_id", c->id, (int)c->idlen,
+                  "user_id", user, (int)ulen, "thread_id",
                   f[1] && f[1][0] ? json_string(f[1]) : json_null(), "state",
                   f[2] && strcmp(f[2], "open") == 0 ? "open" : "closed", "tools_executing", tools,
                   "last_seq", (json_int_t)(f[6] ? strtoull(f[6], NULL, 10) : 0), "events",
@@ -1365,13 +1424,14 @@ static int redis_disconnect(ac__broker_t *b, const char *user, size_t ulen, uint
 {
     rb_t *r = (rb_t *)b;
     link_t *l = link_of(r, user, ulen);
-    char id[17] = "";
-    char *who;
+    char id[17] = "", who[KEY_ID_MAX];
     int rc;
     kctx_t *k;
 
     if (!l->up)
         return AC_EUNAVAIL;
+    if (ulen > AC__USER_ID_MAX)
+        return AC_EINVAL;
     if ((k = malloc(sizeof(*k))) == NULL)
         return AC_ENOMEM;
     k->r = r;
@@ -1380,12 +1440,8 @@ static int redis_disconnect(ac__broker_t *b, const char *user, size_t ulen, uint
     k->arg = arg;
     if (conn_id != 0)
         snprintf(id, sizeof(id), "%016llx", (unsigned long long)conn_id);
-    if ((who = strndup(user, ulen)) == NULL) {
-        free(k);
-        return AC_ENOMEM;
-    }
+    key_id(r, user, ulen, who);
     rc = script(l, on_kick_reply, k, "kick", 2, (const char *const[]){who, id});
-    free(who);
     if (rc != 0) {
         free(k);
         return AC_EUNAVAIL;
@@ -1407,7 +1463,9 @@ static void on_claim_reply(redisAsyncContext *ac, void *reply, void *priv)
     for (size_t i = 1; i + 2 < x->elements; i += 3) {
         if (x->element[i]->type != REDIS_REPLY_STRING)
             continue;
-        r->on_timeout(r->timeout_arg, x->element[i]->str, x->element[i + 1]->str,
+        size_t ulen = x->element[i + 1]->len;
+        const char *user = user_of_key_id(r, x->element[i + 1]->str, &ulen);
+        r->on_timeout(r->timeout_arg, x->element[i]->str, user,
                       x->element[i + 2]->len ? x->element[i + 2]->str : NULL);
     }
 }
@@ -1416,17 +1474,18 @@ static void on_claim_reply(redisAsyncContext *ac, void *reply, void *priv)
  * history for the history ttl. */
 static void refresh_user(rb_t *r, ac__user_t *u)
 {
-    char key[AC__USER_ID_MAX + 64], ttl[24];
+    char key[KEY_ID_MAX + 64], ttl[24], kid[KEY_ID_MAX];
     const char *argv[3] = {"PEXPIRE", key, ttl};
     size_t lens[3];
     link_t *l = ustate(u)->lk;
 
+    key_id(r, u->id, u->id_len, kid);
     lens[0] = 7;
     lens[2] = (size_t)snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.seq_ttl_ms);
-    lens[1] = (size_t)snprintf(key, sizeof(key), "%su:%s", r->prefix, u->id);
+    lens[1] = (size_t)snprintf(key, sizeof(key), "%su:%s", r->prefix, kid);
     command(l, NULL, NULL, 3, argv, lens);
     lens[2] = (size_t)snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.history_ttl_ms);
-    lens[1] = (size_t)snprintf(key, sizeof(key), "%sh:%s", r->prefix, u->id);
+    lens[1] = (size_t)snprintf(key, sizeof(key), "%sh:%s", r->prefix, kid);
     command(l, NULL, NULL, 3, argv, lens);
 }
 
@@ -1535,7 +1594,7 @@ static void heartbeat(link_t *l)
     char key[128], ttl[16];
     const char *hb[5] = {"SET", key, "1", "PX", ttl};
 
-    snprintf(key, sizeof(key), "%sn:%s", l->r->prefix, l->r->node);
+    snprintf(key, sizeof(key), "%s%sn:%s", l->r->prefix, l->tag, l->r->node);
     snprintf(ttl, sizeof(ttl), "%d", HB_TTL_MS);
     command(l, NULL, NULL, 5, hb, NULL);
 }
@@ -1626,6 +1685,10 @@ static void on_connect(const redisAsyncContext *cac, int status)
         const char *sel[2] = {"SELECT", db};
         const char *load[3] = {"SCRIPT", "LOAD", lua_script};
         size_t load_lens[3] = {6, 4, sizeof(lua_script) - 1};
+        if (l->r->slots != NULL) {
+            load[2] = lua_cluster_script;
+            load_lens[2] = sizeof(lua_cluster_script) - 1;
+        }
         snprintf(db, sizeof(db), "%d", l->addr.db);
         if (l->addr.db != 0)
             redisAsyncCommandArgv(ac, on_setup_reply, (void *)"select", 2, sel, NULL);
@@ -1827,9 +1890,10 @@ static void redis_close(ac__broker_t *b)
 
     if (r->closing)
         return;
-    snprintf(key, sizeof(key), "%sn:%s", r->prefix, r->node);
-    for (unsigned i = 0; i < r->nlinks; i++)
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        snprintf(key, sizeof(key), "%s%sn:%s", r->prefix, r->links[i].tag, r->node);
         command(&r->links[i], NULL, NULL, 2, del, NULL);
+    }
     r->closing = 1;
     uv_timer_stop(r->timer);
     uv_close((uv_handle_t *)r->timer, on_timer_closed);
@@ -1861,6 +1925,7 @@ static void redis_free(ac__broker_t *b)
             ustate_free(u);
     }
     free(r->links);
+    free(r->slots);
     free(r->prefix);
     free(r->password);
     free(r);
@@ -1889,10 +1954,75 @@ void ac__broker_redis_on_timeout(ac__broker_t *b, ac__run_timeout_fn fn, void *a
     r->timeout_arg = arg;
 }
 
+/* "redis+cluster://SEED[,SEED...]": one link per master of the cluster (CLUSTER SLOTS from
+ * the first seed that answers), the slot map, and each master's own tag: "{N}" with the
+ * smallest N whose slot that master serves. */
+static int cluster_links_new(rb_t *r, const char *seeds, char *why, size_t whylen)
+{
+    ac__redis_master_t ms[64];
+    unsigned n = 0;
+    int found = -1;
+
+    if (strchr(r->prefix, '{') != NULL || strchr(r->prefix, '}') != NULL) {
+        snprintf(why, whylen, "--redis-prefix: no { or } with a Redis Cluster (hash tags)");
+        return -1;
+    }
+    while (found != 0 && *seeds != '\0') {
+        const char *comma = strchr(seeds, ',');
+        size_t len = comma ? (size_t)(comma - seeds) : strlen(seeds);
+        char url[300];
+        ac__redis_addr_t seed;
+        snprintf(url, sizeof(url), "redis://%.*s", (int)len, seeds);
+        if (ac__redis_addr_parse(url, strlen(url), &seed, why, whylen) != 0)
+            return -1;
+        if (seed.db != 0) {
+            snprintf(why, whylen, "--broker: a Redis Cluster has only database 0, got \"%s\"", url);
+            return -1;
+        }
+        found = ac__redis_cluster_masters(&seed, r->password, ms, 64, &n, why, whylen);
+        seeds += len + (comma != NULL);
+    }
+    if (found != 0)
+        return -1;
+    if ((r->links = calloc(n, sizeof(*r->links))) == NULL || (r->slots = malloc(16384)) == NULL) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    r->nlinks = n;
+    for (unsigned i = 0; i < n; i++) {
+        link_t *l = &r->links[i];
+        l->r = r;
+        l->idx = i;
+        l->backoff_ms = BACKOFF_MIN_MS;
+        l->addr = ms[i].addr;
+        for (unsigned k = 0; k < ms[i].nranges; k++) {
+            for (unsigned slot = ms[i].lo[k]; slot <= ms[i].hi[k]; slot++)
+                r->slots[slot] = (uint8_t)i;
+        }
+    }
+    for (unsigned i = 0, tagged = 0; tagged < n && i < 1000000; i++) {
+        char t[8];
+        int len = snprintf(t, sizeof(t), "%u", i % 1000000);
+        link_t *l = &r->links[r->slots[ac__redis_slot(t, (size_t)len)]];
+        if (l->tag[0] == '\0') {
+            snprintf(l->tag, sizeof(l->tag), "{%s}", t);
+            tagged++;
+        }
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (ac__redis_probe(&r->links[i].addr, r->password, why, whylen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* "redis://A[/DB],redis://B,...": one link per URL, each probed. */
 static int links_new(rb_t *r, const char *urls, char *why, size_t whylen)
 {
     unsigned n = 1;
+
+    if (strncmp(urls, "redis+cluster://", 16) == 0)
+        return cluster_links_new(r, urls + 16, why, whylen);
 
     for (const char *p = urls; *p; p++)
         n += *p == ',';
@@ -1970,6 +2100,7 @@ int ac__broker_redis_new(uv_loop_t *loop, const ac__broker_host_t *host, ac__man
     return 0;
 fail:
     free(r->links);
+    free(r->slots);
     free(r->prefix);
     free(r->password);
     free(r);

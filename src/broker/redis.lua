@@ -1,9 +1,13 @@
 -- agentcast's cluster state in Redis. One script, loaded once per connection and called
--- with EVALSHA; ARGV[1] names the operation, ARGV[2] is the key prefix. Every operation is
+-- with EVALSHA; ARGV[1] names the operation, ARGV[2] is the key prefix, ARGV[3] this
+-- Redis's own tag (see L). Every operation is
 -- one round trip and atomic: a publish checks idempotency and the run lifecycle for the
 -- whole batch, then numbers, retains and publishes each event, or does nothing at all.
 -- With several shards (one Redis each) a user's keys all live on the user's shard; every
--- shard holds the heartbeats of every node.
+-- shard holds the heartbeats of every node. In a Redis Cluster the same holds per master:
+-- USER is then "{TAG}USER" (its slot), and each master's own keys sit under its tag L (the
+-- script is loaded there with flags=allow-cross-slot-keys: both slots are on that master).
+-- A run lives under the L of its user's shard or master.
 --
 -- Keys (P = prefix; a user or run id is a label: no control characters):
 --   P u:USER   hash   seq (newest), epoch (names the stream; new when it is created), x (when
@@ -14,16 +18,21 @@
 --   P c:USER   channel  "E EPOCH SEQ ENVELOPE" | "B EPOCH FIRSTSEQ LEN,LEN,... ENVELOPES"
 --                       (several, concatenated) | "D CONNID ENVELOPE" | "X CONNID@NODE"
 --                       (evicted: over the cap) | "K CONNID@NODE" (an operator's disconnect)
---   P n:NODE   string a node's heartbeat (expires when the node stops)
+--   P L n:NODE string a node's heartbeat (expires when the node stops)
 --   P i:USER\nKEY  string  the seq an idempotency key first got
---   P r:RUN    hash   user, thread, state (open/closed), closed_by, started, updated,
+--   P L r:RUN  hash   user, thread, state (open/closed), closed_by, started, updated,
 --                    last_seq, events
---   P t:RUN    set    tool_call_ids executing
---   P runs     zset   open runs by the time of their last event (ms)
---   P cseq     string connection creation counter
+--   P L t:RUN  set    tool_call_ids executing
+--   P L runs   zset   open runs by the time of their last event (ms)
+--   P L cseq   string connection creation counter
 local rcall = redis.call -- a local: cheaper than a global lookup per call
 local op = ARGV[1]
 local P = ARGV[2]
+-- Keys of this Redis rather than of a user (heartbeats, open runs, the connection counter):
+-- under P .. L. L is '' on a plain Redis or shard; in a Redis Cluster it is a hash tag of a
+-- slot this master owns, as a user's keys carry the user's tag ({TAG}USER).
+local L = ARGV[3]
+local PL = P .. L
 local t = rcall('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- Numbers go to redis.call as strings: Lua would format each number with "%.17g".
@@ -33,8 +42,8 @@ local function ukey(u) return P .. 'u:' .. u end
 local function hkey(u) return P .. 'h:' .. u end
 local function kkey(u) return P .. 'k:' .. u end
 local function chan(u) return P .. 'c:' .. u end
-local function rkey(r) return P .. 'r:' .. r end
-local function tkey(r) return P .. 't:' .. r end
+local function rkey(r) return PL .. 'r:' .. r end
+local function tkey(r) return PL .. 't:' .. r end
 
 -- Node liveness, looked up once per node per call.
 local alive = {}
@@ -48,7 +57,7 @@ local function live_conns(u)
         local node = string.sub(m, 18)
         local a = alive[node]
         if a == nil then
-            a = string.byte(m, 17) == 64 and rcall('EXISTS', P .. 'n:' .. node) == 1
+            a = string.byte(m, 17) == 64 and rcall('EXISTS', PL .. 'n:' .. node) == 1
             alive[node] = a
         end
         if a then
@@ -70,7 +79,7 @@ local function live_count(u)
         local node = string.sub(m, 18)
         local a = alive[node]
         if a == nil then
-            a = string.byte(m, 17) == 64 and rcall('EXISTS', P .. 'n:' .. node) == 1
+            a = string.byte(m, 17) == 64 and rcall('EXISTS', PL .. 'n:' .. node) == 1
             alive[node] = a
         end
         if a then
@@ -105,11 +114,11 @@ if op == 'pub' or op == 'chk' then
     -- the expiries of the user's keys are pushed out only every 1/16 of their ttl (the
     -- stream's field "x" says when last), a little past the ttl so that they never expire
     -- sooner than the ttl after the newest event.
-    local hsize, ttl, iwin, ep, rttl = tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], ARGV[7]
-    local n, sttl = tonumber(ARGV[8]), tonumber(ARGV[9])
+    local hsize, ttl, iwin, ep, rttl = tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+    local n, sttl = tonumber(ARGV[9]), tonumber(ARGV[10])
     local httl = tonumber(ttl)
     local slack = math.floor(httl / 16)
-    local B, F = 9, 4
+    local B, F = 10, 4
     local EMPTY = { 'other', '', '', '', '', '', '0' }
     local ex = {}
     local function extra(i)
@@ -266,7 +275,7 @@ if op == 'pub' or op == 'chk' then
         if r.state == 'closed' then
             rcall('HSET', k, 'state', 'closed', 'closed_by', w.by)
             rcall('DEL', tk)
-            rcall('ZREM', P .. 'runs', rid)
+            rcall('ZREM', PL .. 'runs', rid)
             rcall('PEXPIRE', k, ttl)
         else
             if w.tools then
@@ -276,7 +285,7 @@ if op == 'pub' or op == 'chk' then
                 if #tl > 0 then rcall('SADD', tk, unpack(tl)) end
             end
             rcall('PEXPIRE', tk, rttl)
-            rcall('ZADD', P .. 'runs', snow, rid)
+            rcall('ZADD', PL .. 'runs', snow, rid)
             rcall('PEXPIRE', k, rttl)
         end
     end
@@ -311,11 +320,11 @@ elseif op == 'join' then
     -- 5 per-user cap, 6 epoch for a new stream, 7 seq ttl ms (the stream's counter), 8 after ("" none),
     -- 9 the client's epoch ("" the current one).
     -- Reply: epoch, newest seq, oldest replayable seq, recovered (0/1), envelopes.
-    local user, member, cap, ep, ttl = ARGV[3], ARGV[4], tonumber(ARGV[5]), ARGV[6],
-        tonumber(ARGV[7])
+    local user, member, cap, ep, ttl = ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7],
+        tonumber(ARGV[8])
     if member ~= '' then
         local k = kkey(user)
-        rcall('ZADD', k, rcall('INCR', P .. 'cseq'), member)
+        rcall('ZADD', k, rcall('INCR', PL .. 'cseq'), member)
         local live = live_conns(user)
         for i = 1, #live - cap do
             rcall('ZREM', k, live[i])
@@ -327,9 +336,9 @@ elseif op == 'join' then
     local len = rcall('LLEN', hkey(user))
     local oldest = seq - len + 1
     local out = { epoch, seq, oldest, 0 }
-    if ARGV[8] ~= '' then
-        local after = tonumber(ARGV[8])
-        local same = ARGV[9] == '' or ARGV[9] == epoch
+    if ARGV[9] ~= '' then
+        local after = tonumber(ARGV[9])
+        local same = ARGV[10] == '' or ARGV[10] == epoch
         local recovered = same and after <= seq and after + 1 >= oldest
         local from = oldest - 1
         if recovered then
@@ -347,7 +356,7 @@ elseif op == 'join' then
 elseif op == 'kick' then
     -- ARGV: 3 user, 4 connection id ("" all of the user's). Removes them from the registry
     -- and tells their nodes ("K CONNID@NODE"); reply: how many.
-    local user, id = ARGV[3], ARGV[4]
+    local user, id = ARGV[4], ARGV[5]
     local n = 0
     for _, m in ipairs(live_conns(user)) do
         if id == '' or string.sub(m, 1, #id + 1) == id .. '@' then
@@ -362,16 +371,16 @@ elseif op == 'claim' then
     -- ARGV: 3 run timeout ms. Claims open runs silent that long (at most 64 per call; a
     -- claim holds for one more timeout): reply the number of open runs, then run, user,
     -- thread per claimed run.
-    local timeout = tonumber(ARGV[3])
-    local out = { rcall('ZCARD', P .. 'runs') }
-    for _, id in ipairs(rcall('ZRANGEBYSCORE', P .. 'runs', '-inf', now - timeout,
+    local timeout = tonumber(ARGV[4])
+    local out = { rcall('ZCARD', PL .. 'runs') }
+    for _, id in ipairs(rcall('ZRANGEBYSCORE', PL .. 'runs', '-inf', now - timeout,
         'LIMIT', 0, 64)) do
         local h = rcall('HMGET', rkey(id), 'state', 'user', 'thread')
         if h[1] == 'open' then
-            rcall('ZADD', P .. 'runs', now, id)
+            rcall('ZADD', PL .. 'runs', now, id)
             out[#out + 1], out[#out + 2], out[#out + 3] = id, h[2], h[3] or ''
         else
-            rcall('ZREM', P .. 'runs', id)
+            rcall('ZREM', PL .. 'runs', id)
         end
     end
     return out
@@ -379,10 +388,10 @@ elseif op == 'claim' then
 elseif op == 'run' then
     -- ARGV: 3 run. Reply: the hash's fields and values, then "tools", then the tool ids;
     -- empty when unknown.
-    local h = rcall('HGETALL', rkey(ARGV[3]))
+    local h = rcall('HGETALL', rkey(ARGV[4]))
     if #h == 0 then return {} end
     h[#h + 1] = 'tools'
-    for _, tc in ipairs(rcall('SMEMBERS', tkey(ARGV[3]))) do h[#h + 1] = tc end
+    for _, tc in ipairs(rcall('SMEMBERS', tkey(ARGV[4]))) do h[#h + 1] = tc end
     return h
 end
 return redis.error_reply('agentcast: unknown operation ' .. tostring(op))

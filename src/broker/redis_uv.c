@@ -108,12 +108,6 @@ int ac__redis_addr_parse(const char *url, size_t len, ac__redis_addr_t *a, char 
     const char *p, *colon, *slash, *end = url + len;
     uint64_t port, db = 0;
 
-    if (len >= 16 && strncmp(url, "redis+cluster://", 16) == 0) {
-        snprintf(why, whylen,
-                 "--broker: Redis Cluster (redis+cluster://) is not supported; list independent "
-                 "Redis servers as shards instead: redis://A:6379,redis://B:6379");
-        return -1;
-    }
     if (len < 8 || strncmp(url, "redis://", 8) != 0) {
         snprintf(why, whylen,
                  "--broker: expected memory or redis://HOST:PORT[/DB] (comma-separated for "
@@ -216,4 +210,109 @@ unsigned ac__redis_shard_of(const char *user, size_t len, unsigned nshards)
         j = (int64_t)((double)(b + 1) * ((double)(1ll << 31) / (double)((h >> 33) + 1)));
     }
     return b < 0 ? 0 : (unsigned)b;
+}
+
+unsigned ac__redis_slot(const char *tag, size_t len)
+{
+    uint16_t crc = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        crc ^= (uint16_t)((unsigned char)tag[i] << 8);
+        for (int k = 0; k < 8; k++)
+            crc = crc & 0x8000 ? (uint16_t)((crc << 1) ^ 0x1021) : (uint16_t)(crc << 1);
+    }
+    return crc & 16383;
+}
+
+void ac__redis_user_tag(const char *user, size_t len, char out[9])
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+
+    for (size_t i = 0; i < len; i++) {
+        h ^= (unsigned char)user[i];
+        h *= 0x100000001b3ull;
+    }
+    snprintf(out, 9, "%08x", (unsigned)(h ^ (h >> 32)));
+}
+
+int ac__redis_cluster_masters(const ac__redis_addr_t *a, const char *password,
+                              ac__redis_master_t *out, unsigned cap, unsigned *n, char *why,
+                              size_t whylen)
+{
+    struct timeval tv = {2, 0};
+    redisContext *c = redisConnectWithTimeout(a->host, a->port, tv);
+    redisReply *x = NULL;
+    unsigned covered = 0;
+    int rc = -1;
+
+    *n = 0;
+    if (c == NULL || c->err) {
+        snprintf(why, whylen, "cannot reach redis at %s:%d: %s", a->host, a->port,
+                 c ? c->errstr : "out of memory");
+        goto done;
+    }
+    redisSetTimeout(c, tv);
+    if (password != NULL) {
+        x = redisCommand(c, "AUTH %s", password);
+        if (x == NULL || x->type == REDIS_REPLY_ERROR) {
+            snprintf(why, whylen, "redis at %s:%d refused AUTH: %s", a->host, a->port,
+                     x ? x->str : c->errstr);
+            goto done;
+        }
+        freeReplyObject(x);
+    }
+    x = redisCommand(c, "CLUSTER SLOTS");
+    if (x == NULL || x->type != REDIS_REPLY_ARRAY) {
+        snprintf(why, whylen, "redis at %s:%d: CLUSTER SLOTS: %s (is it a Redis Cluster?)", a->host,
+                 a->port, x && x->type == REDIS_REPLY_ERROR ? x->str : c->errstr);
+        goto done;
+    }
+    for (size_t i = 0; i < x->elements; i++) {
+        const redisReply *e = x->element[i], *m;
+        ac__redis_master_t *ms = NULL;
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 ||
+            e->element[0]->type != REDIS_REPLY_INTEGER ||
+            e->element[1]->type != REDIS_REPLY_INTEGER ||
+            (m = e->element[2])->type != REDIS_REPLY_ARRAY || m->elements < 2 ||
+            m->element[0]->type != REDIS_REPLY_STRING || m->element[1]->type != REDIS_REPLY_INTEGER)
+            continue;
+        for (unsigned k = 0; k < *n; k++) {
+            if (out[k].addr.port == (int)m->element[1]->integer &&
+                strcmp(out[k].addr.host, m->element[0]->len ? m->element[0]->str : a->host) == 0)
+                ms = &out[k];
+        }
+        if (ms == NULL) {
+            if (*n == cap) {
+                snprintf(why, whylen, "redis cluster at %s:%d: more than %u masters", a->host,
+                         a->port, cap);
+                goto done;
+            }
+            ms = &out[(*n)++];
+            memset(ms, 0, sizeof(*ms));
+            snprintf(ms->addr.host, sizeof(ms->addr.host), "%s",
+                     m->element[0]->len ? m->element[0]->str : a->host);
+            ms->addr.port = (int)m->element[1]->integer;
+        }
+        if (ms->nranges == sizeof(ms->lo) / sizeof(ms->lo[0])) {
+            snprintf(why, whylen, "redis cluster at %s:%d: a master with too many slot ranges",
+                     a->host, a->port);
+            goto done;
+        }
+        ms->lo[ms->nranges] = (uint16_t)e->element[0]->integer;
+        ms->hi[ms->nranges] = (uint16_t)e->element[1]->integer;
+        covered += (unsigned)(ms->hi[ms->nranges] - ms->lo[ms->nranges] + 1);
+        ms->nranges++;
+    }
+    if (covered != 16384) {
+        snprintf(why, whylen, "redis cluster at %s:%d serves %u of the 16384 slots", a->host,
+                 a->port, covered);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (x != NULL)
+        freeReplyObject(x);
+    if (c != NULL)
+        redisFree(c);
+    return rc;
 }

@@ -34,4 +34,23 @@ int ac__redis_probe(const ac__redis_addr_t *a, const char *password, char *why, 
  * list from n to n+1 shards moves only 1/(n+1) of the users. */
 unsigned ac__redis_shard_of(const char *user, size_t len, unsigned nshards);
 
+/* Redis Cluster: the slot (0..16383) of a hash tag's text (CRC16/XMODEM, as Redis). */
+unsigned ac__redis_slot(const char *tag, size_t len);
+
+/* A user's hash tag in a Redis Cluster: 8 hex digits of its FNV-1a hash, NUL-terminated. */
+void ac__redis_user_tag(const char *user, size_t len, char out[9]);
+
+/* One master of a Redis Cluster and the slots it serves (CLUSTER SLOTS). */
+typedef struct ac__redis_master_s {
+    ac__redis_addr_t addr;
+    uint16_t lo[64], hi[64]; /* its slot ranges */
+    unsigned nranges;
+} ac__redis_master_t;
+
+/* Asks the seed `a` (blocking, 2 s) for the cluster's masters: up to `cap` into out[],
+ * *n set. Returns 0, or -1 with *why (unreachable, not a cluster, slots not all served). */
+int ac__redis_cluster_masters(const ac__redis_addr_t *a, const char *password,
+                              ac__redis_master_t *out, unsigned cap, unsigned *n, char *why,
+                              size_t whylen);
+
 #endif

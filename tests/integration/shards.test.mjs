@@ -211,13 +211,13 @@ async function startFails(args) {
     return { code, stderr };
 }
 
-test('bad shard lists are refused at start with the reason: a shard listed twice, an empty entry, redis+cluster:// (not supported), one shard of two unreachable', { skip: SKIP, timeout: 60000 }, async (t) => {
+test('bad shard lists are refused at start with the reason: a shard listed twice, an empty entry, redis+cluster:// naming a Redis that is no cluster, one shard of two unreachable', { skip: SKIP, timeout: 60000 }, async (t) => {
     const redis = await redisFor(t, {}, 1);
     const closed = `redis://127.0.0.1:${await freePort()}`;
     for (const [url, why] of [
         [`${redis.url},${redis.url}`, /listed twice/],
         [`${redis.url},`, /expected memory or redis:\/\/HOST:PORT\[\/DB\] \(comma-separated for shards\)/],
-        [`redis+cluster://${redis.addr}`, /Redis Cluster \(redis\+cluster:\/\/\) is not supported/],
+        [`redis+cluster://${redis.addr}`, /CLUSTER SLOTS: .*is it a Redis Cluster\?/],
         [`${redis.url},${closed}`, new RegExp(`cannot reach redis at ${closed.slice(8)}`)],
     ]) {
         const r = await startFails([`--broker=${url}`, '--auth=none', '--listen', '127.0.0.1:0']);
