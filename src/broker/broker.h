@@ -124,9 +124,10 @@ struct ac__broker_s {
 ac__broker_t *ac__broker_memory_new(const ac__broker_host_t *host, ac__history_store_t *store);
 
 /* The Redis broker (redis.c). `url` is redis://HOST:PORT[/DB], or several of them joined
- * by commas (shards: a user's keys live on one, picked by a consistent hash of its id); the
- * password comes from `password` (NULL: none). Probes each synchronously once to fail fast
- * (AC_EUNAVAIL with *why), then runs on `loop`. */
+ * by commas (shards: a user's keys live on one, picked by a consistent hash of its id), or
+ * redis+cluster://HOST:PORT[,HOST:PORT] (a Redis Cluster's seeds: each master a shard, by
+ * slot); the password comes from `password` (NULL: none). Probes each synchronously once to
+ * fail fast (AC_EUNAVAIL with *why), then runs on `loop`. */
 typedef struct ac__redis_opts_s {
     const char *url;
     const char *password;
