@@ -238,8 +238,10 @@ start_redis() {
         port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
         # a port something already listens on would answer PING: not ours
         redis_ping "$port" && continue
+        mkdir -p "$TMP/redis-$port"
+        # shellcheck disable=SC2086 # REDIS_EXTRA is a list of flags
         (exec "$REDIS_BIN" --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
-            --dir "$TMP" --logfile "$REDIS_LOG") &
+            --dir "$TMP/redis-$port" --logfile "$REDIS_LOG" ${REDIS_EXTRA:-}) &
         REDIS_PID=$!
         for _ in $(seq 1 50); do
             if redis_ping "$port"; then
@@ -260,10 +262,16 @@ start_redis() {
 }
 
 # start_cluster NAME NODES BROKER [SHARDS]: NODES agentcastd (unpinned) with BROKER memory
-# or redis (SHARDS fresh redis-servers, 1 by default, key prefix bench:); sets SRV_PIDS,
-# SRV_LOGS, SRV_TARGETS, SRV_PID (and SHARD_* for the shards after the first).
+# or redis (SHARDS fresh redis-servers, 1 by default, key prefix bench:), or rcluster (a
+# Redis Cluster of SHARDS masters, redis+cluster://); sets SRV_PIDS, SRV_LOGS, SRV_TARGETS,
+# SRV_PID (and SHARD_* for the shards after the first).
 start_cluster() {
     local name=$1 nodes=$2 broker=$3 shards=${4:-1} n pid log port bflags=() urls first
+    local REDIS_EXTRA=
+    if [ "$broker" = rcluster ]; then
+        REDIS_EXTRA="--cluster-enabled yes"
+        broker=redis
+    fi
     if [ "$broker" = redis ]; then
         for n in $(seq 2 "$shards"); do
             start_redis "$name-shard$n" || return 1
@@ -276,6 +284,22 @@ start_cluster() {
         urls=redis://127.0.0.1:$REDIS_PORT
         for port in "${SHARD_PORTS[@]}"; do urls+=,redis://127.0.0.1:$port; done
         bflags=(--broker "$urls" --redis-prefix bench:)
+        if [ -n "$REDIS_EXTRA" ]; then
+            local addrs=(127.0.0.1:$REDIS_PORT)
+            for port in "${SHARD_PORTS[@]}"; do addrs+=("127.0.0.1:$port"); done
+            redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes \
+                >"$TMP/$name-cluster-create.log" 2>&1 || {
+                echo "bench: redis-cli --cluster create failed" >&2
+                return 1
+            }
+            for port in "$REDIS_PORT" "${SHARD_PORTS[@]}"; do
+                for _ in $(seq 1 100); do
+                    redis-cli -p "$port" CLUSTER INFO 2>/dev/null | grep -q cluster_state:ok && break
+                    sleep 0.1
+                done
+            done
+            bflags=(--broker "redis+cluster://127.0.0.1:$REDIS_PORT" --redis-prefix bench:)
+        fi
     fi
     SRV_PIDS=()
     SRV_LOGS=()
@@ -302,7 +326,8 @@ start_cluster() {
         for _ in $(seq 1 50); do
             first=1
             for port in "$REDIS_PORT" "${SHARD_PORTS[@]}"; do
-                [ "$(redis_line "$port" 'KEYS bench:n:*')" = "*$nodes" ] || first=0
+                # (in a Redis Cluster the heartbeats are bench:{TAG}n:NODE)
+                [ "$(redis_line "$port" 'KEYS bench:*n:*')" = "*$nodes" ] || first=0
             done
             [ "$first" = 1 ] && return 0
             sleep 0.1
@@ -503,9 +528,9 @@ run_scenario() {
         f=(--users 1000 --events "$EV7B" --via http --publishers 16 --batch 100 --window 1) ;;
     s7-http-single) # the same with one event (an object) per request
         f=(--users 1000 --events "$EV7S" --via http --publishers 16 --batch 1 --window 1) ;;
-    memory1 | redis2 | redis2-shards2) # 2k users x 2 conns (one on each node), 2 publishers
-        # (one per node), 100-event frames, 10 in flight each: the same load on 1 memory node,
-        # 2 nodes on one Redis, or 2 nodes on 2 Redis shards
+    memory1 | redis2 | redis2-shards2 | redis2-cluster3) # 2k users x 2 conns (one on each
+        # node), 2 publishers (one per node), 100-event frames, 10 in flight each: the same load
+        # on 1 memory node, 2 nodes on one Redis, on 2 Redis shards, or on a 3-master cluster
         f=(--users 2000 --conns-per-user 2 --events "$EVC" --via agent --publishers 2 --batch 100
             --window 10) ;;
     memory1-rate | redis2-rate) # the same users at a fixed 5,000 events/s, one per frame
@@ -520,13 +545,14 @@ run_scenario() {
     case "$name" in
     memory1*) cluster="memory 1" ;;
     redis2-shards2*) cluster="redis 2 2" ;;
+    redis2-cluster3*) cluster="rcluster 2 3" ;;
     redis2*) cluster="redis 2" ;;
     esac
     TOPO=$cluster scenario "$name" "$peer" "$rep" "${f[@]}" --timeout "$TIMEOUT"
 }
 
 SCENARIOS=(s1-fanout s2-latency "${IDLE[@]}" s4-multi s5-stream s6-storm s7-http-batch
-    s7-http-single memory1 redis2 redis2-shards2 memory1-rate redis2-rate)
+    s7-http-single memory1 redis2 redis2-shards2 redis2-cluster3 memory1-rate redis2-rate)
 echo "bench: run $RUN_ID, $REPS repetition(s), peers: ${PEERS[*]}, results in $RESULTS_DIR" >&2
 for rep in $(seq 1 "$REPS"); do
     if [ -z "${BENCH_ONLY:-}" ] || [[ sendprobe =~ $BENCH_ONLY ]]; then
