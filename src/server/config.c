@@ -117,7 +117,8 @@ static const flag_t flags[] = {
      "seconds a connection's backlog may stay above --max-queue-bytes before close 4008"},
     {"broker", K_STR, OPT(broker),
      "memory (one node) or redis://HOST:PORT[/DB] (several nodes; password from "
-     "AGENTCAST_REDIS_PASSWORD)"},
+     "AGENTCAST_REDIS_PASSWORD); comma-separated redis:// URLs: shards; "
+     "redis+cluster://HOST:PORT[,...]: a Redis Cluster"},
     {"redis-prefix", K_STR, OPT(redis_prefix),
      "namespace of the redis broker's keys and channels (nodes of one cluster share it)"},
     {"redis-password", K_SECRET, OPT(redis_password),
