@@ -65,8 +65,10 @@ struct lg_opts {
     uint32_t src_addrs; /* spread client sources over 127.0.0.2 .. 127.0.0.(1+src_addrs) */
     int pids[MAX_PIDS]; /* --pid, repeatable or a comma list: the gateway node(s) */
     uint32_t npids;
-    int broker_pid;    /* --broker-pid: redis-server, reported apart from the nodes */
-    const char *redis; /* --redis HOST:PORT: INFO before and after the publish phase */
+    int broker_pids[MAX_PIDS]; /* --broker-pid: redis-server(s), reported apart from the nodes */
+    uint32_t nbroker;
+    const char *redis[MAX_PIDS]; /* --redis HOST:PORT[,...]: INFO before and after publishing */
+    uint32_t nredis;
     bool idle;
     int via;
     double rate; /* events/s over all publishers; 0: as fast as the window allows */
@@ -112,9 +114,11 @@ static void usage(FILE *f)
                "  --src-addrs S          client source addresses 127.0.0.2.. (8; 0 = any)\n"
                "  --pid PID[,PID...]     server pid(s), repeatable: RSS and CPU from /proc,\n"
                "                         summed over the pids (and each one listed)\n"
-               "  --broker-pid PID       the broker's pid (redis-server): CPU and RSS apart\n"
-               "  --redis H:P            read Redis INFO before and after the publish phase:\n"
-               "                         commands and bytes per event\n"
+               "  --broker-pid PID[,PID] the broker's pid(s) (redis-server, one per shard): CPU\n"
+               "                         and RSS apart, summed (and each one listed)\n"
+               "  --redis H:P[,H:P]      read Redis INFO before and after the publish phase:\n"
+               "                         commands and bytes per event (summed over shards,\n"
+               "                         and each shard's CPU and script time listed)\n"
                "  --idle                 connect all, report RSS per connection, exit\n"
                "  --api-key K            Bearer key for /v1/publish and /v1/agent\n"
                "  --label L              copied into the JSON result\n"
@@ -321,15 +325,23 @@ static int opts_parse(struct lg_opts *o, int argc, char **argv)
             bad = parse_pids(o, optarg);
             break;
         case O_BROKER_PID:
-            bad = parse_u32(optarg, 1, &u32) || u32 > INT32_MAX;
-            o->broker_pid = (int)u32;
+            for (char *save = NULL, *tok = strtok_r(optarg, ",", &save); tok && !bad;
+                 tok = strtok_r(NULL, ",", &save)) {
+                bad = o->nbroker == MAX_PIDS || parse_u32(tok, 1, &u32) || u32 > INT32_MAX;
+                if (!bad)
+                    o->broker_pids[o->nbroker++] = (int)u32;
+            }
             break;
         case O_TARGETS:
             bad = parse_targets(o, optarg);
             break;
         case O_REDIS:
-            bad = strchr(optarg, ':') == NULL;
-            o->redis = optarg;
+            for (char *save = NULL, *tok = strtok_r(optarg, ",", &save); tok && !bad;
+                 tok = strtok_r(NULL, ",", &save)) {
+                bad = o->nredis == MAX_PIDS || strchr(tok, ':') == NULL;
+                if (!bad)
+                    o->redis[o->nredis++] = tok;
+            }
             break;
         case O_IDLE:
             o->idle = true;
@@ -1653,14 +1665,26 @@ static double pids_cpu_s(const struct lg *lg, double *each)
     return lg->o.npids ? sum : -1;
 }
 
+/* The CPU seconds of the --broker-pid processes, summed (each into each[]); -1 without. */
+static double brokers_cpu_s(const struct lg *lg, double *each)
+{
+    double sum = 0;
+    if (lg->o.nbroker == 0)
+        return -1;
+    for (uint32_t i = 0; i < lg->o.nbroker; i++)
+        sum += each[i] = proc_cpu_s(lg->o.broker_pids[i]);
+    return sum;
+}
+
 /* The first pid (of --pid, then --broker-pid) that is gone, or 0. */
 static int pid_gone(const struct lg *lg)
 {
     for (uint32_t i = 0; i < lg->o.npids; i++)
         if (proc_rss_kb(lg->o.pids[i]) < 0)
             return lg->o.pids[i];
-    if (lg->o.broker_pid && proc_rss_kb(lg->o.broker_pid) < 0)
-        return lg->o.broker_pid;
+    for (uint32_t i = 0; i < lg->o.nbroker; i++)
+        if (proc_rss_kb(lg->o.broker_pids[i]) < 0)
+            return lg->o.broker_pids[i];
     return 0;
 }
 
@@ -1757,9 +1781,47 @@ out:
     close(fd);
 }
 
+/* Adds snapshot b into a (several shards seen as one Redis). */
+static void redis_add(struct redis_snap *a, const struct redis_snap *b)
+{
+    if (!b->ok) {
+        a->ok = false;
+        return;
+    }
+    for (unsigned i = 0; i < b->n; i++) {
+        unsigned j = 0;
+        while (j < a->n && strcmp(a->cmd[j], b->cmd[i]) != 0)
+            j++;
+        if (j == a->n) {
+            if (a->n == REDIS_CMDS)
+                continue;
+            memcpy(a->cmd[a->n++], b->cmd[i], sizeof(a->cmd[0]));
+        }
+        a->calls[j] += b->calls[i];
+        a->usec[j] += b->usec[i];
+    }
+    a->net_in += b->net_in;
+    a->net_out += b->net_out;
+    a->reply_len += b->reply_len;
+    a->cpu_s += b->cpu_s;
+}
+
+/* The usec commandstats gives `cmd` in s (0 when it has none). */
+static uint64_t redis_usec_of(const struct redis_snap *s, const char *cmd, uint64_t *calls)
+{
+    for (unsigned i = 0; i < s->n; i++)
+        if (strcmp(s->cmd[i], cmd) == 0) {
+            *calls = s->calls[i];
+            return s->usec[i];
+        }
+    *calls = 0;
+    return 0;
+}
+
 /* "redis_calls":{cmd:calls,...},"redis_usec":{...},... for what happened between a and b
  * (INFO itself left out), per accepted event where it says so. */
-static void redis_print(const struct redis_snap *a, const struct redis_snap *b, uint64_t events)
+static void redis_print(const struct redis_snap *a, const struct redis_snap *b, uint64_t events,
+                        unsigned nshards)
 {
     if (!a->ok || !b->ok) {
         printf("\"redis_info\":false,");
@@ -1790,7 +1852,8 @@ static void redis_print(const struct redis_snap *a, const struct redis_snap *b, 
         printf("},");
     }
     /* the first INFO's reply and the second's request are not the run's traffic */
-    uint64_t in = b->net_in - a->net_in - 10, out = b->net_out - a->net_out - a->reply_len;
+    uint64_t in = b->net_in - a->net_in - 10 * nshards,
+             out = b->net_out - a->net_out - a->reply_len;
     double ev = events ? (double)events : 1;
     printf("\"redis_calls_total\":%" PRIu64 ",\"redis_calls_per_event\":%.2f,"
            "\"redis_net_in_bytes\":%" PRIu64 ",\"redis_net_out_bytes\":%" PRIu64 ","
@@ -2018,32 +2081,41 @@ static int run_idle(struct lg *lg)
 static int run_load(struct lg *lg)
 {
     bool have_pid = lg->o.npids != 0;
-    int bpid = lg->o.broker_pid;
+    uint32_t nb = lg->o.nbroker, nr = lg->o.nredis;
+    int bpid = nb > 0;
     uint32_t np = lg->o.npids;
     double cpu_each[3][MAX_PIDS];
     long rss_each[MAX_PIDS];
-    static struct redis_snap rs0, rs1;
+    static struct redis_snap rs0, rs1, rs0_each[MAX_PIDS], rs1_each[MAX_PIDS];
+    double bcpu_each[3][MAX_PIDS];
     long rss0 = pids_rss_kb(lg, NULL);
     double cpu0 = pids_cpu_s(lg, cpu_each[0]);
-    double bcpu0 = bpid ? proc_cpu_s(bpid) : -1;
+    double bcpu0 = brokers_cpu_s(lg, bcpu_each[0]);
     int rc = phase_connect(lg);
     long rss1 = pids_rss_kb(lg, NULL);
     double cpu1 = pids_cpu_s(lg, cpu_each[1]);
-    double bcpu1 = bpid ? proc_cpu_s(bpid) : -1;
+    double bcpu1 = brokers_cpu_s(lg, bcpu_each[1]);
     bool timed_out = false;
     if (rc == 0) {
-        if (lg->o.redis)
-            redis_info(lg->o.redis, &rs0);
+        for (uint32_t i = 0; i < nr; i++)
+            redis_info(lg->o.redis[i], &rs0_each[i]);
         pubs_start(lg);
         timed_out = run_until(lg, "publish", publish_done) < 0;
-        if (lg->o.redis)
-            redis_info(lg->o.redis, &rs1);
+        for (uint32_t i = 0; i < nr; i++)
+            redis_info(lg->o.redis[i], &rs1_each[i]);
+        rs0.ok = rs1.ok = nr > 0;
+        for (uint32_t i = 0; i < nr; i++) {
+            redis_add(&rs0, &rs0_each[i]);
+            redis_add(&rs1, &rs1_each[i]);
+        }
     }
     int64_t t_end = now_ns();
     long rss2 = pids_rss_kb(lg, rss_each);
     double cpu2 = pids_cpu_s(lg, cpu_each[2]);
-    double bcpu2 = bpid ? proc_cpu_s(bpid) : -1;
-    long brss2 = bpid ? proc_rss_kb(bpid) : -1;
+    double bcpu2 = brokers_cpu_s(lg, bcpu_each[2]);
+    long brss2 = 0;
+    for (uint32_t i = 0; i < nb; i++)
+        brss2 += proc_rss_kb(lg->o.broker_pids[i]);
 
     uint64_t expected = 0, lost = 0, runs_expected = 0;
     for (uint32_t i = 0; i < lg->nconns; i++) {
@@ -2130,8 +2202,27 @@ static int run_load(struct lg *lg)
         printf("\"broker_cpu_connect_s\":%.2f,\"broker_cpu_publish_s\":%.2f,"
                "\"broker_rss_end_kb\":%ld,",
                bcpu1 - bcpu0, bcpu2 - bcpu1, brss2);
-    if (lg->o.redis && rc == 0)
-        redis_print(&rs0, &rs1, k->pub_events_ok);
+    if (nb > 1) {
+        printf("\"broker_cpu_publish_s_each\":[");
+        for (uint32_t i = 0; i < nb; i++)
+            printf("%s%.2f", i ? "," : "", bcpu_each[2][i] - bcpu_each[1][i]);
+        printf("],");
+    }
+    if (nr > 0 && rc == 0)
+        redis_print(&rs0, &rs1, k->pub_events_ok, nr);
+    if (nr > 1 && rc == 0) {
+        /* each shard: its CPU, its script calls and their time, during the publish phase */
+        printf("\"redis_shards\":[");
+        for (uint32_t i = 0; i < nr; i++) {
+            uint64_t c0, c1, u0 = redis_usec_of(&rs0_each[i], "evalsha", &c0),
+                             u1 = redis_usec_of(&rs1_each[i], "evalsha", &c1);
+            printf("%s{\"addr\":\"%s\",\"cpu_s\":%.2f,\"evalsha_calls\":%" PRIu64
+                   ",\"evalsha_usec\":%" PRIu64 "}",
+                   i ? "," : "", lg->o.redis[i], rs1_each[i].cpu_s - rs0_each[i].cpu_s, c1 - c0,
+                   u1 - u0);
+        }
+        printf("],");
+    }
     printf("\"server_rss_start_kb\":%ld,\"server_rss_connected_kb\":%ld,\"server_rss_end_kb\":%ld,"
            "\"server_cpu_connect_s\":%.2f,\"server_cpu_publish_s\":%.2f,\"loadgen_cpu_s\":%.2f,"
            "\"timed_out\":%s,\"ok\":%s}\n",

@@ -4,7 +4,8 @@
 # fresh server per run pinned to CPU 0 and build/bench/loadgen pinned to CPU 1, plus
 # build/bench/sendprobe (this machine's write() ceiling) once per repetition; and the
 # several-node comparison: the same load on 1 agentcastd with the memory broker (memory1*)
-# and on 2 agentcastd sharing a fresh redis-server (redis2*), agentcast only, unpinned.
+# and on 2 agentcastd sharing a fresh redis-server (redis2*), or two Redis shards
+# (redis2-shards2: --broker redis://A,redis://B), agentcast only, unpinned.
 # Appends each JSON line to bench/results/<date>/raw.jsonl, then writes summary.md (medians,
 # min..max, targets) and PNG charts (gnuplot) there. BENCH_QUICK=1 is a short subset.
 # `scripts/bench.sh smoke` is the few-second correctness run of `make test` (saves nothing;
@@ -60,6 +61,10 @@ SRV_TARGETS=
 REDIS_PID=
 REDIS_PORT=
 REDIS_LOG=
+# with several shards, the ones after the first (REDIS_PID is the first)
+SHARD_PIDS=()
+SHARD_LOGS=()
+SHARD_PORTS=()
 PERF_PID=
 
 # wait_stopped PID LOG WHAT: after its SIGTERM; 1 if it ignored it for 12 s (then SIGKILL)
@@ -133,6 +138,19 @@ stop_server() {
             bad=1
         fi
     fi
+    for i in "${!SHARD_PIDS[@]}"; do
+        if kill -0 "${SHARD_PIDS[i]}" 2>/dev/null; then
+            kill -TERM "${SHARD_PIDS[i]}"
+            wait_stopped "${SHARD_PIDS[i]}" "${SHARD_LOGS[i]}" "redis-server shard $((i + 2))" ||
+                bad=1
+        else
+            already_exited "${SHARD_PIDS[i]}" "${SHARD_LOGS[i]}" "redis-server shard $((i + 2))"
+            bad=1
+        fi
+    done
+    SHARD_PIDS=()
+    SHARD_LOGS=()
+    SHARD_PORTS=()
     return $bad
 }
 
@@ -220,8 +238,10 @@ start_redis() {
         port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
         # a port something already listens on would answer PING: not ours
         redis_ping "$port" && continue
+        mkdir -p "$TMP/redis-$port"
+        # shellcheck disable=SC2086 # REDIS_EXTRA is a list of flags
         (exec "$REDIS_BIN" --bind 127.0.0.1 --port "$port" --save "" --appendonly no \
-            --dir "$TMP" --logfile "$REDIS_LOG") &
+            --dir "$TMP/redis-$port" --logfile "$REDIS_LOG" ${REDIS_EXTRA:-}) &
         REDIS_PID=$!
         for _ in $(seq 1 50); do
             if redis_ping "$port"; then
@@ -241,13 +261,45 @@ start_redis() {
     return 1
 }
 
-# start_cluster NAME NODES BROKER: NODES agentcastd (unpinned) with BROKER memory or redis
-# (a fresh redis-server, key prefix bench:); sets SRV_PIDS, SRV_LOGS, SRV_TARGETS, SRV_PID.
+# start_cluster NAME NODES BROKER [SHARDS]: NODES agentcastd (unpinned) with BROKER memory
+# or redis (SHARDS fresh redis-servers, 1 by default, key prefix bench:), or rcluster (a
+# Redis Cluster of SHARDS masters, redis+cluster://); sets SRV_PIDS, SRV_LOGS, SRV_TARGETS,
+# SRV_PID (and SHARD_* for the shards after the first).
 start_cluster() {
-    local name=$1 nodes=$2 broker=$3 n pid log port bflags=()
+    local name=$1 nodes=$2 broker=$3 shards=${4:-1} n pid log port bflags=() urls first
+    local REDIS_EXTRA=
+    if [ "$broker" = rcluster ]; then
+        REDIS_EXTRA="--cluster-enabled yes"
+        broker=redis
+    fi
     if [ "$broker" = redis ]; then
+        for n in $(seq 2 "$shards"); do
+            start_redis "$name-shard$n" || return 1
+            SHARD_PIDS+=("$REDIS_PID")
+            SHARD_LOGS+=("$REDIS_LOG")
+            SHARD_PORTS+=("$REDIS_PORT")
+            REDIS_PID=
+        done
         start_redis "$name" || return 1
-        bflags=(--broker "redis://127.0.0.1:$REDIS_PORT" --redis-prefix bench:)
+        urls=redis://127.0.0.1:$REDIS_PORT
+        for port in "${SHARD_PORTS[@]}"; do urls+=,redis://127.0.0.1:$port; done
+        bflags=(--broker "$urls" --redis-prefix bench:)
+        if [ -n "$REDIS_EXTRA" ]; then
+            local addrs=(127.0.0.1:$REDIS_PORT)
+            for port in "${SHARD_PORTS[@]}"; do addrs+=("127.0.0.1:$port"); done
+            redis-cli --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes \
+                >"$TMP/$name-cluster-create.log" 2>&1 || {
+                echo "bench: redis-cli --cluster create failed" >&2
+                return 1
+            }
+            for port in "$REDIS_PORT" "${SHARD_PORTS[@]}"; do
+                for _ in $(seq 1 100); do
+                    redis-cli -p "$port" CLUSTER INFO 2>/dev/null | grep -q cluster_state:ok && break
+                    sleep 0.1
+                done
+            done
+            bflags=(--broker "redis+cluster://127.0.0.1:$REDIS_PORT" --redis-prefix bench:)
+        fi
     fi
     SRV_PIDS=()
     SRV_LOGS=()
@@ -272,7 +324,12 @@ start_cluster() {
         # every node's heartbeat key first: a connection a node registers before its first
         # heartbeat is dropped from the registry by the next publish (see bench/README.md)
         for _ in $(seq 1 50); do
-            [ "$(redis_line "$REDIS_PORT" 'KEYS bench:n:*')" = "*$nodes" ] && return 0
+            first=1
+            for port in "$REDIS_PORT" "${SHARD_PORTS[@]}"; do
+                # (in a Redis Cluster the heartbeats are bench:{TAG}n:NODE)
+                [ "$(redis_line "$port" 'KEYS bench:*n:*')" = "*$nodes" ] || first=0
+            done
+            [ "$first" = 1 ] && return 0
             sleep 0.1
         done
         echo "bench: the nodes' heartbeats did not show up in Redis within 5 s" >&2
@@ -314,8 +371,8 @@ scenario() {
     shift 3
     [ "$MODE" = smoke ] && quiet=(--quiet)
     read -r -a topo <<<"${TOPO:-}"
-    if [ ${#topo[@]} -eq 2 ]; then
-        start_cluster "$name" "${topo[1]}" "${topo[0]}" || {
+    if [ ${#topo[@]} -ge 2 ]; then
+        start_cluster "$name" "${topo[1]}" "${topo[0]}" "${topo[2]:-1}" || {
             failed=1
             return 0
         }
@@ -323,8 +380,12 @@ scenario() {
             IFS=,
             echo "${SRV_PIDS[*]}"
         )")
-        [ -n "$REDIS_PID" ] &&
-            target+=(--broker-pid "$REDIS_PID" --redis "127.0.0.1:$REDIS_PORT")
+        if [ -n "$REDIS_PID" ]; then
+            local bpids=$REDIS_PID raddrs=127.0.0.1:$REDIS_PORT p
+            for p in "${SHARD_PIDS[@]}"; do bpids+=,$p; done
+            for p in "${SHARD_PORTS[@]}"; do raddrs+=,127.0.0.1:$p; done
+            target+=(--broker-pid "$bpids" --redis "$raddrs")
+        fi
     else
         start_server "$name" "$peer" || {
             failed=1
@@ -467,8 +528,9 @@ run_scenario() {
         f=(--users 1000 --events "$EV7B" --via http --publishers 16 --batch 100 --window 1) ;;
     s7-http-single) # the same with one event (an object) per request
         f=(--users 1000 --events "$EV7S" --via http --publishers 16 --batch 1 --window 1) ;;
-    memory1 | redis2) # 2k users x 2 conns (one on each node), 2 publishers (one per node),
-        # 100-event frames, 10 in flight each: the same load on 1 memory node or 2 Redis nodes
+    memory1 | redis2 | redis2-shards2 | redis2-cluster3) # 2k users x 2 conns (one on each
+        # node), 2 publishers (one per node), 100-event frames, 10 in flight each: the same load
+        # on 1 memory node, 2 nodes on one Redis, on 2 Redis shards, or on a 3-master cluster
         f=(--users 2000 --conns-per-user 2 --events "$EVC" --via agent --publishers 2 --batch 100
             --window 10) ;;
     memory1-rate | redis2-rate) # the same users at a fixed 5,000 events/s, one per frame
@@ -482,13 +544,15 @@ run_scenario() {
     local cluster=
     case "$name" in
     memory1*) cluster="memory 1" ;;
+    redis2-shards2*) cluster="redis 2 2" ;;
+    redis2-cluster3*) cluster="rcluster 2 3" ;;
     redis2*) cluster="redis 2" ;;
     esac
     TOPO=$cluster scenario "$name" "$peer" "$rep" "${f[@]}" --timeout "$TIMEOUT"
 }
 
 SCENARIOS=(s1-fanout s2-latency "${IDLE[@]}" s4-multi s5-stream s6-storm s7-http-batch
-    s7-http-single memory1 redis2 memory1-rate redis2-rate)
+    s7-http-single memory1 redis2 redis2-shards2 redis2-cluster3 memory1-rate redis2-rate)
 echo "bench: run $RUN_ID, $REPS repetition(s), peers: ${PEERS[*]}, results in $RESULTS_DIR" >&2
 for rep in $(seq 1 "$REPS"); do
     if [ -z "${BENCH_ONLY:-}" ] || [[ sendprobe =~ $BENCH_ONLY ]]; then

@@ -169,10 +169,12 @@ static void handle_health(ac__conn_t *c, const ac__http_req_t *req)
         up = up && sk->broker->vt->up(sk->broker);
     }
     ac__group_unpark(s);
+    json_t *o =
+        json_pack("{s:s,s:s}", "status", up ? "ok" : "degraded", "broker", up ? "up" : "down");
 
-    respond_json(
-        c, req, up ? 200 : 503,
-        json_pack("{s:s,s:s}", "status", up ? "ok" : "degraded", "broker", up ? "up" : "down"));
+    if (o != NULL && s->broker->vt->health != NULL)
+        s->broker->vt->health(s->broker, o);
+    respond_json(c, req, up ? 200 : 503, o);
 }
 
 /* One Prometheus series with its HELP and TYPE lines. */

@@ -104,6 +104,9 @@ typedef struct ac__broker_vtable_s {
     void (*replay)(ac__broker_t *b, ac__user_t *u, uint64_t after, ac__history_fn fn, void *arg);
     /* 1 when the broker can take events now. */
     int (*up)(const ac__broker_t *b);
+    /* Optional (NULL: nothing to add): adds to /healthz's JSON object which parts of the
+     * broker are down (the redis broker's shards). */
+    void (*health)(const ac__broker_t *b, void *out);
     /* Adds the broker's figures to /v1/stats (`stats` is a JSON object). */
     void (*stats)(const ac__broker_t *b, void *out);
     /* Before the node stops: no new work; pending operations are answered. */
@@ -120,9 +123,11 @@ struct ac__broker_s {
  * host. Caller frees with b->vt->free(b). NULL when out of memory. */
 ac__broker_t *ac__broker_memory_new(const ac__broker_host_t *host, ac__history_store_t *store);
 
-/* The Redis broker (redis.c). `url` is redis://HOST:PORT[/DB]; the password comes from
- * `password` (NULL: none). Connects synchronously once to fail fast (AC_EUNAVAIL with
- * *why), then runs on `loop`. */
+/* The Redis broker (redis.c). `url` is redis://HOST:PORT[/DB], or several of them joined
+ * by commas (shards: a user's keys live on one, picked by a consistent hash of its id), or
+ * redis+cluster://HOST:PORT[,HOST:PORT] (a Redis Cluster's seeds: each master a shard, by
+ * slot); the password comes from `password` (NULL: none). Probes each synchronously once to
+ * fail fast (AC_EUNAVAIL with *why), then runs on `loop`. */
 typedef struct ac__redis_opts_s {
     const char *url;
     const char *password;

@@ -1,17 +1,14 @@
 /* The Redis broker: several nodes share each user's seq stream, history, connection
- * registry, runs and idempotency keys through one Redis, on the node's own loop (hiredis
- * with its libuv adapter). Two connections: `cmd` runs the one Lua script (redis.lua,
- * EVALSHA: every publish, join and claim is one atomic round trip) and small commands;
- * `sub` holds a SUBSCRIBE per user this node has connections for, so a node's traffic
- * follows its own users, not the cluster's.
- *
- * Order and completeness on a node: Redis publishes a user's events in seq order, but a
- * subscription only carries what comes after it, and a join's answer (on `cmd`) races with
- * the events (on `sub`). So each subscribed user has a node-side stream position (u->seq,
- * u->epoch): an event is delivered only when it is the next one; one that leaves a gap is
- * held and the gap filled from Redis's history (a "sync"); a joining connection is greeted
- * with what Redis retained up to its snapshot, then caught up from the node's recent
- * frames (u->hist) before it goes live. */
+ * registry, runs and idempotency keys through Redis, on the node's own loop (hiredis,
+ * redis_uv.c). With several Redis URLs (shards) a consistent hash of the user id picks the
+ * one Redis that holds all of that user's keys; every node is given the same list; in a
+ * Redis Cluster each master is a shard, picked by the user's slot. Two connections per
+ * shard: `cmd` runs the one Lua script (redis.lua, EVALSHA: every publish, join and claim is
+ * one atomic round trip per shard) and small commands; `sub` holds a SUBSCRIBE per user this
+ * node has connections for, so a node's traffic follows its own users, not the cluster's.
+ * A shard down refuses only its own users. This file: the links (connect, heartbeat,
+ * backoff), runs, disconnects, upkeep, stats and the vtable; per-user streams and
+ * subscriptions are in redis_stream.c, publishing in redis_pub.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +20,8 @@
 
 #include "agentcast.h"
 #include "broker/broker.h"
+#include "broker/redis_int.h"
+#include "broker/redis_uv.h"
 #include "core/event.h"
 #include "core/log.h"
 #include "core/manager.h"
@@ -31,169 +30,11 @@
 static const char lua_script[] =
 #include "redis_lua.h"
     ;
-
-#define HB_INTERVAL_MS 1000 /* PING (round-trip time, liveness) and the node's heartbeat */
-#define HB_TTL_MS 15000     /* a node silent this long no longer counts in the registry */
-#define PING_DEADLINE_MS 3000
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 2000
-#define HELD_MAX 4096 /* frames held per user while a gap is being filled */
-#define RTT_RING 1024
-
-enum { SUB_NONE = 0, SUB_PENDING, SUB_ON, SUB_LEAVING };
-
-typedef struct waiter_s {
-    uint64_t conn_id;
-    uint64_t snap; /* greeted up to this seq; live once the node has reached it */
-} waiter_t;
-
-/* A subscribed user's state on this node (u->bs). */
-typedef struct ustate_s {
-    uint8_t sub;
-    uint8_t synced;  /* u->seq and u->epoch are this node's position in the stream */
-    uint8_t syncing; /* a sync is in flight */
-    uint8_t resub;   /* subscribe again once the pending unsubscribe is confirmed */
-    uint32_t nheld, held_cap;
-    ac__buf_t **held; /* events past a gap, in arrival (= seq) order */
-    uint32_t nwait, wait_cap;
-    waiter_t *wait;
-    uint32_t nqueued, queued_cap;
-    ac__join_req_t *queued; /* joins waiting for the subscription */
-    uint32_t joins;         /* joins in flight */
-} ustate_t;
-
-typedef struct rb_s {
-    ac__broker_t base;
-    uv_loop_t *loop;
-    ac__manager_t *manager;
-    ac__redis_opts_t o;
-    char *prefix;
-    char *password;
-    char host[256];
-    int port;
-    int db;
-    char node[17];
-    redisAsyncContext *cmd;
-    redisAsyncContext *sub;
-    int cmd_ready; /* connected, authenticated, database selected, script loaded */
-    int sub_ready;
-    int up;
-    int closing;
-    char sha[41];
-    uv_timer_t *timer; /* its own allocation: freed by its close callback */
-    int in_down;
-    unsigned backoff_ms;
-    uint64_t next_attempt;    /* uv_now() of the next connection attempt */
-    uint64_t ping_sent;       /* uv_now() of the PING in flight, 0: none */
-    uint64_t connect_started; /* uv_now() of the attempt not yet up, 0: none */
-    uint64_t last_beat;       /* uv_now() of the last PING + heartbeat */
-    uint64_t reconnects;
-    uint64_t rng;
-    size_t subscribed;
-    uint64_t rtt_us[RTT_RING];
-    uint64_t rtt_n;
-    uint64_t rtt_max;
-    uint64_t gaps_filled;
-    uint64_t open_runs; /* in the cluster, as of the last sweep */
-    uint64_t resets;
-    ac__run_timeout_fn on_timeout;
-    void *timeout_arg;
-} rb_t;
-
-/* ---- hiredis on the loop ------------------------------------------------------------ */
-
-/* hiredis's events on a uv_poll_t. Ours rather than hiredis 0.14's libuv adapter: that one
- * drops the poll callback's error status, and libuv reports a refused connect as exactly
- * that (then stops the handle), which left a reconnect waiting forever. */
-typedef struct rio_s {
-    redisAsyncContext *ac; /* NULL once hiredis let go of the context */
-    uv_poll_t poll;
-    int events;
-} rio_t;
-
-static void rio_on_poll(uv_poll_t *h, int status, int events)
-{
-    rio_t *io = h->data;
-
-    if (io->ac == NULL)
-        return;
-    if (status < 0) {
-        /* The socket has an error: the next read (or the connect check) finds it and
-         * hiredis closes the context. */
-        if (io->ac->c.flags & REDIS_CONNECTED)
-            redisAsyncHandleRead(io->ac);
-        else
-            redisAsyncHandleWrite(io->ac);
-        return;
-    }
-    if ((events & UV_READABLE) && io->ac != NULL)
-        redisAsyncHandleRead(io->ac);
-    if ((events & UV_WRITABLE) && io->ac != NULL)
-        redisAsyncHandleWrite(io->ac);
-}
-
-static void rio_set(rio_t *io, int events)
-{
-    io->events = events;
-    if (events != 0)
-        uv_poll_start(&io->poll, events, rio_on_poll);
-    else
-        uv_poll_stop(&io->poll);
-}
-
-static void rio_add_read(void *p)
-{
-    rio_set(p, ((rio_t *)p)->events | UV_READABLE);
-}
-
-static void rio_del_read(void *p)
-{
-    rio_set(p, ((rio_t *)p)->events & ~UV_READABLE);
-}
-
-static void rio_add_write(void *p)
-{
-    rio_set(p, ((rio_t *)p)->events | UV_WRITABLE);
-}
-
-static void rio_del_write(void *p)
-{
-    rio_set(p, ((rio_t *)p)->events & ~UV_WRITABLE);
-}
-
-static void rio_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-static void rio_cleanup(void *p)
-{
-    rio_t *io = p;
-
-    io->ac = NULL;
-    uv_close((uv_handle_t *)&io->poll, rio_closed);
-}
-
-static int rio_attach(redisAsyncContext *ac, uv_loop_t *loop)
-{
-    rio_t *io = calloc(1, sizeof(*io));
-
-    if (io == NULL)
-        return -1;
-    if (uv_poll_init(loop, &io->poll, ac->c.fd) != 0) {
-        free(io);
-        return -1;
-    }
-    io->ac = ac;
-    io->poll.data = io;
-    ac->ev.data = io;
-    ac->ev.addRead = rio_add_read;
-    ac->ev.delRead = rio_del_read;
-    ac->ev.addWrite = rio_add_write;
-    ac->ev.delWrite = rio_del_write;
-    ac->ev.cleanup = rio_cleanup;
-    return 0;
-}
+/* In a Redis Cluster the script touches a user's slot and its master's own slot (L in
+ * redis.lua), both served by the master it runs on: Redis 7 allows that when told. */
+static const char lua_cluster_script[] = "#!lua flags=allow-cross-slot-keys\n"
+#include "redis_lua.h"
+    ;
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
@@ -205,12 +46,12 @@ static uint64_t next_rand(rb_t *r)
     return z ^ (z >> 31);
 }
 
-static void new_epoch(rb_t *r, char out[9])
+void ac__rb_new_epoch(rb_t *r, char out[9])
 {
     snprintf(out, 9, "%08x", (unsigned)(next_rand(r) & 0xffffffffu));
 }
 
-static void observe_rtt(rb_t *r, uint64_t t0_ns)
+void ac__rb_observe_rtt(rb_t *r, uint64_t t0_ns)
 {
     uint64_t us = (uv_hrtime() - t0_ns) / 1000;
     r->rtt_us[r->rtt_n++ % RTT_RING] = us;
@@ -218,34 +59,7 @@ static void observe_rtt(rb_t *r, uint64_t t0_ns)
         r->rtt_max = us;
 }
 
-/* 1..16 lowercase hex digits (an epoch, a connection id) into *out; 0 or -1. */
-static int parse_hex(const char *p, size_t n, uint64_t *out)
-{
-    uint64_t v = 0;
-    if (n == 0 || n > 16)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        int d = p[i] >= '0' && p[i] <= '9'   ? p[i] - '0'
-                : p[i] >= 'a' && p[i] <= 'f' ? p[i] - 'a' + 10
-                                             : -1;
-        if (d < 0)
-            return -1;
-        v = v * 16 + (uint64_t)d;
-    }
-    *out = v;
-    return 0;
-}
-
-static int parse_epoch(const char *p, size_t n, uint32_t *out)
-{
-    uint64_t v;
-    if (n > 8 || parse_hex(p, n, &v) != 0)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
-}
-
-static uint64_t reply_u64(const redisReply *x)
+uint64_t ac__rb_reply_u64(const redisReply *x)
 {
     uint64_t v = 0;
     if (x == NULL)
@@ -257,44 +71,73 @@ static uint64_t reply_u64(const redisReply *x)
     return v;
 }
 
-/* The user's channel name into buf; returns its length. */
-static size_t channel_of(const rb_t *r, const char *user, size_t ulen, char *buf, size_t cap)
-{
-    int n = snprintf(buf, cap, "%sc:%.*s", r->prefix, (int)ulen, user);
-    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
-}
-
-static void member_of(const rb_t *r, uint64_t conn_id, char out[40])
+void ac__rb_member_of(const rb_t *r, uint64_t conn_id, char out[40])
 {
     snprintf(out, 40, "%016llx@%s", (unsigned long long)conn_id, r->node);
 }
 
-/* A command on `cmd` with argv; fn may be NULL. Returns 0 or -1 when not connected. */
-static int command(rb_t *r, redisCallbackFn *fn, void *priv, int argc, const char **argv,
-                   const size_t *lens)
+/* The shard (or Redis Cluster master) of a user id. */
+link_t *ac__rb_link_of(rb_t *r, const char *user, size_t ulen)
 {
-    if (r->cmd == NULL || !r->cmd_ready)
-        return -1;
-    return redisAsyncCommandArgv(r->cmd, fn, priv, argc, argv, lens) == REDIS_OK ? 0 : -1;
+    if (r->slots != NULL) {
+        char tag[9];
+        ac__redis_user_tag(user, ulen, tag);
+        return &r->links[r->slots[ac__redis_slot(tag, 8)]];
+    }
+    return &r->links[r->nlinks == 1 ? 0 : ac__redis_shard_of(user, ulen, r->nlinks)];
 }
 
-#define SCRIPT_HEAD 5
+/* The id a user's keys and channel are built from, into buf (KEY_ID_MAX bytes): the id, or
+ * in a Redis Cluster "{TAG}id", TAG naming the user's slot. Returns its length. */
+size_t ac__rb_key_id(const rb_t *r, const char *user, size_t ulen, char *buf)
+{
+    int n;
+    if (r->slots == NULL) {
+        n = snprintf(buf, KEY_ID_MAX, "%.*s", (int)ulen, user);
+    } else {
+        char tag[9];
+        ac__redis_user_tag(user, ulen, tag);
+        n = snprintf(buf, KEY_ID_MAX, "{%s}%.*s", tag, (int)ulen, user);
+    }
+    return n < 0 ? 0 : (size_t)n;
+}
 
-/* The first arguments of every call of the one script: EVALSHA sha 0 op prefix. */
-static void script_head(const rb_t *r, const char *op, const char **argv, size_t *lens)
+/* The user id in a key id (a Redis Cluster's "{TAG}id" without its tag). */
+const char *ac__rb_user_of_key_id(const rb_t *r, const char *kid, size_t *len)
+{
+    if (r->slots != NULL && *len >= 10 && kid[0] == '{' && kid[9] == '}') {
+        *len -= 10;
+        return kid + 10;
+    }
+    return kid;
+}
+
+/* A command on the shard's `cmd` with argv; fn may be NULL. Returns 0 or -1 when not
+ * connected. */
+int ac__rb_command(link_t *l, redisCallbackFn *fn, void *priv, int argc, const char **argv,
+                   const size_t *lens)
+{
+    if (l->cmd == NULL || !l->cmd_ready)
+        return -1;
+    return redisAsyncCommandArgv(l->cmd, fn, priv, argc, argv, lens) == REDIS_OK ? 0 : -1;
+}
+
+/* The first arguments of every call of the one script: EVALSHA sha 0 op prefix tag. */
+void ac__rb_script_head(const link_t *l, const char *op, const char **argv, size_t *lens)
 {
     argv[0] = "EVALSHA";
-    argv[1] = r->sha;
+    argv[1] = l->sha;
     argv[2] = "0";
     argv[3] = op;
-    argv[4] = r->prefix;
+    argv[4] = l->r->prefix;
+    argv[5] = l->tag;
     for (int i = 0; i < SCRIPT_HEAD; i++)
         lens[i] = strlen(argv[i]);
 }
 
 /* A call of the script with at most 8 arguments, each a NUL-terminated string (ids are
  * labels: no NUL inside). Returns 0 or -1 when not connected. */
-static int script(rb_t *r, redisCallbackFn *fn, void *priv, const char *op, int n,
+int ac__rb_script(link_t *l, redisCallbackFn *fn, void *priv, const char *op, int n,
                   const char *const *args)
 {
     const char *argv[SCRIPT_HEAD + 8];
@@ -302,776 +145,26 @@ static int script(rb_t *r, redisCallbackFn *fn, void *priv, const char *op, int 
 
     if (n > 8)
         return -1;
-    script_head(r, op, argv, lens);
+    ac__rb_script_head(l, op, argv, lens);
     for (int i = 0; i < n; i++) {
         argv[SCRIPT_HEAD + i] = args[i];
         lens[SCRIPT_HEAD + i] = strlen(args[i]);
     }
-    return command(r, fn, priv, SCRIPT_HEAD + n, argv, lens);
-}
-
-/* ---- per-user stream position ------------------------------------------------------- */
-
-static ustate_t *ustate(ac__user_t *u)
-{
-    return u->bs;
-}
-
-static void held_clear(ustate_t *st)
-{
-    for (uint32_t i = 0; i < st->nheld; i++)
-        ac__buf_unref(st->held[i]);
-    st->nheld = 0;
-}
-
-static void ustate_free(ac__user_t *u)
-{
-    ustate_t *st = u->bs;
-    if (st == NULL)
-        return;
-    held_clear(st);
-    free(st->held);
-    free(st->wait);
-    free(st->queued);
-    free(st);
-    u->bs = NULL;
-}
-
-static void start_sync(rb_t *r, ac__user_t *u);
-
-static void hold(rb_t *r, ac__user_t *u, ac__buf_t *frame)
-{
-    ustate_t *st = ustate(u);
-
-    if (st->nheld == HELD_MAX) {
-        /* Too far behind to hold: let history fill it all. */
-        held_clear(st);
-        start_sync(r, u);
-        return;
-    }
-    if (st->nheld == st->held_cap) {
-        uint32_t ncap = st->held_cap ? st->held_cap * 2 : 16;
-        ac__buf_t **n = realloc(st->held, ncap * sizeof(*n));
-        if (n == NULL) {
-            held_clear(st);
-            start_sync(r, u);
-            return;
-        }
-        st->held = n;
-        st->held_cap = ncap;
-    }
-    ac__buf_ref(frame);
-    st->held[st->nheld++] = frame;
-}
-
-typedef struct catchup_s {
-    rb_t *r;
-    ac__user_t *u;
-    uint64_t conn_id;
-} catchup_t;
-
-static void catchup_one(ac__buf_t *frame, void *arg)
-{
-    catchup_t *cu = arg;
-    cu->r->base.host.send_one(cu->r->base.host.arg, cu->u, cu->conn_id, frame, 1);
-}
-
-/* A greeted connection is sent what the node delivered after its snapshot, then is live.
- * When the node's recent frames no longer reach back that far, it is asked to resume. */
-static void catch_up(rb_t *r, ac__user_t *u, uint64_t conn_id, uint64_t snap)
-{
-    ac__broker_host_t *h = &r->base.host;
-
-    if (u->seq > snap && ac__history_oldest(u) > snap + 1) {
-        h->close_one(h->arg, u, conn_id, 1012, "fell behind while joining: resume");
-        return;
-    }
-    if (u->seq > snap) {
-        catchup_t cu = {r, u, conn_id};
-        ac__history_since(u, snap, catchup_one, &cu);
-    }
-    h->go_live(h->arg, u, conn_id);
-}
-
-static void check_waiters(rb_t *r, ac__user_t *u)
-{
-    ustate_t *st = ustate(u);
-    uint32_t i = 0;
-
-    while (st != NULL && i < st->nwait) {
-        if (st->wait[i].snap <= u->seq) {
-            waiter_t w = st->wait[i];
-            st->wait[i] = st->wait[--st->nwait];
-            catch_up(r, u, w.conn_id, w.snap);
-            st = ustate(u);
-        } else {
-            i++;
-        }
-    }
-}
-
-/* The next event of the stream: kept in the node's recent frames and delivered. */
-static void accept_event(rb_t *r, ac__user_t *u, ac__buf_t *frame)
-{
-    u->seq = frame->seq;
-    if (ac__history_append(&r->manager->history, u, frame) != 0)
-        ac__log(AC_LOG_WARN, "event=recent_frames_oom user=%s", u->id);
-    r->base.host.deliver(r->base.host.arg, u, frame);
-    if (ustate(u) != NULL && ustate(u)->nwait > 0)
-        check_waiters(r, u);
-}
-
-/* Delivers held events that continue the stream; a remaining gap starts a sync. */
-static void drain_held(rb_t *r, ac__user_t *u)
-{
-    ustate_t *st = ustate(u);
-    uint32_t i;
-
-    for (i = 0; i < st->nheld; i++) {
-        ac__buf_t *f = st->held[i];
-        if (f->seq <= u->seq)
-            continue;
-        if (f->seq != u->seq + 1)
-            break;
-        accept_event(r, u, f);
-        if ((st = ustate(u)) == NULL)
-            return;
-    }
-    if (i < st->nheld) {
-        /* Keep the rest (a gap before them). */
-        uint32_t k = 0;
-        for (uint32_t j = 0; j < i; j++)
-            ac__buf_unref(st->held[j]);
-        for (uint32_t j = i; j < st->nheld; j++)
-            st->held[k++] = st->held[j];
-        st->nheld = k;
-        start_sync(r, u);
-    } else {
-        held_clear(st);
-    }
-}
-
-/* The user's stream was recreated (Redis came back empty, or the stream expired): its
- * connections cannot continue their seqs; they are asked to resume, and get `resync`. */
-static void stream_reset(rb_t *r, ac__user_t *u, const char *why)
-{
-    ac__broker_host_t *h = &r->base.host;
-    ac__mconn_t *m = u->head;
-    ustate_t *st = ustate(u);
-
-    r->resets++;
-    ac__log(AC_LOG_WARN, "event=stream_reset user=%s reason=\"%s\"", u->id, why);
-    while (m != NULL) {
-        ac__mconn_t *next = m->next;
-        h->close_one(h->arg, u, m->id, 1012, why);
-        m = next;
-    }
-    if (st != NULL) {
-        st->synced = 0;
-        st->nwait = 0;
-        held_clear(st);
-    }
-    ac__history_drop(&r->manager->history, u);
-    u->seq = 0;
-}
-
-/* ---- joins and syncs ---------------------------------------------------------------- */
-
-typedef struct jctx_s {
-    rb_t *r;
-    uint64_t t0;
-    ac__join_req_t req; /* conn_id 0: a sync of the node's own position */
-    size_t ulen;
-    char user[];
-} jctx_t;
-
-static void on_join_reply(redisAsyncContext *ac, void *reply, void *priv);
-
-static int send_join(rb_t *r, ac__user_t *u, const ac__join_req_t *req)
-{
-    char member[40] = "", cap[16], ep[9], ttl[24], after[24] = "";
-    int rc;
-    jctx_t *j = malloc(sizeof(*j) + u->id_len + 1);
-
-    if (j == NULL)
-        return AC_ENOMEM;
-    j->r = r;
-    j->t0 = uv_hrtime();
-    j->req = *req;
-    j->ulen = u->id_len;
-    memcpy(j->user, u->id, u->id_len + 1);
-    if (req->conn_id != 0)
-        member_of(r, req->conn_id, member);
-    snprintf(cap, sizeof(cap), "%u", r->o.max_per_user);
-    new_epoch(r, ep);
-    snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.history_ttl_ms);
-    if (req->has_after)
-        snprintf(after, sizeof(after), "%llu", (unsigned long long)req->after);
-    {
-        const char *args[7] = {u->id, member, cap, ep, ttl, after, req->epoch};
-        rc = script(r, on_join_reply, j, "join", 7, args);
-    }
-    if (rc != 0) {
-        free(j);
-        return AC_EUNAVAIL;
-    }
-    if (req->conn_id != 0)
-        ustate(u)->joins++;
-    return 0;
-}
-
-static void start_sync(rb_t *r, ac__user_t *u)
-{
-    ustate_t *st = ustate(u);
-    ac__join_req_t req;
-
-    if (st == NULL || st->syncing || !st->synced || st->sub != SUB_ON)
-        return;
-    memset(&req, 0, sizeof(req));
-    req.has_after = 1;
-    req.after = u->seq;
-    ac__user_epoch_str(u, req.epoch);
-    if (send_join(r, u, &req) == 0) {
-        st->syncing = 1;
-        r->gaps_filled++;
-    }
-}
-
-static ac__buf_t *event_frame(const char *env, size_t len, uint64_t seq)
-{
-    ac__buf_t *b = ac__frame_raw(AC_WS_TEXT, env, len);
-    if (b != NULL) {
-        b->seq = seq;
-        b->t_ns = uv_hrtime();
-    }
-    return b;
-}
-
-/* Makes res.frames from the reply's envelopes (elements 4..); seqs end at res.seq. */
-static int reply_frames(const redisReply *x, ac__join_res_t *res)
-{
-    size_t n = x->elements - 4;
-
-    res->nframes = 0;
-    res->frames = NULL;
-    if (n == 0)
-        return 0;
-    res->frames = calloc(n, sizeof(*res->frames));
-    if (res->frames == NULL)
-        return AC_ENOMEM;
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *e = x->element[4 + i];
-        res->frames[i] = event_frame(e->str, e->len, res->seq - (n - 1 - i));
-        if (res->frames[i] == NULL)
-            return AC_ENOMEM;
-        res->nframes++;
-    }
-    return 0;
-}
-
-static void frames_free(ac__join_res_t *res)
-{
-    for (size_t i = 0; i < res->nframes; i++)
-        ac__buf_unref(res->frames[i]);
-    free(res->frames);
-}
-
-static void on_join_reply(redisAsyncContext *ac, void *reply, void *priv)
-{
-    jctx_t *j = priv;
-    rb_t *r = j->r;
-    redisReply *x = reply;
-    ac__broker_host_t *h = &r->base.host;
-    ac__user_t *u = ac__manager_find_user(r->manager, j->user, j->ulen);
-    ustate_t *st = u ? ustate(u) : NULL;
-    ac__join_res_t res;
-    uint32_t ep = 0;
-    int ok;
-
-    if (x != NULL)
-        observe_rtt(r, j->t0);
-    if (st == NULL) {
-        free(j);
-        return;
-    }
-    if (j->req.conn_id != 0)
-        st->joins--;
-    else
-        st->syncing = 0;
-    memset(&res, 0, sizeof(res));
-    ok = x != NULL && x->type == REDIS_REPLY_ARRAY && x->elements >= 4 &&
-         x->element[0]->type == REDIS_REPLY_STRING && x->element[0]->len < sizeof(res.epoch) &&
-         parse_epoch(x->element[0]->str, x->element[0]->len, &ep) == 0;
-    if (ok) {
-        memcpy(res.epoch, x->element[0]->str, x->element[0]->len);
-        res.seq = reply_u64(x->element[1]);
-        res.oldest = reply_u64(x->element[2]);
-        res.recovered = reply_u64(x->element[3]) == 1;
-        res.resume = j->req.has_after;
-        ok = reply_frames(x, &res) == 0;
-    }
-    if (!ok) {
-        if (x != NULL && x->type == REDIS_REPLY_ERROR)
-            ac__log(AC_LOG_ERROR, "event=redis_error op=join error=\"%s\"", x->str);
-        if (j->req.conn_id != 0)
-            h->close_one(h->arg, u, j->req.conn_id, 1013, "broker unavailable: try again");
-        frames_free(&res);
-        free(j);
-        return;
-    }
-    if (st->synced && ep != u->epoch)
-        stream_reset(r, u, "event stream reset (new epoch): resume");
-    if (j->req.conn_id == 0) {
-        /* A sync: fill the node's gap, then what was held. */
-        if (!st->synced) {
-            /* Reset meanwhile: the next join sets the position. */
-        } else if (!res.recovered) {
-            stream_reset(r, u, "events missed on this node: resume");
-        } else {
-            for (size_t i = 0; i < res.nframes; i++) {
-                if (res.frames[i]->seq == u->seq + 1)
-                    accept_event(r, u, res.frames[i]);
-                if ((st = ustate(u)) == NULL)
-                    break;
-            }
-            if (st != NULL)
-                drain_held(r, u);
-        }
-        frames_free(&res);
-        free(j);
-        return;
-    }
-    if (!st->synced) {
-        st->synced = 1;
-        u->epoch = ep;
-        u->seq = res.seq;
-        ac__history_drop(&r->manager->history, u);
-        for (size_t i = 0; i < res.nframes; i++) {
-            if (ac__history_append(&r->manager->history, u, res.frames[i]) != 0)
-                break;
-        }
-    }
-    if (h->greet(h->arg, u, j->req.conn_id, &res) == 0 && (st = ustate(u)) != NULL) {
-        if (u->seq >= res.seq) {
-            catch_up(r, u, j->req.conn_id, res.seq);
-        } else {
-            /* The node has not yet seen the events up to the snapshot: they are on their
-             * way on `sub` (subscribed before the join ran). */
-            if (st->nwait == st->wait_cap) {
-                uint32_t ncap = st->wait_cap ? st->wait_cap * 2 : 4;
-                waiter_t *n = realloc(st->wait, ncap * sizeof(*n));
-                if (n == NULL) {
-                    h->close_one(h->arg, u, j->req.conn_id, 1013, "out of memory: try again");
-                    goto done;
-                }
-                st->wait = n;
-                st->wait_cap = ncap;
-            }
-            st->wait[st->nwait++] = (waiter_t){j->req.conn_id, res.seq};
-        }
-    }
-    if ((st = ustate(u)) != NULL)
-        drain_held(r, u);
-done:
-    frames_free(&res);
-    free(j);
-}
-
-/* ---- subscriptions ------------------------------------------------------------------ */
-
-static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv);
-
-static void subscribe_user(rb_t *r, ac__user_t *u, const char *verb)
-{
-    char chan[AC__USER_ID_MAX + 64];
-    size_t n = channel_of(r, u->id, u->id_len, chan, sizeof(chan));
-    const char *argv[2] = {verb, chan};
-    size_t lens[2] = {strlen(verb), n};
-
-    if (r->sub != NULL && r->sub_ready)
-        redisAsyncCommandArgv(r->sub, on_sub_reply, NULL, 2, argv, lens);
-}
-
-/* The subscription is on: joins that waited for it go out; after a reconnect, the
- * node's position is checked against what Redis has. */
-static void subscribed(rb_t *r, ac__user_t *u)
-{
-    ustate_t *st = ustate(u);
-
-    st->sub = SUB_ON;
-    if (st->synced) {
-        /* Back after an outage: the registry may have dropped this node's connections
-         * (its heartbeat lapsed); they are older than any made meanwhile, so they go back
-         * with the lowest rank (first to be evicted). */
-        char key[AC__USER_ID_MAX + 64], member[40];
-        const char *argv[5] = {"ZADD", key, "NX", "0", member};
-        size_t lens[5] = {4, 0, 2, 1, 0};
-        lens[1] = (size_t)snprintf(key, sizeof(key), "%sk:%s", r->prefix, u->id);
-        for (ac__mconn_t *m = u->head; m != NULL; m = m->next) {
-            member_of(r, m->id, member);
-            lens[4] = strlen(member);
-            command(r, NULL, NULL, 5, argv, lens);
-        }
-        st->syncing = 0;
-        start_sync(r, u);
-    }
-    for (uint32_t i = 0; i < st->nqueued; i++) {
-        if (send_join(r, u, &st->queued[i]) != 0) {
-            ac__broker_host_t *h = &r->base.host;
-            h->close_one(h->arg, u, st->queued[i].conn_id, 1013, "broker unavailable: try again");
-            if ((st = ustate(u)) == NULL)
-                return;
-        }
-    }
-    st->nqueued = 0;
-}
-
-static void on_message(rb_t *r, ac__user_t *u, const char *p, size_t n)
-{
-    ustate_t *st = ustate(u);
-    ac__broker_host_t *h = &r->base.host;
-
-    if (st == NULL || n < 2)
-        return;
-    if (p[0] == 'E' && p[1] == ' ') {
-        /* E EPOCH SEQ ENVELOPE */
-        const char *e = p + 2, *sp1 = memchr(e, ' ', n - 2), *sp2;
-        uint32_t ep;
-        uint64_t seq;
-        ac__buf_t *f;
-        if (sp1 == NULL || (sp2 = memchr(sp1 + 1, ' ', (size_t)(p + n - sp1 - 1))) == NULL ||
-            parse_epoch(e, (size_t)(sp1 - e), &ep) != 0 ||
-            ac__parse_u64(sp1 + 1, (size_t)(sp2 - sp1 - 1), &seq) != 0)
-            return;
-        f = event_frame(sp2 + 1, (size_t)(p + n - sp2 - 1), seq);
-        if (f == NULL) {
-            start_sync(r, u);
-            return;
-        }
-        if (st->synced && ep != u->epoch) {
-            stream_reset(r, u, "event stream reset (new epoch): resume");
-        } else if (st->synced && !st->syncing && seq == u->seq + 1) {
-            accept_event(r, u, f);
-        } else if (!st->synced || st->syncing || seq > u->seq + 1) {
-            if (st->synced && !st->syncing && st->nheld == 0)
-                start_sync(r, u);
-            if ((st = ustate(u)) != NULL)
-                hold(r, u, f);
-        }
-        ac__buf_unref(f);
-    } else if (p[0] == 'D' && p[1] == ' ') {
-        /* D CONNID ENVELOPE: a direct message to one connection. */
-        const char *sp = memchr(p + 2, ' ', n - 2);
-        uint64_t id;
-        if (sp == NULL || (size_t)(sp - p - 2) != 16 || parse_hex(p + 2, 16, &id) != 0)
-            return;
-        ac__buf_t *f = ac__frame_raw(AC_WS_TEXT, sp + 1, (size_t)(p + n - sp - 1));
-        if (f != NULL) {
-            h->send_one(h->arg, u, id, f, 0);
-            ac__buf_unref(f);
-        }
-    } else if ((p[0] == 'X' || p[0] == 'K') && p[1] == ' ') {
-        /* X CONNID@NODE: over the per-user cap somewhere in the cluster; K: an operator's
-         * disconnect. */
-        const char *at = memchr(p + 2, '@', n - 2);
-        uint64_t id;
-        char reason[80];
-        if (at == NULL || (size_t)(at - p - 2) != 16 || parse_hex(p + 2, 16, &id) != 0 ||
-            (size_t)(p + n - at - 1) != strlen(r->node) ||
-            memcmp(at + 1, r->node, strlen(r->node)) != 0)
-            return;
-        if (p[0] == 'K') {
-            h->close_one(h->arg, u, id, 4003, "disconnected by an operator");
-            return;
-        }
-        snprintf(reason, sizeof(reason), "evicted: over max-conns-per-user (%u)",
-                 r->o.max_per_user);
-        h->close_one(h->arg, u, id, 4001, reason);
-    }
-}
-
-static ac__user_t *user_of_channel(rb_t *r, const redisReply *chan)
-{
-    size_t plen = strlen(r->prefix);
-
-    if (chan == NULL || chan->type != REDIS_REPLY_STRING || chan->len <= plen + 2 ||
-        memcmp(chan->str, r->prefix, plen) != 0 || memcmp(chan->str + plen, "c:", 2) != 0)
-        return NULL;
-    return ac__manager_find_user(r->manager, chan->str + plen + 2, chan->len - plen - 2);
-}
-
-static void on_sub_reply(redisAsyncContext *ac, void *reply, void *priv)
-{
-    rb_t *r = ac->data;
-    redisReply *x = reply;
-    ac__user_t *u;
-    ustate_t *st;
-
-    if (x == NULL || x->type != REDIS_REPLY_ARRAY || x->elements < 3 ||
-        x->element[0]->type != REDIS_REPLY_STRING)
-        return;
-    u = user_of_channel(r, x->element[1]);
-    st = u ? ustate(u) : NULL;
-    if (st == NULL)
-        return;
-    if (strcmp(x->element[0]->str, "message") == 0) {
-        if (x->element[2]->type == REDIS_REPLY_STRING)
-            on_message(r, u, x->element[2]->str, x->element[2]->len);
-    } else if (strcmp(x->element[0]->str, "subscribe") == 0) {
-        if (st->sub == SUB_PENDING)
-            subscribed(r, u);
-    } else if (strcmp(x->element[0]->str, "unsubscribe") == 0) {
-        if (st->sub != SUB_LEAVING)
-            return;
-        r->subscribed--;
-        if (st->resub || u->nconns > 0) {
-            st->resub = 0;
-            st->sub = SUB_PENDING;
-            r->subscribed++;
-            subscribe_user(r, u, "SUBSCRIBE");
-        } else {
-            ustate_free(u);
-            ac__history_drop(&r->manager->history, u);
-        }
-    }
-}
-
-/* ---- the vtable --------------------------------------------------------------------- */
-
-static int redis_join(ac__broker_t *b, ac__user_t *u, const ac__join_req_t *req)
-{
-    rb_t *r = (rb_t *)b;
-    ustate_t *st = ustate(u);
-
-    if (!r->up)
-        return AC_EUNAVAIL;
-    if (st == NULL) {
-        if ((st = calloc(1, sizeof(*st))) == NULL)
-            return AC_ENOMEM;
-        u->bs = st;
-    }
-    if (st->sub == SUB_ON)
-        return send_join(r, u, req);
-    if (st->nqueued == st->queued_cap) {
-        uint32_t ncap = st->queued_cap ? st->queued_cap * 2 : 4;
-        ac__join_req_t *n = realloc(st->queued, ncap * sizeof(*n));
-        if (n == NULL)
-            return AC_ENOMEM;
-        st->queued = n;
-        st->queued_cap = ncap;
-    }
-    st->queued[st->nqueued++] = *req;
-    if (st->sub == SUB_NONE) {
-        st->sub = SUB_PENDING;
-        r->subscribed++;
-        subscribe_user(r, u, "SUBSCRIBE");
-    } else if (st->sub == SUB_LEAVING) {
-        st->resub = 1;
-    }
-    return 0;
-}
-
-static void redis_leave(ac__broker_t *b, ac__user_t *u, uint64_t conn_id)
-{
-    rb_t *r = (rb_t *)b;
-    ustate_t *st = ustate(u);
-    char key[AC__USER_ID_MAX + 64], member[40];
-    int klen = snprintf(key, sizeof(key), "%sk:%s", r->prefix, u->id);
-    const char *argv[3] = {"ZREM", key, member};
-    size_t lens[3];
-
-    if (st != NULL) {
-        for (uint32_t i = 0; i < st->nwait; i++) {
-            if (st->wait[i].conn_id == conn_id) {
-                st->wait[i] = st->wait[--st->nwait];
-                break;
-            }
-        }
-        for (uint32_t i = 0; i < st->nqueued; i++) {
-            if (st->queued[i].conn_id == conn_id) {
-                memmove(&st->queued[i], &st->queued[i + 1],
-                        (st->nqueued - i - 1) * sizeof(*st->queued));
-                st->nqueued--;
-                break;
-            }
-        }
-    }
-    member_of(r, conn_id, member);
-    lens[0] = 4;
-    lens[1] = (size_t)klen;
-    lens[2] = strlen(member);
-    command(r, NULL, NULL, 3, argv, lens);
-}
-
-/* ---- publishing ------------------------------------------------------------------- */
-
-typedef struct pctx_s {
-    rb_t *r;
-    uint64_t t0;
-    size_t n;
-    ac__pub_done_cb done;
-    void *arg;
-} pctx_t;
-
-static void on_pub_reply(redisAsyncContext *ac, void *reply, void *priv)
-{
-    pctx_t *p = priv;
-    redisReply *x = reply;
-    ac_publish_result_t one, *res = &one;
-
-    if (x == NULL) {
-        /* Sent, not answered: Redis may still have run it (what it had read it executes). */
-        p->done(p->arg, 503, 0,
-                "broker connection lost before it answered: the events may have been "
-                "published; retry with the same idempotency_key",
-                NULL, 0);
-        free(p);
-        return;
-    }
-    observe_rtt(p->r, p->t0);
-    if (x->type == REDIS_REPLY_ARRAY && x->elements == 4 &&
-        x->element[0]->type == REDIS_REPLY_STRING && strcmp(x->element[0]->str, "E") == 0 &&
-        x->element[2]->type == REDIS_REPLY_STRING) {
-        p->done(p->arg, (unsigned)reply_u64(x->element[3]), (size_t)reply_u64(x->element[1]),
-                x->element[2]->str, NULL, 0);
-    } else if (x->type == REDIS_REPLY_ARRAY && x->elements == 1 + 3 * p->n &&
-               x->element[0]->type == REDIS_REPLY_STRING) {
-        if (p->n > 1 && (res = calloc(p->n, sizeof(*res))) == NULL) {
-            p->done(p->arg, 503, 0, "out of memory", NULL, 0);
-        } else {
-            for (size_t i = 0; i < p->n; i++) {
-                res[i].seq = reply_u64(x->element[1 + 3 * i]);
-                res[i].delivered = (unsigned)reply_u64(x->element[2 + 3 * i]);
-                res[i].duplicate = reply_u64(x->element[3 + 3 * i]) == 1;
-            }
-            p->done(p->arg, 200, 0, NULL, res, p->n);
-            if (res != &one)
-                free(res);
-        }
-    } else {
-        ac__log(AC_LOG_ERROR, "event=redis_error op=publish error=\"%s\"",
-                x->type == REDIS_REPLY_ERROR ? x->str : "unexpected reply");
-        p->done(p->arg, 503, 0, "broker error", NULL, 0);
-    }
-    free(p);
-}
-
-#define PUB_FIXED 11
-#define PUB_FIELDS 10
-
-static const char *op_name(ac__ev_type_t t)
-{
-    switch (t) {
-    case AC__EV_AGENT_STARTED:
-        return "started";
-    case AC__EV_TOOL_EXECUTING:
-        return "tool_executing";
-    case AC__EV_TOOL_COMPLETED:
-        return "tool_completed";
-    case AC__EV_AGENT_COMPLETED:
-        return "completed";
-    case AC__EV_AGENT_ERROR:
-        return "error";
-    default:
-        return "other";
-    }
-}
-
-static int redis_publish_batch(ac__broker_t *b, const ac__pub_item_t *items, size_t n,
-                               ac__pub_done_cb done, void *arg)
-{
-    rb_t *r = (rb_t *)b;
-    size_t argc = PUB_FIXED + PUB_FIELDS * n;
-    const char **argv;
-    size_t *lens;
-    char(*ids)[17];
-    char hs[16], ttl[24], iw[24], ep[9], rttl[24], cnt[24];
-    pctx_t *p;
-    int rc;
-
-    if (!r->up || r->closing)
-        return AC_EUNAVAIL;
-    argv = malloc(argc * sizeof(*argv));
-    lens = malloc(argc * sizeof(*lens));
-    ids = malloc(n * sizeof(*ids));
-    p = malloc(sizeof(*p));
-    if (argv == NULL || lens == NULL || ids == NULL || p == NULL) {
-        free(argv);
-        free(lens);
-        free(ids);
-        free(p);
-        return AC_ENOMEM;
-    }
-    snprintf(hs, sizeof(hs), "%u", r->o.history_size);
-    snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.history_ttl_ms);
-    snprintf(iw, sizeof(iw), "%llu", (unsigned long long)r->o.idem_ms);
-    new_epoch(r, ep);
-    snprintf(rttl, sizeof(rttl), "%llu",
-             (unsigned long long)(r->o.run_timeout_ms * 2 + r->o.history_ttl_ms));
-    snprintf(cnt, sizeof(cnt), "%zu", n);
-    script_head(r, "pub", argv, lens);
-    argv[5] = hs;
-    argv[6] = ttl;
-    argv[7] = iw;
-    argv[8] = ep;
-    argv[9] = rttl;
-    argv[10] = cnt;
-    for (size_t i = SCRIPT_HEAD; i < PUB_FIXED; i++)
-        lens[i] = strlen(argv[i]);
-    for (size_t i = 0; i < n; i++) {
-        const ac__pub_item_t *it = &items[i];
-        const char **a = argv + PUB_FIXED + PUB_FIELDS * i;
-        size_t *l = lens + PUB_FIXED + PUB_FIELDS * i;
-        const char *opn = it->op.run_id.p ? op_name(it->op.type) : "other";
-#define STR(k, s)                                                                                  \
-    do {                                                                                           \
-        a[k] = (s).p ? (s).p : "";                                                                 \
-        l[k] = (s).p ? (s).len : 0;                                                                \
-    } while (0)
-        STR(0, it->op.user_id);
-        a[1] = opn;
-        l[1] = strlen(opn);
-        STR(2, it->op.run_id);
-        STR(3, it->op.thread_id);
-        STR(4, it->op.tool_call_id);
-        STR(5, it->idem_key);
-        STR(6, it->head);
-        STR(7, it->tail);
-#undef STR
-        if (it->conn_id != 0) {
-            snprintf(ids[i], sizeof(ids[i]), "%016llx", (unsigned long long)it->conn_id);
-            a[8] = ids[i];
-            l[8] = 16;
-        } else {
-            a[8] = "";
-            l[8] = 0;
-        }
-        a[9] = it->timeout ? "1" : "0";
-        l[9] = 1;
-    }
-    p->r = r;
-    p->t0 = uv_hrtime();
-    p->n = n;
-    p->done = done;
-    p->arg = arg;
-    rc = command(r, on_pub_reply, p, (int)argc, argv, lens);
-    free(argv);
-    free(lens);
-    free(ids);
-    if (rc != 0) {
-        free(p);
-        return AC_EUNAVAIL;
-    }
-    return 0;
+    return ac__rb_command(l, fn, priv, SCRIPT_HEAD + n, argv, lens);
 }
 
 /* ---- GET /v1/runs/{id} ------------------------------------------------------------ */
 
+/* A run lives on its user's shard, and the id alone does not name the user: every shard
+ * is asked; the first that knows the run answers. */
 typedef struct rctx_s {
     rb_t *r;
     uint64_t t0;
     ac__run_done_cb done;
     void *arg;
+    unsigned pending;
+    int answered;
+    int failed;
     size_t idlen;
     char id[];
 } rctx_t;
@@ -1086,28 +179,17 @@ static json_t *iso_or_null(const char *ms)
     return json_string(ts);
 }
 
-static void on_run_reply(redisAsyncContext *ac, void *reply, void *priv)
+/* Answers with the run's object from its shard's reply (the hash's fields, "tools", ids). */
+static void run_answer(rctx_t *c, const redisReply *x)
 {
-    rctx_t *c = priv;
-    redisReply *x = reply;
     const char *f[8] = {0}; /* user thread state closed_by started updated last_seq events */
     static const char *const names[8] = {"user",    "thread",  "state",    "closed_by",
                                          "started", "updated", "last_seq", "events"};
     json_t *o, *tools;
     char *body;
-    size_t i;
+    const char *user;
+    size_t i, ulen;
 
-    if (x == NULL || x->type != REDIS_REPLY_ARRAY) {
-        c->done(c->arg, 503, NULL, 0);
-        free(c);
-        return;
-    }
-    observe_rtt(c->r, c->t0);
-    if (x->elements == 0) {
-        c->done(c->arg, 404, NULL, 0);
-        free(c);
-        return;
-    }
     tools = json_array();
     for (i = 0; i + 1 < x->elements; i += 2) {
         if (strcmp(x->element[i]->str, "tools") == 0)
@@ -1119,8 +201,10 @@ static void on_run_reply(redisAsyncContext *ac, void *reply, void *priv)
     }
     for (i = i + 1; i < x->elements; i++)
         json_array_append_new(tools, json_string(x->element[i]->str));
-    o = json_pack("{s:s#,s:s,s:o,s:s,s:o,s:I,s:I,s:o,s:o,s:o}", "run_id", c->id, (int)c->idlen,
-                  "user_id", f[0] ? f[0] : "", "thread_id",
+    ulen = f[0] ? strlen(f[0]) : 0;
+    user = f[0] ? ac__rb_user_of_key_id(c->r, f[0], &ulen) : "";
+    o = json_pack("{s:s#,s:s#,s:o,s:s,s:o,s:I,s:I,s:o,s:o,s:o}", "run_id", c->id, (int)c->idlen,
+                  "user_id", user, (int)ulen, "thread_id",
                   f[1] && f[1][0] ? json_string(f[1]) : json_null(), "state",
                   f[2] && strcmp(f[2], "open") == 0 ? "open" : "closed", "tools_executing", tools,
                   "last_seq", (json_int_t)(f[6] ? strtoull(f[6], NULL, 10) : 0), "events",
@@ -1134,6 +218,27 @@ static void on_run_reply(redisAsyncContext *ac, void *reply, void *priv)
     else
         c->done(c->arg, 200, body, strlen(body));
     free(body);
+}
+
+static void on_run_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    rctx_t *c = priv;
+    redisReply *x = reply;
+
+    c->pending--;
+    if (x == NULL || x->type != REDIS_REPLY_ARRAY) {
+        c->failed = 1;
+    } else {
+        ac__rb_observe_rtt(c->r, c->t0);
+        if (x->elements > 0 && !c->answered) {
+            c->answered = 1;
+            run_answer(c, x);
+        }
+    }
+    if (c->pending > 0)
+        return;
+    if (!c->answered)
+        c->done(c->arg, c->failed ? 503 : 404, NULL, 0);
     free(c);
 }
 
@@ -1143,9 +248,11 @@ static int redis_run_get(ac__broker_t *b, const char *id, size_t len, ac__run_do
     rb_t *r = (rb_t *)b;
     rctx_t *c;
 
-    if (!r->up)
-        return AC_EUNAVAIL;
-    if ((c = malloc(sizeof(*c) + len + 1)) == NULL)
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        if (!r->links[i].up)
+            return AC_EUNAVAIL;
+    }
+    if ((c = calloc(1, sizeof(*c) + len + 1)) == NULL)
         return AC_ENOMEM;
     c->r = r;
     c->t0 = uv_hrtime();
@@ -1154,7 +261,14 @@ static int redis_run_get(ac__broker_t *b, const char *id, size_t len, ac__run_do
     c->idlen = len;
     memcpy(c->id, id, len);
     c->id[len] = '\0';
-    if (script(r, on_run_reply, c, "run", 1, (const char *const[]){c->id}) != 0) {
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        if (ac__rb_script(&r->links[i], on_run_reply, c, "run", 1, (const char *const[]){c->id}) ==
+            0)
+            c->pending++;
+        else
+            c->failed = 1;
+    }
+    if (c->pending == 0) {
         free(c);
         return AC_EUNAVAIL;
     }
@@ -1176,7 +290,7 @@ static void on_kick_reply(redisAsyncContext *ac, void *reply, void *priv)
     redisReply *x = reply;
 
     if (x != NULL)
-        observe_rtt(k->r, k->t0);
+        ac__rb_observe_rtt(k->r, k->t0);
     if (x == NULL || x->type != REDIS_REPLY_INTEGER)
         k->done(k->arg, AC_EUNAVAIL, 0);
     else
@@ -1188,13 +302,15 @@ static int redis_disconnect(ac__broker_t *b, const char *user, size_t ulen, uint
                             void (*done)(void *arg, int status, unsigned n), void *arg)
 {
     rb_t *r = (rb_t *)b;
-    char id[17] = "";
-    char *who;
+    link_t *l = ac__rb_link_of(r, user, ulen);
+    char id[17] = "", who[KEY_ID_MAX];
     int rc;
     kctx_t *k;
 
-    if (!r->up)
+    if (!l->up)
         return AC_EUNAVAIL;
+    if (ulen > AC__USER_ID_MAX)
+        return AC_EINVAL;
     if ((k = malloc(sizeof(*k))) == NULL)
         return AC_ENOMEM;
     k->r = r;
@@ -1203,12 +319,8 @@ static int redis_disconnect(ac__broker_t *b, const char *user, size_t ulen, uint
     k->arg = arg;
     if (conn_id != 0)
         snprintf(id, sizeof(id), "%016llx", (unsigned long long)conn_id);
-    if ((who = strndup(user, ulen)) == NULL) {
-        free(k);
-        return AC_ENOMEM;
-    }
-    rc = script(r, on_kick_reply, k, "kick", 2, (const char *const[]){who, id});
-    free(who);
+    ac__rb_key_id(r, user, ulen, who);
+    rc = ac__rb_script(l, on_kick_reply, k, "kick", 2, (const char *const[]){who, id});
     if (rc != 0) {
         free(k);
         return AC_EUNAVAIL;
@@ -1220,33 +332,40 @@ static int redis_disconnect(ac__broker_t *b, const char *user, size_t ulen, uint
 
 static void on_claim_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
-    rb_t *r = ac->data;
+    link_t *l = ac->data;
+    rb_t *r = l->r;
     redisReply *x = reply;
 
     if (x == NULL || x->type != REDIS_REPLY_ARRAY || x->elements == 0 || r->on_timeout == NULL)
         return;
-    r->open_runs = reply_u64(x->element[0]);
+    l->open_runs = ac__rb_reply_u64(x->element[0]);
     for (size_t i = 1; i + 2 < x->elements; i += 3) {
         if (x->element[i]->type != REDIS_REPLY_STRING)
             continue;
-        r->on_timeout(r->timeout_arg, x->element[i]->str, x->element[i + 1]->str,
+        size_t ulen = x->element[i + 1]->len;
+        const char *user = ac__rb_user_of_key_id(r, x->element[i + 1]->str, &ulen);
+        r->on_timeout(r->timeout_arg, x->element[i]->str, user,
                       x->element[i + 2]->len ? x->element[i + 2]->str : NULL);
     }
 }
 
+/* A connected user's stream stays, however quiet: its seq counter for the seq ttl, its
+ * history for the history ttl. */
 static void refresh_user(rb_t *r, ac__user_t *u)
 {
-    char key[AC__USER_ID_MAX + 64], ttl[24];
+    char key[KEY_ID_MAX + 64], ttl[24], kid[KEY_ID_MAX];
     const char *argv[3] = {"PEXPIRE", key, ttl};
     size_t lens[3];
+    link_t *l = ac__rb_ustate(u)->lk;
 
-    snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.history_ttl_ms);
+    ac__rb_key_id(r, u->id, u->id_len, kid);
     lens[0] = 7;
-    lens[2] = strlen(ttl);
-    lens[1] = (size_t)snprintf(key, sizeof(key), "%su:%s", r->prefix, u->id);
-    command(r, NULL, NULL, 3, argv, lens);
-    lens[1] = (size_t)snprintf(key, sizeof(key), "%sh:%s", r->prefix, u->id);
-    command(r, NULL, NULL, 3, argv, lens);
+    lens[2] = (size_t)snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.seq_ttl_ms);
+    lens[1] = (size_t)snprintf(key, sizeof(key), "%su:%s", r->prefix, kid);
+    ac__rb_command(l, NULL, NULL, 3, argv, lens);
+    lens[2] = (size_t)snprintf(ttl, sizeof(ttl), "%llu", (unsigned long long)r->o.history_ttl_ms);
+    lens[1] = (size_t)snprintf(key, sizeof(key), "%sh:%s", r->prefix, kid);
+    ac__rb_command(l, NULL, NULL, 3, argv, lens);
 }
 
 static void redis_sweep(ac__broker_t *b)
@@ -1257,56 +376,56 @@ static void redis_sweep(ac__broker_t *b)
 
     for (size_t i = 0; i < m->nbuckets; i++) {
         for (ac__user_t *u = m->buckets[i]; u != NULL; u = u->hnext) {
-            ustate_t *st = ustate(u);
+            ustate_t *st = ac__rb_ustate(u);
             if (st == NULL)
                 continue;
             if (u->nconns > 0) {
-                /* Connected users' streams stay, however quiet. */
                 refresh_user(r, u);
-            } else if (st->sub == SUB_ON && st->joins == 0 && r->sub_ready) {
+            } else if (st->sub == SUB_ON && st->joins == 0 && st->lk->sub_ready) {
                 /* Its place in the stream is no longer kept: a later join starts afresh. */
                 st->sub = SUB_LEAVING;
                 st->synced = 0;
                 st->nwait = 0;
-                held_clear(st);
+                ac__rb_held_clear(st);
                 ac__history_drop(&r->manager->history, u);
-                subscribe_user(r, u, "UNSUBSCRIBE");
-            } else if (st->sub == SUB_NONE || !r->sub_ready) {
+                ac__rb_subscribe_user(r, u, "UNSUBSCRIBE");
+            } else if (st->sub == SUB_NONE || !st->lk->sub_ready) {
                 if (st->sub != SUB_NONE)
-                    r->subscribed--;
-                ustate_free(u);
+                    st->lk->subscribed--;
+                ac__rb_ustate_free(u);
                 ac__history_drop(&r->manager->history, u);
             }
         }
     }
     if (r->o.run_timeout_ms > 0) {
         snprintf(tmo, sizeof(tmo), "%llu", (unsigned long long)r->o.run_timeout_ms);
-        script(r, on_claim_reply, NULL, "claim", 1, (const char *const[]){tmo});
+        for (unsigned i = 0; i < r->nlinks; i++)
+            ac__rb_script(&r->links[i], on_claim_reply, NULL, "claim", 1,
+                          (const char *const[]){tmo});
     }
 }
 
 /* ---- connections to Redis ------------------------------------------------------------ */
 
-static void start_connect(rb_t *r);
-
-static void went_down(rb_t *r, const char *why)
+static void went_down(link_t *l, const char *why)
 {
+    rb_t *r = l->r;
     ac__manager_t *m = r->manager;
 
-    if (r->up)
-        ac__log(AC_LOG_ERROR, "event=broker_down broker=redis addr=%s:%d reason=\"%s\"", r->host,
-                r->port, why);
-    r->up = 0;
-    r->ping_sent = 0;
-    r->connect_started = 0;
+    if (l->up)
+        ac__log(AC_LOG_ERROR, "event=broker_down broker=redis addr=%s:%d reason=\"%s\"",
+                l->addr.host, l->addr.port, why);
+    l->up = 0;
+    l->ping_sent = 0;
+    l->connect_started = 0;
     /* Subscriptions are gone with the connection; positions stay, to be checked later. */
     for (size_t i = 0; i < m->nbuckets; i++) {
         for (ac__user_t *u = m->buckets[i]; u != NULL; u = u->hnext) {
-            ustate_t *st = ustate(u);
-            if (st == NULL)
+            ustate_t *st = ac__rb_ustate(u);
+            if (st == NULL || st->lk != l)
                 continue;
             if (st->sub != SUB_NONE)
-                r->subscribed--;
+                l->subscribed--;
             st->sub = SUB_NONE;
             st->syncing = 0;
             st->resub = 0;
@@ -1315,87 +434,95 @@ static void went_down(rb_t *r, const char *why)
     /* Both connections go (a command connection without its subscriptions, or the other
      * way round, would deliver half a stream). Freeing answers their pending callbacks
      * with no reply: publishes get 503, joins close with 1013. */
-    if (!r->in_down) {
-        r->in_down = 1;
-        if (r->cmd != NULL) {
-            redisAsyncContext *c = r->cmd;
-            r->cmd = NULL;
-            r->cmd_ready = 0;
+    if (!l->in_down) {
+        l->in_down = 1;
+        if (l->cmd != NULL) {
+            redisAsyncContext *c = l->cmd;
+            l->cmd = NULL;
+            l->cmd_ready = 0;
             redisAsyncFree(c);
         }
-        if (r->sub != NULL) {
-            redisAsyncContext *c = r->sub;
-            r->sub = NULL;
-            r->sub_ready = 0;
+        if (l->sub != NULL) {
+            redisAsyncContext *c = l->sub;
+            l->sub = NULL;
+            l->sub_ready = 0;
             redisAsyncFree(c);
         }
-        r->in_down = 0;
+        l->in_down = 0;
     }
-    r->next_attempt = uv_now(r->loop) + r->backoff_ms / 2 + next_rand(r) % (r->backoff_ms / 2 + 1);
-    r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+    l->next_attempt = uv_now(r->loop) + l->backoff_ms / 2 + next_rand(r) % (l->backoff_ms / 2 + 1);
+    l->backoff_ms = l->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : l->backoff_ms * 2;
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
-    rb_t *r = ac->data;
+    link_t *l = ac->data;
 
-    if (ac == r->cmd) {
-        r->cmd = NULL;
-        r->cmd_ready = 0;
-    } else if (ac == r->sub) {
-        r->sub = NULL;
-        r->sub_ready = 0;
+    if (ac == l->cmd) {
+        l->cmd = NULL;
+        l->cmd_ready = 0;
+    } else if (ac == l->sub) {
+        l->sub = NULL;
+        l->sub_ready = 0;
     }
-    if (!r->closing)
-        went_down(r, ac->errstr[0] ? ac->errstr : "connection closed");
+    if (!l->r->closing)
+        went_down(l, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
-static void heartbeat(rb_t *r)
+static void heartbeat(link_t *l)
 {
     char key[128], ttl[16];
     const char *hb[5] = {"SET", key, "1", "PX", ttl};
 
-    snprintf(key, sizeof(key), "%sn:%s", r->prefix, r->node);
+    snprintf(key, sizeof(key), "%s%sn:%s", l->r->prefix, l->tag, l->r->node);
     snprintf(ttl, sizeof(ttl), "%d", HB_TTL_MS);
-    command(r, NULL, NULL, 5, hb, NULL);
+    ac__rb_command(l, NULL, NULL, 5, hb, NULL);
 }
 
-static void maybe_up(rb_t *r)
+static void maybe_up(link_t *l)
 {
+    rb_t *r = l->r;
     ac__manager_t *m = r->manager;
+    unsigned nup = 0;
 
-    if (!r->cmd_ready || !r->sub_ready || r->up)
+    if (!l->cmd_ready || !l->sub_ready || l->up)
         return;
     /* Alive before any connection is registered: the registry counts live nodes only. */
-    heartbeat(r);
-    r->up = 1;
-    r->connect_started = 0;
-    r->backoff_ms = BACKOFF_MIN_MS;
-    ac__log(AC_LOG_INFO, "event=broker_up broker=redis addr=%s:%d node=%s", r->host, r->port,
-            r->node);
-    /* Subscribe again for every user with connections here; each then syncs. */
+    heartbeat(l);
+    l->up = 1;
+    l->connect_started = 0;
+    l->backoff_ms = BACKOFF_MIN_MS;
+    ac__log(AC_LOG_INFO, "event=broker_up broker=redis addr=%s:%d node=%s shard=%u/%u",
+            l->addr.host, l->addr.port, r->node, l->idx, r->nlinks);
+    for (unsigned i = 0; i < r->nlinks; i++)
+        nup += r->links[i].up != 0;
+    if (nup == r->nlinks)
+        r->started = 1;
+    /* Subscribe again for every user of this shard with connections here; each then
+     * syncs. */
     for (size_t i = 0; i < m->nbuckets; i++) {
         for (ac__user_t *u = m->buckets[i]; u != NULL; u = u->hnext) {
-            ustate_t *st = ustate(u);
-            if (st == NULL || st->sub != SUB_NONE)
+            ustate_t *st = ac__rb_ustate(u);
+            if (st == NULL || st->lk != l || st->sub != SUB_NONE)
                 continue;
             st->sub = SUB_PENDING;
-            r->subscribed++;
-            subscribe_user(r, u, "SUBSCRIBE");
+            l->subscribed++;
+            ac__rb_subscribe_user(r, u, "SUBSCRIBE");
         }
     }
 }
 
 static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
-    rb_t *r = ac->data;
+    link_t *l = ac->data;
     redisReply *x = reply;
     const char *step = priv;
 
     if (x == NULL)
         return;
     if (x->type == REDIS_REPLY_ERROR) {
-        ac__log(AC_LOG_ERROR, "event=redis_error op=%s error=\"%s\"", step, x->str);
+        ac__log(AC_LOG_ERROR, "event=redis_error op=%s addr=%s:%d error=\"%s\"", step, l->addr.host,
+                l->addr.port, x->str);
         redisAsyncDisconnect(ac);
         return;
     }
@@ -1404,42 +531,46 @@ static void on_setup_reply(redisAsyncContext *ac, void *reply, void *priv)
             redisAsyncDisconnect(ac);
             return;
         }
-        memcpy(r->sha, x->str, 40);
-        r->sha[40] = '\0';
-        r->cmd_ready = 1;
-        maybe_up(r);
+        memcpy(l->sha, x->str, 40);
+        l->sha[40] = '\0';
+        l->cmd_ready = 1;
+        maybe_up(l);
     } else if (strcmp(step, "sub-ready") == 0) {
-        r->sub_ready = 1;
-        maybe_up(r);
+        l->sub_ready = 1;
+        maybe_up(l);
     }
 }
 
 static void on_connect(const redisAsyncContext *cac, int status)
 {
     redisAsyncContext *ac = (redisAsyncContext *)cac;
-    rb_t *r = ac->data;
+    link_t *l = ac->data;
 
     if (status != REDIS_OK) {
         /* hiredis frees the context after this; no disconnect callback follows. */
-        if (ac == r->cmd)
-            r->cmd = NULL;
-        else if (ac == r->sub)
-            r->sub = NULL;
-        if (!r->closing)
-            went_down(r, ac->errstr[0] ? ac->errstr : "connect failed");
+        if (ac == l->cmd)
+            l->cmd = NULL;
+        else if (ac == l->sub)
+            l->sub = NULL;
+        if (!l->r->closing)
+            went_down(l, ac->errstr[0] ? ac->errstr : "connect failed");
         return;
     }
-    if (r->password != NULL) {
-        const char *argv[2] = {"AUTH", r->password};
+    if (l->r->password != NULL) {
+        const char *argv[2] = {"AUTH", l->r->password};
         redisAsyncCommandArgv(ac, on_setup_reply, (void *)"auth", 2, argv, NULL);
     }
-    if (ac == r->cmd) {
+    if (ac == l->cmd) {
         char db[16];
         const char *sel[2] = {"SELECT", db};
         const char *load[3] = {"SCRIPT", "LOAD", lua_script};
         size_t load_lens[3] = {6, 4, sizeof(lua_script) - 1};
-        snprintf(db, sizeof(db), "%d", r->db);
-        if (r->db != 0)
+        if (l->r->slots != NULL) {
+            load[2] = lua_cluster_script;
+            load_lens[2] = sizeof(lua_cluster_script) - 1;
+        }
+        snprintf(db, sizeof(db), "%d", l->addr.db);
+        if (l->addr.db != 0)
             redisAsyncCommandArgv(ac, on_setup_reply, (void *)"select", 2, sel, NULL);
         redisAsyncCommandArgv(ac, on_setup_reply, (void *)"script", 3, load, load_lens);
     } else {
@@ -1449,9 +580,9 @@ static void on_connect(const redisAsyncContext *cac, int status)
     }
 }
 
-static redisAsyncContext *connect_one(rb_t *r)
+static redisAsyncContext *connect_one(link_t *l)
 {
-    redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+    redisAsyncContext *ac = redisAsyncConnect(l->addr.host, l->addr.port);
 
     if (ac == NULL)
         return NULL;
@@ -1459,8 +590,8 @@ static redisAsyncContext *connect_one(rb_t *r)
         redisAsyncFree(ac);
         return NULL;
     }
-    ac->data = r;
-    if (rio_attach(ac, r->loop) != 0) {
+    ac->data = l;
+    if (ac__redis_uv_attach(ac, l->r->loop) != 0) {
         redisAsyncFree(ac);
         return NULL;
     }
@@ -1469,59 +600,64 @@ static redisAsyncContext *connect_one(rb_t *r)
     return ac;
 }
 
-static void start_connect(rb_t *r)
+static void start_connect(link_t *l)
 {
-    r->connect_started = uv_now(r->loop);
-    if (r->cmd == NULL)
-        r->cmd = connect_one(r);
-    if (r->sub == NULL)
-        r->sub = connect_one(r);
-    if (r->cmd == NULL || r->sub == NULL)
-        went_down(r, "cannot create a connection");
+    l->connect_started = uv_now(l->r->loop);
+    if (l->cmd == NULL)
+        l->cmd = connect_one(l);
+    if (l->sub == NULL)
+        l->sub = connect_one(l);
+    if (l->cmd == NULL || l->sub == NULL)
+        went_down(l, "cannot create a connection");
 }
 
 static void on_pong(redisAsyncContext *ac, void *reply, void *priv)
 {
-    rb_t *r = ac->data;
+    link_t *l = ac->data;
     uint64_t t0 = (uint64_t)(uintptr_t)priv;
 
     if (reply == NULL)
         return;
-    r->ping_sent = 0;
-    observe_rtt(r, t0);
+    l->ping_sent = 0;
+    ac__rb_observe_rtt(l->r, t0);
+}
+
+static void link_tick(link_t *l, uint64_t now)
+{
+    if (l->cmd == NULL && l->sub == NULL) {
+        if (now >= l->next_attempt) {
+            l->reconnects++;
+            start_connect(l);
+        }
+        return;
+    }
+    if (!l->up) {
+        /* hiredis has no connect timeout: a dropped SYN would wait for minutes. */
+        if (l->connect_started != 0 && now - l->connect_started > PING_DEADLINE_MS)
+            went_down(l, "connect timed out");
+        return;
+    }
+    if (l->ping_sent != 0 && now - l->ping_sent > PING_DEADLINE_MS) {
+        went_down(l, "no answer to PING");
+        return;
+    }
+    if (l->ping_sent == 0 && now - l->last_beat >= HB_INTERVAL_MS) {
+        const char *ping[1] = {"PING"};
+        l->ping_sent = now;
+        l->last_beat = now;
+        ac__rb_command(l, on_pong, (void *)(uintptr_t)uv_hrtime(), 1, ping, NULL);
+        heartbeat(l);
+    }
 }
 
 static void on_timer(uv_timer_t *t)
 {
     rb_t *r = t->data;
-    uint64_t now = uv_now(r->loop);
 
     if (r->closing)
         return;
-    if (r->cmd == NULL && r->sub == NULL) {
-        if (now >= r->next_attempt) {
-            r->reconnects++;
-            start_connect(r);
-        }
-        return;
-    }
-    if (!r->up) {
-        /* hiredis has no connect timeout: a dropped SYN would wait for minutes. */
-        if (r->connect_started != 0 && now - r->connect_started > PING_DEADLINE_MS)
-            went_down(r, "connect timed out");
-        return;
-    }
-    if (r->ping_sent != 0 && now - r->ping_sent > PING_DEADLINE_MS) {
-        went_down(r, "no answer to PING");
-        return;
-    }
-    if (r->ping_sent == 0 && now - r->last_beat >= HB_INTERVAL_MS) {
-        const char *ping[1] = {"PING"};
-        r->ping_sent = now;
-        r->last_beat = now;
-        command(r, on_pong, (void *)(uintptr_t)uv_hrtime(), 1, ping, NULL);
-        heartbeat(r);
-    }
+    for (unsigned i = 0; i < r->nlinks; i++)
+        link_tick(&r->links[i], uv_now(r->loop));
 }
 
 /* ---- the rest of the vtable --------------------------------------------------------- */
@@ -1542,9 +678,42 @@ static void redis_replay(ac__broker_t *b, ac__user_t *u, uint64_t after, ac__his
     ac__history_since(u, after, fn, arg);
 }
 
+/* A node serves once every shard was up; after that, while at least one is (a shard down
+ * refuses only its own users). */
 static int redis_up(const ac__broker_t *b)
 {
-    return ((const rb_t *)b)->up;
+    const rb_t *r = (const rb_t *)b;
+    unsigned nup = 0;
+
+    for (unsigned i = 0; i < r->nlinks; i++)
+        nup += r->links[i].up != 0;
+    return r->closing ? 0 : r->started ? nup > 0 : nup == r->nlinks;
+}
+
+/* /healthz, with several shards and some down: those, by address ("shards_down"), and
+ * "broker":"partial" while others are up. Otherwise the body stays the one-Redis one. */
+static void redis_health(const ac__broker_t *b, void *out)
+{
+    const rb_t *r = (const rb_t *)b;
+    json_t *o = out, *down;
+    char addr[300];
+
+    if (r->nlinks == 1 || (down = json_array()) == NULL)
+        return;
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        if (r->links[i].up)
+            continue;
+        snprintf(addr, sizeof(addr), "%s:%d", r->links[i].addr.host, r->links[i].addr.port);
+        json_array_append_new(down, json_string(addr));
+    }
+    if (json_array_size(down) > 0 && json_array_size(down) < r->nlinks && redis_up(b)) {
+        json_object_set_new(o, "status", json_string("degraded"));
+        json_object_set_new(o, "broker", json_string("partial"));
+    }
+    if (json_array_size(down) > 0)
+        json_object_set_new(o, "shards_down", down);
+    else
+        json_decref(down);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -1556,24 +725,36 @@ static int cmp_u64(const void *a, const void *b)
 static void redis_stats(const ac__broker_t *b, void *out)
 {
     const rb_t *r = (const rb_t *)b;
-    json_t *o = out;
+    json_t *o = out, *shards = json_array();
     size_t n = r->rtt_n < RTT_RING ? (size_t)r->rtt_n : RTT_RING;
-    uint64_t sorted[RTT_RING];
+    uint64_t sorted[RTT_RING], reconnects = 0, open_runs = 0, subscribed = 0;
     json_t *rtt;
+    char addr[300];
 
     memcpy(sorted, r->rtt_us, n * sizeof(*sorted));
     qsort(sorted, n, sizeof(*sorted), cmp_u64);
     rtt = json_pack("{s:I,s:I,s:I,s:I}", "p50", (json_int_t)(n ? sorted[n / 2] : 0), "p99",
                     (json_int_t)(n ? sorted[(n * 99) / 100 < n ? (n * 99) / 100 : n - 1] : 0),
                     "max", (json_int_t)r->rtt_max, "samples", (json_int_t)n);
-    json_object_set_new(o, "broker_up", json_boolean(r->up));
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        const link_t *l = &r->links[i];
+        reconnects += l->reconnects;
+        open_runs += l->open_runs;
+        subscribed += l->subscribed;
+        snprintf(addr, sizeof(addr), "%s:%d", l->addr.host, l->addr.port);
+        json_array_append_new(shards, json_pack("{s:s,s:b,s:I,s:I}", "addr", addr, "up", l->up,
+                                                "reconnects", (json_int_t)l->reconnects,
+                                                "users_subscribed", (json_int_t)l->subscribed));
+    }
+    json_object_set_new(o, "broker_up", json_boolean(redis_up(b)));
     json_object_set_new(o, "broker_node", json_string(r->node));
-    json_object_set_new(o, "broker_reconnects", json_integer((json_int_t)r->reconnects));
+    json_object_set_new(o, "broker_reconnects", json_integer((json_int_t)reconnects));
     json_object_set_new(o, "broker_rtt_us", rtt);
-    json_object_set_new(o, "broker_users_subscribed", json_integer((json_int_t)r->subscribed));
+    json_object_set_new(o, "broker_users_subscribed", json_integer((json_int_t)subscribed));
     json_object_set_new(o, "broker_gaps_filled", json_integer((json_int_t)r->gaps_filled));
     json_object_set_new(o, "broker_stream_resets", json_integer((json_int_t)r->resets));
-    json_object_set_new(o, "open_runs", json_integer((json_int_t)r->open_runs));
+    json_object_set_new(o, "broker_shards", shards);
+    json_object_set_new(o, "open_runs", json_integer((json_int_t)open_runs));
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -1589,17 +770,22 @@ static void redis_close(ac__broker_t *b)
 
     if (r->closing)
         return;
-    snprintf(key, sizeof(key), "%sn:%s", r->prefix, r->node);
-    command(r, NULL, NULL, 2, del, NULL);
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        snprintf(key, sizeof(key), "%s%sn:%s", r->prefix, r->links[i].tag, r->node);
+        ac__rb_command(&r->links[i], NULL, NULL, 2, del, NULL);
+    }
     r->closing = 1;
-    r->up = 0;
     uv_timer_stop(r->timer);
     uv_close((uv_handle_t *)r->timer, on_timer_closed);
     /* Pending replies are still answered; then the connections close. */
-    if (r->cmd != NULL)
-        redisAsyncDisconnect(r->cmd);
-    if (r->sub != NULL)
-        redisAsyncDisconnect(r->sub);
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        link_t *l = &r->links[i];
+        l->up = 0;
+        if (l->cmd != NULL)
+            redisAsyncDisconnect(l->cmd);
+        if (l->sub != NULL)
+            redisAsyncDisconnect(l->sub);
+    }
 }
 
 static void redis_free(ac__broker_t *b)
@@ -1608,14 +794,18 @@ static void redis_free(ac__broker_t *b)
     ac__manager_t *m = r->manager;
 
     redis_close(b);
-    if (r->cmd != NULL)
-        redisAsyncFree(r->cmd);
-    if (r->sub != NULL)
-        redisAsyncFree(r->sub);
+    for (unsigned i = 0; i < r->nlinks; i++) {
+        if (r->links[i].cmd != NULL)
+            redisAsyncFree(r->links[i].cmd);
+        if (r->links[i].sub != NULL)
+            redisAsyncFree(r->links[i].sub);
+    }
     for (size_t i = 0; i < m->nbuckets; i++) {
         for (ac__user_t *u = m->buckets[i]; u != NULL; u = u->hnext)
-            ustate_free(u);
+            ac__rb_ustate_free(u);
     }
+    free(r->links);
+    free(r->slots);
     free(r->prefix);
     free(r->password);
     free(r);
@@ -1623,15 +813,16 @@ static void redis_free(ac__broker_t *b)
 
 static const ac__broker_vtable_t redis_vtable = {.name = "redis",
                                                  .publish = redis_publish_one,
-                                                 .join = redis_join,
-                                                 .leave = redis_leave,
-                                                 .publish_batch = redis_publish_batch,
+                                                 .join = ac__rb_join,
+                                                 .leave = ac__rb_leave,
+                                                 .publish_batch = ac__rb_publish_batch,
                                                  .run_get = redis_run_get,
                                                  .disconnect = redis_disconnect,
                                                  .sweep = redis_sweep,
                                                  .oldest = redis_oldest,
                                                  .replay = redis_replay,
                                                  .up = redis_up,
+                                                 .health = redis_health,
                                                  .stats = redis_stats,
                                                  .close = redis_close,
                                                  .free = redis_free};
@@ -1643,101 +834,110 @@ void ac__broker_redis_on_timeout(ac__broker_t *b, ac__run_timeout_fn fn, void *a
     r->timeout_arg = arg;
 }
 
-/* redis://HOST:PORT[/DB]; HOST may be [v6]. */
-static int parse_url(rb_t *r, const char *url, char *why, size_t whylen)
+/* "redis+cluster://SEED[,SEED...]": one link per master of the cluster (CLUSTER SLOTS from
+ * the first seed that answers), the slot map, and each master's own tag: "{N}" with the
+ * smallest N whose slot that master serves. */
+static int cluster_links_new(rb_t *r, const char *seeds, char *why, size_t whylen)
 {
-    const char *p, *colon, *slash, *end;
+    ac__redis_master_t ms[64];
+    unsigned n = 0;
+    int found = -1;
 
-    if (strncmp(url, "redis://", 8) != 0) {
-        snprintf(why, whylen, "--broker: expected memory or redis://HOST:PORT[/DB], got \"%s\"",
-                 url);
+    if (strchr(r->prefix, '{') != NULL || strchr(r->prefix, '}') != NULL) {
+        snprintf(why, whylen, "--redis-prefix: no { or } with a Redis Cluster (hash tags)");
         return -1;
     }
-    p = url + 8;
-    if (strchr(p, '@') != NULL) {
-        snprintf(why, whylen,
-                 "--broker: no credentials in the URL; set AGENTCAST_REDIS_PASSWORD instead");
+    while (found != 0 && *seeds != '\0') {
+        const char *comma = strchr(seeds, ',');
+        size_t len = comma ? (size_t)(comma - seeds) : strlen(seeds);
+        char url[300];
+        ac__redis_addr_t seed;
+        snprintf(url, sizeof(url), "redis://%.*s", (int)len, seeds);
+        if (ac__redis_addr_parse(url, strlen(url), &seed, why, whylen) != 0)
+            return -1;
+        if (seed.db != 0) {
+            snprintf(why, whylen, "--broker: a Redis Cluster has only database 0, got \"%s\"", url);
+            return -1;
+        }
+        found = ac__redis_cluster_masters(&seed, r->password, ms, 64, &n, why, whylen);
+        seeds += len + (comma != NULL);
+    }
+    if (found != 0)
+        return -1;
+    if ((r->links = calloc(n, sizeof(*r->links))) == NULL || (r->slots = malloc(16384)) == NULL) {
+        snprintf(why, whylen, "out of memory");
         return -1;
     }
-    end = p + strlen(p);
-    slash = strchr(p, '/');
-    if (slash != NULL)
-        end = slash;
-    if (*p == '[') {
-        const char *rb = memchr(p, ']', (size_t)(end - p));
-        if (rb == NULL || rb[1] != ':')
-            goto bad;
-        if ((size_t)(rb - p - 1) >= sizeof(r->host))
-            goto bad;
-        memcpy(r->host, p + 1, (size_t)(rb - p - 1));
-        r->host[rb - p - 1] = '\0';
-        colon = rb + 1;
-    } else {
-        colon = memchr(p, ':', (size_t)(end - p));
-        if (colon == NULL || colon == p || (size_t)(colon - p) >= sizeof(r->host))
-            goto bad;
-        memcpy(r->host, p, (size_t)(colon - p));
-        r->host[colon - p] = '\0';
+    r->nlinks = n;
+    for (unsigned i = 0; i < n; i++) {
+        link_t *l = &r->links[i];
+        l->r = r;
+        l->idx = i;
+        l->backoff_ms = BACKOFF_MIN_MS;
+        l->addr = ms[i].addr;
+        for (unsigned k = 0; k < ms[i].nranges; k++) {
+            for (unsigned slot = ms[i].lo[k]; slot <= ms[i].hi[k]; slot++)
+                r->slots[slot] = (uint8_t)i;
+        }
     }
-    {
-        uint64_t port, db = 0;
-        if (ac__parse_u64(colon + 1, (size_t)(end - colon - 1), &port) != 0 || port == 0 ||
-            port > 65535)
-            goto bad;
-        if (slash != NULL &&
-            (ac__parse_u64(slash + 1, strlen(slash + 1), &db) != 0 || db > 1000000))
-            goto bad;
-        r->port = (int)port;
-        r->db = (int)db;
+    for (unsigned i = 0, tagged = 0; tagged < n && i < 1000000; i++) {
+        char t[8];
+        int len = snprintf(t, sizeof(t), "%u", i % 1000000);
+        link_t *l = &r->links[r->slots[ac__redis_slot(t, (size_t)len)]];
+        if (l->tag[0] == '\0') {
+            snprintf(l->tag, sizeof(l->tag), "{%s}", t);
+            tagged++;
+        }
+    }
+    for (unsigned i = 0; i < n; i++) {
+        if (ac__redis_probe(&r->links[i].addr, r->password, why, whylen) != 0)
+            return -1;
     }
     return 0;
-bad:
-    snprintf(why, whylen, "--broker: expected redis://HOST:PORT[/DB], got \"%s\"", url);
-    return -1;
 }
 
-/* Fails fast at start: one blocking connection, AUTH, SELECT and PING. */
-static int probe(rb_t *r, char *why, size_t whylen)
+/* "redis://A[/DB],redis://B,...": one link per URL, each probed. */
+static int links_new(rb_t *r, const char *urls, char *why, size_t whylen)
 {
-    struct timeval tv = {2, 0};
-    redisContext *c = redisConnectWithTimeout(r->host, r->port, tv);
-    redisReply *x = NULL;
-    int rc = -1;
+    unsigned n = 1;
 
-    if (c == NULL || c->err) {
-        snprintf(why, whylen, "cannot reach redis at %s:%d: %s", r->host, r->port,
-                 c ? c->errstr : "out of memory");
-        goto done;
+    if (strncmp(urls, "redis+cluster://", 16) == 0)
+        return cluster_links_new(r, urls + 16, why, whylen);
+
+    for (const char *p = urls; *p; p++)
+        n += *p == ',';
+    if (n > 64) {
+        snprintf(why, whylen, "--broker: at most 64 shards, got %u", n);
+        return -1;
     }
-    redisSetTimeout(c, tv);
-    if (r->password != NULL) {
-        x = redisCommand(c, "AUTH %s", r->password);
-        if (x == NULL || x->type == REDIS_REPLY_ERROR) {
-            snprintf(why, whylen, "redis at %s:%d refused AUTH: %s", r->host, r->port,
-                     x ? x->str : c->errstr);
-            goto done;
+    if ((r->links = calloc(n, sizeof(*r->links))) == NULL) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    r->nlinks = n;
+    for (unsigned i = 0; i < n; i++) {
+        const char *comma = strchr(urls, ',');
+        size_t len = comma ? (size_t)(comma - urls) : strlen(urls);
+        link_t *l = &r->links[i];
+        l->r = r;
+        l->idx = i;
+        l->backoff_ms = BACKOFF_MIN_MS;
+        if (ac__redis_addr_parse(urls, len, &l->addr, why, whylen) != 0)
+            return -1;
+        for (unsigned k = 0; k < i; k++) {
+            if (strcmp(r->links[k].addr.host, l->addr.host) == 0 &&
+                r->links[k].addr.port == l->addr.port && r->links[k].addr.db == l->addr.db) {
+                snprintf(why, whylen, "--broker: shard %.*s is listed twice", (int)len, urls);
+                return -1;
+            }
         }
-        freeReplyObject(x);
+        urls += len + (comma != NULL);
     }
-    x = redisCommand(c, "SELECT %d", r->db);
-    if (x == NULL || x->type == REDIS_REPLY_ERROR) {
-        snprintf(why, whylen, "redis at %s:%d: SELECT %d: %s", r->host, r->port, r->db,
-                 x ? x->str : c->errstr);
-        goto done;
+    for (unsigned i = 0; i < n; i++) {
+        if (ac__redis_probe(&r->links[i].addr, r->password, why, whylen) != 0)
+            return -1;
     }
-    freeReplyObject(x);
-    x = redisCommand(c, "PING");
-    if (x == NULL || x->type == REDIS_REPLY_ERROR) {
-        snprintf(why, whylen, "redis at %s:%d: PING: %s", r->host, r->port, x ? x->str : c->errstr);
-        goto done;
-    }
-    rc = 0;
-done:
-    if (x != NULL)
-        freeReplyObject(x);
-    if (c != NULL)
-        redisFree(c);
-    return rc;
+    return 0;
 }
 
 int ac__broker_redis_new(uv_loop_t *loop, const ac__broker_host_t *host, ac__manager_t *manager,
@@ -1758,32 +958,31 @@ int ac__broker_redis_new(uv_loop_t *loop, const ac__broker_host_t *host, ac__man
     r->o = *opts;
     r->prefix = strdup(opts->prefix ? opts->prefix : "ac:");
     r->password = opts->password && opts->password[0] ? strdup(opts->password) : NULL;
-    r->backoff_ms = BACKOFF_MIN_MS;
     if (getrandom(seed, sizeof(seed), 0) != (ssize_t)sizeof(seed)) {
         seed[0] = uv_hrtime() ^ (uint64_t)(uintptr_t)r;
         seed[1] = seed[0] * 0x9E3779B97F4A7C15ull;
     }
     r->rng = seed[0];
     snprintf(r->node, sizeof(r->node), "%016llx", (unsigned long long)seed[1]);
-    if (r->prefix == NULL || parse_url(r, opts->url, why, whylen) != 0 ||
-        probe(r, why, whylen) != 0) {
-        free(r->prefix);
-        free(r->password);
-        free(r);
-        return AC_EUNAVAIL;
-    }
+    if (r->prefix == NULL || links_new(r, opts->url, why, whylen) != 0)
+        goto fail;
     r->timer = malloc(sizeof(*r->timer));
     if (r->timer == NULL) {
-        free(r->prefix);
-        free(r->password);
-        free(r);
         snprintf(why, whylen, "out of memory");
-        return AC_ENOMEM;
+        goto fail;
     }
     uv_timer_init(loop, r->timer);
     r->timer->data = r;
     uv_timer_start(r->timer, on_timer, HB_INTERVAL_MS / 4, HB_INTERVAL_MS / 4);
-    start_connect(r);
+    for (unsigned i = 0; i < r->nlinks; i++)
+        start_connect(&r->links[i]);
     *out = &r->base;
     return 0;
+fail:
+    free(r->links);
+    free(r->slots);
+    free(r->prefix);
+    free(r->password);
+    free(r);
+    return AC_EUNAVAIL;
 }

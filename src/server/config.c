@@ -121,7 +121,8 @@ static const flag_t flags[] = {
      "(default: the CPUs this process may run on; 1: a single loop)"},
     {"broker", K_STR, OPT(broker),
      "memory (one node) or redis://HOST:PORT[/DB] (several nodes; password from "
-     "AGENTCAST_REDIS_PASSWORD)"},
+     "AGENTCAST_REDIS_PASSWORD); comma-separated redis:// URLs: shards; "
+     "redis+cluster://HOST:PORT[,...]: a Redis Cluster"},
     {"redis-prefix", K_STR, OPT(redis_prefix),
      "namespace of the redis broker's keys and channels (nodes of one cluster share it)"},
     {"redis-password", K_SECRET, OPT(redis_password),

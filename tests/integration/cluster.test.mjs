@@ -9,6 +9,8 @@
 // A real redis-server (/usr/bin/redis-server, no persistence) is started on a free loopback
 // port: one for the file, plus its own for each test that stops or configures it. Every test
 // uses its own --redis-prefix, so tests sharing that server never see each other.
+// cluster_shards.test.mjs runs this whole file again with AGENTCAST_TEST_SHARDS=2: every
+// "Redis" is then two redis-servers behind one --broker=redis://A,redis://B (shards).
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -31,8 +33,12 @@ import {
 } from './helpers.mjs';
 import { agentSocket, agentPublish, getRun, stats, openUserWs, dataFor } from './helpers3.mjs';
 import {
-    RedisServer,
+    newRedis,
     redisFor,
+    redisKeysAll,
+    shardOf,
+    testShards,
+    userOnShard,
     redisSkipReason,
     clusterFor,
     killNode,
@@ -50,7 +56,7 @@ if (SKIP) console.log(`# SKIP cluster tests: ${SKIP}`);
 // One redis-server for the tests that do not stop it (started on first use).
 let sharedP = null;
 function sharedRedis() {
-    sharedP ??= new RedisServer().start();
+    sharedP ??= newRedis().start();
     return sharedP;
 }
 after(async () => {
@@ -617,7 +623,9 @@ test('Redis stopped mid-test: publishes 503 (never 200), /healthz 503 degraded, 
     for (const d of [A, B]) {
         await waitFor(async () => (await healthz(d.port)).status === 503, 5000, `node ${d.name} /healthz 503 after Redis stopped`);
         const h = await healthz(d.port);
-        assert.deepEqual(h.json, { status: 'degraded', broker: 'down' }, `node ${d.name} /healthz body: ${h.text}`);
+        const want = { status: 'degraded', broker: 'down' };
+        if (redis.shards.length > 1) want.shards_down = redis.shards.map((r) => r.addr);
+        assert.deepEqual(h.json, want, `node ${d.name} /healthz body: ${h.text}`);
         assertRedisStats(await stats(d.port), { up: false, what: `node ${d.name} (Redis down)` });
     }
     for (const d of [A, B]) {
@@ -645,7 +653,8 @@ test('Redis stopped mid-test: publishes 503 (never 200), /healthz 503 degraded, 
     const restartedAt = Date.now();
     const backAfter = await Promise.all(
         [A, B].map(async (d) => {
-            await waitFor(async () => (await healthz(d.port)).status === 200, 10000, `node ${d.name} /healthz 200 after Redis came back`, 20);
+            // (with shards: until every one is back, not just the first: 200 "partial")
+            await waitFor(async () => (await healthz(d.port)).json?.status === 'ok', 10000, `node ${d.name} /healthz 200 ok after Redis came back`, 20);
             return Date.now() - restartedAt;
         }),
     );
@@ -747,15 +756,20 @@ test('Redis connections dropped but data intact (CLIENT KILL): the nodes reconne
 
     // 1. Only the subscriber connections: the command connections still publish, so events
     //    go out while the nodes are not subscribed.
-    const killedSub = await redisCommand(redis.port, ['CLIENT', 'KILL', 'TYPE', 'pubsub']);
+    let killedSub = 0;
+    for (const r of redis.shards) killedSub += await redisCommand(r.port, ['CLIENT', 'KILL', 'TYPE', 'pubsub']);
+    // (only the user's shard has subscriptions: one per node)
     assert.ok(killedSub >= 2, `killed ${killedSub} pubsub connections (one per node)`);
     for (const end = i + 10; i < end; i++) await pub(i % 2 ? B : A, i);
     await waitFor(() => tabs.every((c) => eventsOf(c).length >= i), 8000, `both tabs catching up to ${i} events after the subscriber connections dropped: ${tabs.map((c) => eventsOf(c).length)}`);
 
     // 2. Every connection of the nodes (commands too).
-    const killedAll = await redisCommand(redis.port, ['CLIENT', 'KILL', 'TYPE', 'normal']);
-    await redisCommand(redis.port, ['CLIENT', 'KILL', 'TYPE', 'pubsub']);
-    assert.ok(killedAll >= 2, `killed ${killedAll} command connections`);
+    let killedAll = 0;
+    for (const r of redis.shards) {
+        killedAll += await redisCommand(r.port, ['CLIENT', 'KILL', 'TYPE', 'normal']);
+        await redisCommand(r.port, ['CLIENT', 'KILL', 'TYPE', 'pubsub']);
+    }
+    assert.ok(killedAll >= 2 * redis.shards.length, `killed ${killedAll} command connections`);
     for (const end = i + 10; i < end; i++) await pub(i % 2 ? B : A, i);
     // Nothing published after this point: the last events must arrive on their own.
     await waitFor(() => tabs.every((c) => eventsOf(c).length >= i), 8000, `both tabs catching up to ${i} events after every connection dropped: ${tabs.map((c) => eventsOf(c).length)}`);
@@ -800,7 +814,9 @@ test('run lifecycle across nodes: started on A, tools on B, completed on A; 409s
     await ok(B, ev(user, 'tool_executing', run, { call: 'c1' }));
     await expect409(A.port, ev(user, 'tool_executing', run, { call: 'c1' }), 'data.tool_call_id: already executing in this run');
     await expect409(A.port, ev(user, 'tool_completed', run, { call: 'c2' }), 'data.tool_call_id: not executing in this run');
-    await expect409(B.port, ev(uid('intruder'), 'agent_thinking', run), 'run_id: belongs to another user');
+    // A run lives on its user's shard: another user of that shard is refused by name.
+    const intruder = userOnShard(() => uid('intruder'), shardOf(user, testShards()), testShards());
+    await expect409(B.port, ev(intruder, 'agent_thinking', run), 'run_id: belongs to another user');
 
     let ra = await getRun(A.port, run);
     let rb = await getRun(B.port, run);
@@ -1068,12 +1084,13 @@ test('--redis-prefix namespaces keys and channels: two clusters on one Redis wit
     assert.deepEqual(eventsOf(tx).map((m) => [m.seq, m.data.c ?? m.type]), [[1, 'X'], [2, 'X'], [3, 'X'], [4, 'X'], [5, 'X'], [6, 'agent_started']]);
     assert.deepEqual(eventsOf(ty).map((m) => [m.seq, m.data.c ?? m.type]), [[1, 'Y'], [2, 'Y'], [3, 'Y'], [4, 'agent_started']]);
 
-    const keys = await redisKeys(redis.port, '*');
+    const keys = await redisKeysAll(redis, '*');
     assert.ok(keys.some((k) => k.startsWith(X.prefix)), `keys under ${X.prefix}: ${JSON.stringify(keys.slice(0, 20))}`);
     assert.ok(keys.some((k) => k.startsWith(Y.prefix)), `keys under ${Y.prefix}`);
     const stray = keys.filter((k) => !k.startsWith('actest-'));
     assert.deepEqual(stray, [], 'every key carries its cluster\'s prefix');
-    const channels = await redisCommand(redis.port, ['PUBSUB', 'CHANNELS']);
+    const channels = [];
+    for (const r of redis.shards) channels.push(...(await redisCommand(r.port, ['PUBSUB', 'CHANNELS'])));
     const strayCh = channels.filter((c) => !c.startsWith('actest-'));
     assert.deepEqual(strayCh, [], 'every channel carries its cluster\'s prefix');
 });
@@ -1085,7 +1102,7 @@ test('--broker redis://HOST:PORT/DB (two-argument form), AGENTCAST_BROKER, AGENT
     const password = `pw-${process.pid}-${Date.now()}`;
     const redis = await redisFor(t, { password });
     const prefix = uniquePrefix('db');
-    const url = `${redis.url}/2`;
+    const url = redis.urlFor(2);
     const { nodes: [A, B], own } = await clusterFor(t, redis, 2, {
         prefix,
         env: { AGENTCAST_REDIS_PASSWORD: password },
@@ -1108,8 +1125,8 @@ test('--broker redis://HOST:PORT/DB (two-argument form), AGENTCAST_BROKER, AGENT
         assert.equal((await c.next((m) => m.seq === 1, 3000, 'seq 1')).data.n, 1);
         assert.equal((await c.next((m) => m.seq === 2, 3000, 'seq 2')).data.n, 2);
     }
-    const inDb2 = await redisKeys(redis.port, `${prefix}*`, { password, db: 2 });
-    const inDb0 = await redisKeys(redis.port, `${prefix}*`, { password, db: 0 });
+    const inDb2 = await redisKeysAll(redis, `${prefix}*`, { password, db: 2 });
+    const inDb0 = await redisKeysAll(redis, `${prefix}*`, { password, db: 0 });
     assert.ok(inDb2.length > 0, 'the nodes keep their keys in DB 2');
     assert.deepEqual(inDb0, [], 'nothing in DB 0');
     // The broker's rtt percentiles have samples now.

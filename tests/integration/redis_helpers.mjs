@@ -98,6 +98,16 @@ export class RedisServer {
         return `redis://${HOST}:${this.port}`;
     }
 
+    /** The --broker URL naming database `db`. */
+    urlFor(db) {
+        return `${this.url}/${db}`;
+    }
+
+    /** The Redis servers behind the URL (one here; see RedisShards). */
+    get shards() {
+        return [this];
+    }
+
     get addr() {
         return `${HOST}:${this.port}`;
     }
@@ -210,12 +220,113 @@ export class RedisServer {
     }
 }
 
-/** A started RedisServer, disposed after the test `t` (or the file when t is the top-level after). */
-export async function redisFor(t, opts) {
-    const r = new RedisServer(opts);
+/**
+ * Several redis-servers behind one comma-separated --broker URL (shards), with the
+ * RedisServer interface where it makes sense for all of them at once: start, stop, restart,
+ * kill, dispose act on every shard; `shards` lists them in URL order.
+ */
+export class RedisShards {
+    constructor(n, opts = {}) {
+        this.password = opts.password;
+        this.list = Array.from({ length: n }, () => new RedisServer(opts));
+    }
+
+    get shards() {
+        return this.list;
+    }
+
+    get url() {
+        return this.list.map((r) => r.url).join(',');
+    }
+
+    urlFor(db) {
+        return this.list.map((r) => r.urlFor(db)).join(',');
+    }
+
+    async start(opts) {
+        for (const r of this.list) await r.start(opts);
+        return this;
+    }
+
+    async restart(opts) {
+        await Promise.all(this.list.map((r) => r.restart(opts)));
+        return this;
+    }
+
+    async stop(opts) {
+        return Promise.all(this.list.map((r) => r.stop(opts)));
+    }
+
+    async kill() {
+        return Promise.all(this.list.map((r) => r.kill()));
+    }
+
+    async dispose() {
+        await Promise.all(this.list.map((r) => r.dispose()));
+    }
+
+    get logs() {
+        return this.list.flatMap((r) => r.logs);
+    }
+}
+
+/**
+ * How many Redis shards the cluster tests run on: AGENTCAST_TEST_SHARDS (default 1; the
+ * two-shard variant of the cluster suite sets 2).
+ */
+export function testShards() {
+    const n = Number(process.env.AGENTCAST_TEST_SHARDS || 1);
+    return Number.isInteger(n) && n >= 1 ? n : 1;
+}
+
+/** A new, not yet started RedisServer, or RedisShards when the tests run on several. */
+export function newRedis(opts, n = testShards()) {
+    return n > 1 ? new RedisShards(n, opts) : new RedisServer(opts);
+}
+
+/** A started RedisServer (or RedisShards, see testShards), disposed after the test `t`. */
+export async function redisFor(t, opts, n = testShards()) {
+    const r = newRedis(opts, n);
     await r.start();
     t.after(() => r.dispose());
     return r;
+}
+
+/**
+ * The shard index (0..n-1) the daemon picks for `user` among n shards: FNV-1a 64 of the
+ * id's UTF-8 bytes, then the jump consistent hash (src/broker/redis_uv.c).
+ */
+export function shardOf(user, n) {
+    const MASK = (1n << 64n) - 1n;
+    let h = 0xcbf29ce484222325n;
+    for (const byte of Buffer.from(user, 'utf8')) {
+        h ^= BigInt(byte);
+        h = (h * 0x100000001b3n) & MASK;
+    }
+    let b = -1;
+    let j = 0;
+    while (j < n) {
+        b = j;
+        h = (h * 2862933555777941757n + 1n) & MASK;
+        j = Math.floor((b + 1) * (2 ** 31 / Number((h >> 33n) + 1n)));
+    }
+    return b;
+}
+
+/** A fresh user id (made by `make`, called with a counter) whose shard among n is `shard`. */
+export function userOnShard(make, shard, n) {
+    for (let i = 0; i < 10000; i++) {
+        const u = make(i);
+        if (n === 1 || shardOf(u, n) === shard) return u;
+    }
+    throw new Error(`no user id on shard ${shard} of ${n} in 10,000 tries`);
+}
+
+/** Every key matching `pattern` on every shard of `redis` (a RedisServer or RedisShards). */
+export async function redisKeysAll(redis, pattern, opts = {}) {
+    const all = [];
+    for (const r of redis.shards) all.push(...(await redisKeys(r.port, pattern, opts)));
+    return all;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -352,7 +463,7 @@ export function uniquePrefix(tag = 't') {
  * caller passes nodeEnv(...)).
  */
 export function nodeArgs(redis, prefix, extra = [], { brokerForm = 'eq', db } = {}) {
-    const url = db === undefined ? redis.url : `${redis.url}/${db}`;
+    const url = db === undefined ? redis.url : redis.urlFor(db);
     const broker = brokerForm === 'eq' ? [`--broker=${url}`] : brokerForm === 'space' ? ['--broker', url] : [];
     return [...broker, `--redis-prefix=${prefix}`, '--auth=none', ...extra];
 }
