@@ -157,23 +157,42 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
     respond_json(c, req, 200, o);
 }
 
+/* One loop's view: up or down, and what its broker adds (the shards it cannot reach). */
+static json_t *health_of(ac_server_t *s, int *up)
+{
+    json_t *o;
+
+    *up = s->broker->vt->up(s->broker);
+    o = json_pack("{s:s,s:s}", "status", *up ? "ok" : "degraded", "broker", *up ? "up" : "down");
+    if (o != NULL && s->broker->vt->health != NULL)
+        s->broker->vt->health(s->broker, o);
+    return o;
+}
+
+/* The process is up when every loop's broker is (with redis each loop is a node with links
+ * of its own); the answer is the first loop's view that is not all well, if any. */
 static void handle_health(ac__conn_t *c, const ac__http_req_t *req)
 {
     ac_server_t *s = ac__conn_server(c);
     int up = 1;
+    json_t *o = NULL;
 
-    /* The process is up when every loop's broker is (each loop is a node with redis). */
     ac__group_park(s);
     for (unsigned k = 0; k < ac__group_size(s); k++) {
-        ac_server_t *sk = ac__group_shard(s, k);
-        up = up && sk->broker->vt->up(sk->broker);
+        int one;
+        json_t *v = health_of(ac__group_shard(s, k), &one);
+        const char *b = json_string_value(json_object_get(v, "broker"));
+        up = up && one;
+        const char *ob = json_string_value(json_object_get(o, "broker"));
+        if (o == NULL ||
+            (b != NULL && strcmp(b, "up") != 0 && ob != NULL && strcmp(ob, "up") == 0)) {
+            json_decref(o);
+            o = v;
+        } else {
+            json_decref(v);
+        }
     }
     ac__group_unpark(s);
-    json_t *o =
-        json_pack("{s:s,s:s}", "status", up ? "ok" : "degraded", "broker", up ? "up" : "down");
-
-    if (o != NULL && s->broker->vt->health != NULL)
-        s->broker->vt->health(s->broker, o);
     respond_json(c, req, up ? 200 : 503, o);
 }
 
