@@ -98,6 +98,7 @@ unit: $(UNIT_BIN)
 # The embedding example streams runs from 4 threads through the public C API.
 examples: $(EXAMPLE_BIN)
 	@for e in $(EXAMPLE_BIN); do echo "== $$e"; $$e || exit 1; done
+	@echo "== $(BUILD)/examples/embed --threads 4"; $(BUILD)/examples/embed --threads 4
 
 # The suites run once per --threads value in INTEGRATION_THREADS (one event loop, then four
 # on however many cores there are); the ASan pass runs them at 4.

@@ -602,6 +602,8 @@ int ac__group_shutdown(ac_server_t *s0, ac_server_shutdown_cb cb, void *arg)
 
     g->shutdown_cb = cb;
     g->shutdown_arg = arg;
+    /* The first loop stays alive until every other loop has ended (their CTL_ENDED). */
+    uv_ref((uv_handle_t *)&s0->shard->ctl);
     /* Shard 0 first: what ac_emit() queued is published while every loop still runs. */
     r = ac__server_shutdown_loop(s0, on_s0_down, g);
     if (r != 0)
@@ -641,7 +643,7 @@ void ac__group_free(ac_server_t *s0, void (*free_shard)(ac_server_t *s))
         for (unsigned i = 0; i < 4; i++)
             if (!uv_is_closing(hs[i]))
                 uv_close(hs[i], NULL);
-        if (sh->inbox.open_handles == 3)
+        if (!sh->inbox.closed)
             ac__inbox_close(&sh->inbox, NULL);
         uv_run(sh->loop, UV_RUN_DEFAULT);
         sh->s->shard = NULL;
@@ -649,6 +651,18 @@ void ac__group_free(ac_server_t *s0, void (*free_shard)(ac_server_t *s))
         uv_run(sh->loop, UV_RUN_DEFAULT);
         uv_loop_close(sh->loop);
         ac__inbox_dispose(&sh->inbox);
+    }
+    {
+        /* Never started (or never shut down): the first loop's handles close with the
+         * embedder's next run of its loop. */
+        ac__shard_t *sh = &g->shards[0];
+        uv_handle_t *hs[] = {(uv_handle_t *)&sh->ctl, (uv_handle_t *)&sh->flush,
+                             (uv_handle_t *)&sh->preflush, (uv_handle_t *)&sh->retry};
+        for (unsigned i = 0; i < 4; i++)
+            if (!uv_is_closing(hs[i]))
+                uv_close(hs[i], NULL);
+        if (!sh->inbox.closed)
+            ac__inbox_close(&sh->inbox, NULL);
     }
     ac__inbox_dispose(&g->shards[0].inbox);
     uv_cond_destroy(&g->cv);
