@@ -1,6 +1,7 @@
 /* Several loops in one process (group.h): their threads, parking, ownership, the hand-off
  * queue, and a shutdown that waits for all of them. */
 #include <sched.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -620,6 +621,25 @@ int ac__group_shutdown(ac_server_t *s0, ac_server_shutdown_cb cb, void *arg)
     return 0;
 }
 
+/* The last of the first loop's handles closed after the group was freed: its memory goes. */
+static void late_closed(ac__group_t *g)
+{
+    if (--g->closing == 0) {
+        free(g->shards);
+        free(g);
+    }
+}
+
+static void on_late_closed(uv_handle_t *h)
+{
+    late_closed(((ac__shard_t *)h->data)->g);
+}
+
+static void on_late_inbox_closed(ac__inbox_t *in)
+{
+    late_closed(((ac__shard_t *)((char *)in - offsetof(ac__shard_t, inbox)))->g);
+}
+
 void ac__group_free(ac_server_t *s0, void (*free_shard)(ac_server_t *s))
 {
     ac__group_t *g = s0->shard->g;
@@ -654,15 +674,20 @@ void ac__group_free(ac_server_t *s0, void (*free_shard)(ac_server_t *s))
     }
     {
         /* Never started (or never shut down): the first loop's handles close with the
-         * embedder's next run of its loop. */
+         * embedder's next run of its loop, and the shards' memory (theirs) goes then. */
         ac__shard_t *sh = &g->shards[0];
         uv_handle_t *hs[] = {(uv_handle_t *)&sh->ctl, (uv_handle_t *)&sh->flush,
                              (uv_handle_t *)&sh->preflush, (uv_handle_t *)&sh->retry};
-        for (unsigned i = 0; i < 4; i++)
-            if (!uv_is_closing(hs[i]))
-                uv_close(hs[i], NULL);
-        if (!sh->inbox.closed)
-            ac__inbox_close(&sh->inbox, NULL);
+        for (unsigned i = 0; i < 4; i++) {
+            if (!uv_is_closing(hs[i])) {
+                g->closing++;
+                uv_close(hs[i], on_late_closed);
+            }
+        }
+        if (!sh->inbox.closed) {
+            g->closing++;
+            ac__inbox_close(&sh->inbox, on_late_inbox_closed);
+        }
     }
     ac__inbox_dispose(&g->shards[0].inbox);
     uv_cond_destroy(&g->cv);
@@ -672,9 +697,12 @@ void ac__group_free(ac_server_t *s0, void (*free_shard)(ac_server_t *s))
     /* s0's bridge is disposed after this: it must no longer report to the registry. */
     s0->bridge.on_run = NULL;
     runreg_free(g->runs);
-    free(g->shards);
-    free(g);
+    g->runs = NULL;
     s0->shard = NULL;
+    if (g->closing == 0) {
+        free(g->shards);
+        free(g);
+    }
 }
 
 /* ---- process-wide limits ------------------------------------------------------------ */

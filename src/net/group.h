@@ -64,6 +64,7 @@ struct ac__group_s {
     void *shutdown_arg;
     int s0_down;
     unsigned s0_handles;
+    unsigned closing; /* the first loop's handles still closing after ac__group_free() */
 };
 
 /* Makes one more shard's server on `loop` (gateway/server.c). NULL with *err on failure. */
