@@ -304,10 +304,14 @@ int ac__server_start_loop(ac_server_t *s)
             uv_ip4_name((struct sockaddr_in *)&bound, ip, sizeof(ip));
             s->bound_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
         }
-        ac__log(AC_LOG_INFO, "event=listening addr=%s%s%s:%d auth=%s broker=%s tls=%s",
-                bound.ss_family == AF_INET6 ? "[" : "", ip, bound.ss_family == AF_INET6 ? "]" : "",
-                s->bound_port, s->opts.auth == AC_AUTH_JWT ? "jwt" : "none", s->broker->vt->name,
-                s->tls ? "on" : "off");
+        /* One line for the process (supervisors and scripts read the port from it): the
+         * other loops of --threads listen on the same port. */
+        if (ac__group_index(s) == 0)
+            ac__log(AC_LOG_INFO, "event=listening addr=%s%s%s:%d auth=%s broker=%s tls=%s",
+                    bound.ss_family == AF_INET6 ? "[" : "", ip,
+                    bound.ss_family == AF_INET6 ? "]" : "", s->bound_port,
+                    s->opts.auth == AC_AUTH_JWT ? "jwt" : "none", s->broker->vt->name,
+                    s->tls ? "on" : "off");
     }
     uv_check_init(s->loop, &s->flusher);
     s->flusher.data = s;
