@@ -18,7 +18,7 @@ LDFLAGS_ALL := $(SAN) $(LDFLAGS)
 # The daemon alone links libsystemd, for sd_notify() (Type=notify readiness).
 DAEMON_LIBS := $(shell pkg-config --libs libsystemd 2>/dev/null || echo -lsystemd)
 
-LIB_SRC  := $(wildcard src/core/*.c src/net/*.c src/broker/*.c src/api/*.c)
+LIB_SRC  := $(wildcard src/core/*.c src/net/*.c src/broker/*.c src/api/*.c src/gateway/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 SRV_SRC  := $(wildcard src/server/*.c)
 SRV_OBJ  := $(SRV_SRC:%.c=$(BUILD)/obj/%.o)
@@ -98,11 +98,17 @@ unit: $(UNIT_BIN)
 # The embedding example streams runs from 4 threads through the public C API.
 examples: $(EXAMPLE_BIN)
 	@for e in $(EXAMPLE_BIN); do echo "== $$e"; $$e || exit 1; done
+	@echo "== $(BUILD)/examples/embed --threads 4"; $(BUILD)/examples/embed --threads 4
 
+# The suites run once per --threads value in INTEGRATION_THREADS (one event loop, then four
+# on however many cores there are); the ASan pass runs them at 4.
+INTEGRATION_THREADS ?= 1 4
 integration: $(BUILD)/agentcastd $(BENCH_BIN) examples
-	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) AGENTCAST_BENCH=$(abspath $(BUILD)/bench) \
-		scripts/integration.sh
-	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) scripts/conformance.sh
+	@for n in $(INTEGRATION_THREADS); do echo "== integration: --threads $$n"; \
+		AGENTCAST_THREADS=$$n AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) \
+		AGENTCAST_BENCH=$(abspath $(BUILD)/bench) scripts/integration.sh || exit 1; \
+		AGENTCAST_THREADS=$$n AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) \
+		scripts/conformance.sh || exit 1; done
 	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) scripts/python-test.sh
 	@AGENTCAST_BIN=$(abspath $(BUILD)/agentcastd) AGENTCAST_BENCH=$(abspath $(BUILD)/bench) \
 		scripts/bench.sh smoke
@@ -119,11 +125,26 @@ asan:
 asan-test: asan
 	@AGENTCAST_SANITIZED=1 $(MAKE) --no-print-directory BUILD=build/asan \
 		OPT="-O0 -g -fno-omit-frame-pointer" \
-		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" unit integration
+		SAN="-fsanitize=address,undefined -fno-sanitize-recover=all" INTEGRATION_THREADS=4 \
+		unit integration
 
-# ThreadSanitizer over the one place threads meet: ac_emit()'s queue (examples/embed.c).
+# ThreadSanitizer over the places threads meet: ac_emit()'s queue (examples/embed.c), the
+# loop-to-loop inbox (test_inbox: producers on loops of their own) and a connection moved
+# between loops (test_handoff: plain and TLS).
+# Then the daemon itself built with TSan runs the integration suite's core files at
+# --threads 4 (hand-offs, parked loops, cross-loop publishes, shutdown).
+TSAN_TESTS := test_inbox test_handoff
+TSAN_SUITE := multicore delivery agent_socket runs resume shutdown stats
 tsan:
 	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SAN="-fsanitize=thread" examples
+	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SAN="-fsanitize=thread" \
+		$(TSAN_TESTS:%=build/tsan/tests/%) build/tsan/agentcastd
+	@for t in $(TSAN_TESTS); do TSAN_OPTIONS=halt_on_error=1 build/tsan/tests/$$t || exit 1; done
+	@cd tests && [ -d node_modules/ws ] || npm ci --no-audit --no-fund --loglevel=error
+	@AGENTCAST_THREADS=4 AGENTCAST_SANITIZED=1 TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
+		AGENTCAST_BIN=$(abspath build/tsan/agentcastd) timeout --kill-after=10 900 \
+		node --test --test-reporter=spec --test-concurrency=1 --test-timeout=120000 \
+		$(TSAN_SUITE:%=tests/integration/%.test.mjs)
 
 # The integration suite with the daemon under valgrind memcheck (slow; not part of test).
 valgrind: deps

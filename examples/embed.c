@@ -105,6 +105,8 @@ int main(int argc, char **argv)
             opts.listen = argv[i + 1];
         else if (strcmp(argv[i], "--runs") == 0)
             runs = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--threads") == 0)
+            opts.threads = (unsigned)atoi(argv[i + 1]); /* event loops; this one is the first */
     }
     ac_log_set_level(AC_LOG_WARN);
     uv_loop_init(&loop);

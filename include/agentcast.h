@@ -122,6 +122,11 @@ typedef struct ac_server_opts_s {
     double auth_proxy_cache_ttl;  /* seconds an allowed answer is reused per cookie: 0 (off) */
     const char *outbound_ca_file; /* PEM CAs for https:// calls out; NULL: the system's */
     double outbound_timeout;      /* seconds an outbound request may take: 5 */
+    unsigned threads; /* event loops, each on its own thread (the first is `loop`), users
+                         sharded across them by a hash of the user id: 1 (0 means 1);
+                         agentcastd's default is the CPUs it may run on. ac_emit()'s callback
+                         and ac_message_cb stay on `loop`'s thread; the webhook posts from the
+                         loop that owns the user. */
 } ac_server_opts_t;
 
 void ac_server_opts_init(ac_server_opts_t *opts);
@@ -291,7 +296,8 @@ typedef struct ac_stats_s {
     double uptime_s;
 } ac_stats_t;
 
-/* Fills *out. Loop thread only. */
+/* Fills *out: the whole process (sums over every loop of opts.threads). Loop thread only
+ * (with several loops, the others stop for the moment the figures are read). */
 void ac_server_stats(const ac_server_t *server, ac_stats_t *out);
 
 #ifdef __cplusplus

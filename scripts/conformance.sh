@@ -2,6 +2,7 @@
 # Runs the RFC 6455 conformance suite (tests/conformance/run.mjs: raw sockets, node:net only)
 # against the real daemon: $AGENTCAST_BIN, default build/agentcastd. One line per case, then
 # "N passed, M failed". The whole run is capped at 120 s. Exits non-zero when any case fails.
+# AGENTCAST_THREADS=N runs the daemon with --threads N (its environment is passed on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -2,6 +2,8 @@
 # Runs the integration tests (tests/integration/*.test.mjs, node:test) against the real
 # daemon: $AGENTCAST_BIN, default build/agentcastd. Files run one at a time; each test has
 # a 60 s cap and the whole run 600 s. Exits non-zero when any test fails.
+# AGENTCAST_THREADS=N runs every daemon the tests start with --threads N (the harness passes
+# it on; `make test` runs the suites at 1 and at 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

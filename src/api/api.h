@@ -10,6 +10,9 @@
 #include "net/conn.h"
 #include "net/http.h"
 
+/* What net/ calls: the entries below, as its handler table (router.c). */
+extern const ac__net_handlers_t ac__api_handlers;
+
 /* Handles one complete HTTP request on `c` (answers it, or upgrades the connection). */
 void ac__api_http_request(ac__conn_t *c, const ac__http_req_t *req);
 
@@ -82,7 +85,7 @@ void ac__api_pend_orphan(ac__conn_t *c);
 /* A request answered later (the broker's reply): an HTTP request (the connection stops
  * reading until then), a publisher socket's message (on its ordered FIFO, c->pend), an
  * ac_emit() or the gateway's own run timeout. publish.c owns the life cycle. */
-enum { PEND_HTTP, PEND_AGENT, PEND_EMIT, PEND_TIMEOUT };
+enum { PEND_HTTP, PEND_AGENT, PEND_EMIT, PEND_TIMEOUT, PEND_CLOSE };
 
 typedef struct ac__pend_s {
     struct ac__pend_s *next;
@@ -97,11 +100,17 @@ typedef struct ac__pend_s {
     ac_emit_cb cb;    /* ac_emit() */
     void *cb_arg;
     size_t n;
-    int is_array;    /* a publish body that was an array */
-    int by_conn;     /* POST /v1/disconnect named a connection_id */
-    uint8_t *direct; /* per event */
-    uint8_t *types;  /* per event: ac__ev_type_t, for the counters */
+    int is_array;        /* a publish body that was an array */
+    int by_conn;         /* POST /v1/disconnect named a connection_id */
+    uint8_t *direct;     /* per event */
+    uint8_t *types;      /* per event: ac__ev_type_t, for the counters */
+    unsigned close_code; /* PEND_CLOSE: a publisher socket closed once the answers before */
+    char *close_reason;  /* it went out */
 } ac__pend_t;
+
+/* A protocol error on a publisher socket whose answers are still pending: the close waits
+ * its turn behind them on the FIFO. 1 when queued; 0: close now (net/ does). */
+int ac__api_agent_fail(ac__conn_t *c, unsigned code, const char *reason);
 
 ac__pend_t *ac__api_pend_new_http(ac__conn_t *c, int keep_alive);
 void ac__api_pend_free(ac__pend_t *p);

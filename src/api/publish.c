@@ -8,6 +8,7 @@
 #include "api/api.h"
 #include "core/jscan.h"
 #include "core/log.h"
+#include "net/group.h"
 #include "net/ws.h"
 
 /* The fields of one event object as published, read either by core/jscan (in place) or
@@ -37,6 +38,7 @@ typedef struct ac__api_item_s {
     int direct;
     int timeout; /* the gateway's own agent_error for a silent run */
     uint64_t conn_id;
+    ac_server_t *own; /* the loop that owns the user (--threads): its state decides */
 } item_t;
 
 typedef struct ac__pend_s pend_t;
@@ -212,6 +214,7 @@ static int validate(ac_server_t *s, item_t *it, const char **reason)
         *reason = "user_id: required";
         return 400;
     }
+    it->own = ac__group_owner(s, it->user.p, it->user.len);
     if (f->kind[F_TYPE] == 0 || f->kind[F_TYPE] == AC__J_NULL) {
         *reason = "type: required";
         return 400;
@@ -264,11 +267,12 @@ static int validate(ac_server_t *s, item_t *it, const char **reason)
             return 400;
         }
         it->direct = 1;
-        u = ac__manager_find_user(&s->manager, it->user.p, it->user.len);
-        /* With a cluster broker the connection may be on another node: the broker checks. */
+        /* With a cluster broker the connection may be on another node: the broker checks.
+         * Another loop's connections are looked up once that loop is parked. */
+        u = it->own == s ? ac__manager_find_user(&s->manager, it->user.p, it->user.len) : NULL;
         if (ac__conn_id_parse(f->str[F_CONNECTION_ID].p, f->str[F_CONNECTION_ID].len,
                               &it->conn_id) != 0 ||
-            (s->broker->vt->publish_batch == NULL &&
+            (s->broker->vt->publish_batch == NULL && it->own == s &&
              (u == NULL || ac__manager_find_conn(u, it->conn_id) == NULL))) {
             *reason = "connection_id: not open for this user";
             return 404;
@@ -287,13 +291,13 @@ static int is_duplicate(ac_server_t *s, const item_t *it)
                         ac__server_now(s)) != 0;
 }
 
-/* Lifecycle of runs over the whole batch, in order. A repeated idempotency key answers
- * with the first result instead of breaking a rule the first one satisfied. Returns 0 or
- * the HTTP status with *reason and *index. */
-static int check_runs(ac_server_t *s, const item_t *items, size_t n, size_t *index,
-                      const char **reason)
+/* Lifecycle of runs over the whole batch, in order, on the bridge of `s` (the items' owner).
+ * A repeated idempotency key answers with the first result instead of breaking a rule the
+ * first one satisfied. Returns 0 or the HTTP status with *reason and *index. */
+static int check_runs_one(ac_server_t *s, const item_t *items, size_t n, size_t *index,
+                          const char **reason)
 {
-    ac__run_op_t one, *ops = &one;
+    ac__run_op_t one = {0}, *ops = &one;
     int st = 0;
 
     if (n > 1 && (ops = malloc(n * sizeof(*ops))) == NULL) {
@@ -313,6 +317,127 @@ static int check_runs(ac_server_t *s, const item_t *items, size_t n, size_t *ind
     if (ops != &one)
         free(ops);
     return st;
+}
+
+/* The same over items of several loops (the others parked): each loop checks its users'
+ * items in their order (a run lives with its user), and the first refusal in the batch's
+ * order is the answer. */
+static int check_runs_sharded(ac_server_t *s, const item_t *items, size_t n, size_t *index,
+                              const char **reason);
+
+/* With several loops a run id lives on one of them (net/group.c's registry): an event of
+ * another loop's user naming it breaks the rule that a run belongs to one user. Returns the
+ * index of the first such event, or n. */
+static size_t foreign_run(ac_server_t *s, const item_t *items, size_t n)
+{
+    if (ac__group_size(s) == 1)
+        return n;
+    for (size_t i = 0; i < n; i++) {
+        const item_t *it = &items[i];
+        int at;
+        if (it->op.run_id.p == NULL || is_duplicate(it->own, it))
+            continue;
+        at = ac__group_run_shard(s, it->op.run_id.p, it->op.run_id.len);
+        if (at >= 0 && (unsigned)at != ac__group_index(it->own))
+            return i;
+    }
+    return n;
+}
+
+static int check_runs(ac_server_t *s, const item_t *items, size_t n, size_t *index,
+                      const char **reason)
+{
+    size_t foreign = foreign_run(s, items, n);
+    int st = check_runs_sharded(s, items, n, index, reason);
+
+    /* At the same event the owner rule comes first, as in the bridge's own check. */
+    if (foreign < n && (st == 0 || foreign <= *index)) {
+        *index = foreign;
+        *reason = "run_id: belongs to another user";
+        return 409;
+    }
+    return st;
+}
+
+static int check_runs_sharded(ac_server_t *s, const item_t *items, size_t n, size_t *index,
+                              const char **reason)
+{
+    unsigned loops = ac__group_size(s);
+    item_t *sub;
+    size_t *at;
+    size_t best = n;
+    int best_st = 0;
+
+    for (size_t i = 0; i < n && loops > 1; i++) {
+        if (items[i].own != s)
+            break;
+        if (i == n - 1)
+            loops = 1;
+    }
+    if (loops == 1)
+        return check_runs_one(s, items, n, index, reason);
+    sub = malloc(n * sizeof(*sub));
+    at = malloc(n * sizeof(*at));
+    if (sub == NULL || at == NULL) {
+        free(sub);
+        free(at);
+        *reason = "out of memory";
+        return 503;
+    }
+    for (unsigned k = 0; k < loops; k++) {
+        ac_server_t *own = ac__group_shard(s, k);
+        size_t m = 0, bad = 0;
+        const char *why = NULL;
+        int st;
+        for (size_t i = 0; i < n; i++) {
+            if (items[i].own == own) {
+                sub[m] = items[i];
+                at[m++] = i;
+            }
+        }
+        if (m == 0)
+            continue;
+        st = check_runs_one(own, sub, m, &bad, &why);
+        if (st != 0 && at[bad] < best) {
+            best = at[bad];
+            best_st = st;
+            /* Kept: the next loop's check may reuse the buffer the reason is in. */
+            snprintf(reason_buf, sizeof(reason_buf), "%s", why ? why : "refused");
+            *reason = reason_buf;
+        }
+    }
+    free(sub);
+    free(at);
+    if (best_st != 0)
+        *index = best;
+    return best_st;
+}
+
+/* Direct messages to another loop's connections (that loop parked): 0, or 404 with the
+ * index of the first one not open. */
+static int check_direct(ac_server_t *s, const item_t *items, size_t n, size_t *index)
+{
+    for (size_t i = 0; i < n; i++) {
+        const item_t *it = &items[i];
+        const ac__user_t *u;
+        if (!it->direct || it->own == s || s->broker->vt->publish_batch != NULL)
+            continue;
+        u = ac__manager_find_user(&it->own->manager, it->user.p, it->user.len);
+        if (u == NULL || ac__manager_find_conn(u, it->conn_id) == NULL) {
+            *index = i;
+            return 404;
+        }
+    }
+    return 0;
+}
+
+/* 1 when an item's user lives on another loop. */
+static int any_remote(ac_server_t *s, const item_t *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (items[i].own != s)
+            return 1;
+    return 0;
 }
 
 /* Publishes a validated item. Returns 0 or a negative AC_E* code. */
@@ -464,6 +589,7 @@ static void pend_append(ac__conn_t *c, pend_t *p)
 
 static void pend_free(pend_t *p)
 {
+    free(p->close_reason);
     free(p->direct);
     free(p->types);
     if (p->frame != NULL)
@@ -687,6 +813,119 @@ static size_t scan_body(item_t **items, size_t *cap, const char *body, size_t le
     return ac__jscan_finish(&j) == 0 ? n : 0;
 }
 
+/* ---- --threads: a body for users of another loop ------------------------------------ */
+
+/* The other loop that owns every user of the body, or NULL (one loop, a cluster broker,
+ * users of this loop or of several). */
+static ac_server_t *single_owner(ac_server_t *s, const item_t *items, size_t n)
+{
+    ac_server_t *own = n > 0 ? items[0].own : s;
+
+    if (own == s || s->broker->vt->publish_batch != NULL)
+        return NULL;
+    for (size_t i = 1; i < n; i++)
+        if (items[i].own != own)
+            return NULL;
+    return own;
+}
+
+/* A body on its way to the loop of its users, and its answer on the way back. */
+typedef struct fwd_s {
+    ac__msg_t msg;
+    ac_server_t *origin;
+    pend_t *pend; /* the origin's; touched there only */
+    int with_status;
+    unsigned status; /* the answer: HTTP status (0: out of memory) ... */
+    char *reply;     /* ... and its JSON */
+    size_t reply_len;
+    size_t body_len;
+    char body[];
+} fwd_t;
+
+static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int with_status,
+                             ac__sbuf_t *out, pend_t *pend);
+
+/* Back on the origin: the pend is answered like a broker's answer. */
+static void on_fwd_answer(ac__msg_t *m, void *arg, int status)
+{
+    fwd_t *f = (fwd_t *)m;
+    pend_t *p = f->pend;
+    ac__conn_t *c = p->c;
+
+    if (status != 0) {
+        /* The group is being freed: nobody is waiting any more. */
+        pend_free(p);
+        free(f->reply);
+        free(f);
+        return;
+    }
+    if (p->kind == PEND_HTTP) {
+        if (c != NULL) {
+            c->pend = NULL;
+            if (f->status == 0)
+                ac__conn_destroy(c);
+            else
+                /* As the request asked (its parser is gone by now), errors included. */
+                ac__conn_respond(c, f->status, NULL, f->reply, f->reply_len, NULL, p->keep_alive);
+            ac__conn_http_resume(c);
+        }
+        pend_free(p);
+    } else if (c == NULL) {
+        pend_free(p); /* its publisher socket closed meanwhile */
+    } else {
+        p->frame = f->status ? ac__frame_raw(AC_WS_TEXT, f->reply, f->reply_len) : NULL;
+        p->ready = 1;
+        if (p->frame == NULL)
+            ac__conn_destroy(c); /* its FIFO, this entry included, goes when it is freed */
+        else
+            agent_flush(c);
+    }
+    free(f->reply);
+    free(f);
+}
+
+/* On the owner's loop: the body is published as if it had arrived here. */
+static void on_fwd_body(ac__msg_t *m, void *arg, int status)
+{
+    fwd_t *f = (fwd_t *)m;
+    ac_server_t *s = arg;
+
+    if (status != 0) {
+        /* Every loop has ended (the group is being freed): nobody waits for the answer. */
+        on_fwd_answer(&f->msg, NULL, status);
+        return;
+    }
+    /* Its own buffer: this may run while the loop's own publish waits to park the others. */
+    f->status = publish_body(s, f->body, f->body_len, f->with_status, &s->fwd_reply, NULL);
+    f->reply = f->status ? malloc(s->fwd_reply.len ? s->fwd_reply.len : 1) : NULL;
+    if (f->reply == NULL)
+        f->status = 0;
+    else
+        memcpy(f->reply, s->fwd_reply.p, s->fwd_reply.len);
+    f->reply_len = s->fwd_reply.len;
+    f->msg.run = on_fwd_answer;
+    ac__group_send(s, f->origin, &f->msg);
+}
+
+/* Sends the body to `own`; pend is answered when it comes back. 0 or AC_ENOMEM. */
+static int forward_body(ac_server_t *s, ac_server_t *own, const char *body, size_t len,
+                        int with_status, pend_t *pend)
+{
+    fwd_t *f = malloc(sizeof(*f) + len);
+
+    if (f == NULL)
+        return AC_ENOMEM;
+    memset(f, 0, sizeof(*f));
+    f->msg.run = on_fwd_body;
+    f->origin = s;
+    f->pend = pend;
+    f->with_status = with_status;
+    f->body_len = len;
+    memcpy(f->body, body, len);
+    ac__group_send(s, own, &f->msg);
+    return 0;
+}
+
 static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int with_status,
                              ac__sbuf_t *out, pend_t *pend)
 {
@@ -695,7 +934,8 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
     /* The server's array, taken: a publish nested in this one (from a callback) gets its own. */
     item_t *items = s->pub_items;
     size_t cap = s->pub_items_cap, n;
-    int is_array = 0;
+    int is_array = 0, parked = 0;
+    ac_server_t *own;
     unsigned status = 200;
     int64_t ts = ac__now_ms();
 
@@ -748,6 +988,17 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
             }
         }
     }
+    if (pend != NULL && (own = single_owner(s, items, n)) != NULL) {
+        /* Every event for users of one other loop: that loop publishes the body itself
+         * and the answer comes back (in order, as a broker's would). */
+        if (forward_body(s, own, body, len, with_status, pend) == 0) {
+            status = AC__PUB_LATER;
+            goto done;
+        }
+        err = error_json("out of memory", -1);
+        status = 503;
+        goto done;
+    }
     if (pend != NULL && s->broker->vt->publish_batch != NULL) {
         /* The cluster decides lifecycle and idempotency, atomically, where its state is. */
         int r = cluster_start(s, items, n, is_array, pend);
@@ -758,6 +1009,17 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
         err = error_json(r == AC_ENOMEM ? "out of memory" : "broker unavailable", -1);
         status = 503;
         goto done;
+    }
+    if (any_remote(s, items, n)) {
+        /* Users of other loops: their state is used from here while they are parked. */
+        size_t bad = 0;
+        ac__group_park(s);
+        parked = 1;
+        if (check_direct(s, items, n, &bad) != 0) {
+            err = error_json("connection_id: not open for this user", is_array ? (long)bad : -1);
+            status = 404;
+            goto done;
+        }
     }
     {
         const char *reason = NULL;
@@ -773,7 +1035,7 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
         status = 0;
     for (size_t i = 0; i < n && status == 200; i++) {
         ac_publish_result_t res;
-        int r = execute(s, &items[i], ts, &res);
+        int r = execute(items[i].own, &items[i], ts, &res);
         if (r != 0 && !(r == AC_ENOENT && items[i].direct)) {
             /* Only memory can fail here; what was published stays published. */
             out->len = 0;
@@ -787,6 +1049,8 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
     if (status == 200 && is_array && ac__sbuf_append(out, "]", 1) != 0)
         status = 0;
 done:
+    if (parked)
+        ac__group_unpark(s);
     if (err != NULL) {
         size_t need;
         if (with_status)
@@ -850,8 +1114,30 @@ static void agent_flush(ac__conn_t *c)
         }
         if (p->frame != NULL)
             ac__conn_send(c, p->frame);
+        if (p->kind == PEND_CLOSE) {
+            /* The answers before it are out: now the close the protocol error asked for. */
+            ac__conn_close_ws(c, p->close_code, p->close_reason ? p->close_reason : "", 0);
+            pend_free(p);
+            return;
+        }
         pend_free(p);
     }
+}
+
+int ac__api_agent_fail(ac__conn_t *c, unsigned code, const char *reason)
+{
+    pend_t *p;
+
+    if (c->kind != AC__KIND_AGENT || c->pend == NULL)
+        return 0;
+    p = pend_new(ac__conn_server(c), PEND_CLOSE, c);
+    if (p == NULL)
+        return 0;
+    p->close_code = code;
+    p->close_reason = strdup(reason);
+    p->ready = 1;
+    pend_append(c, p);
+    return 1;
 }
 
 void ac__api_agent_message(ac__conn_t *c, const char *p, size_t len, int binary)
@@ -861,7 +1147,9 @@ void ac__api_agent_message(ac__conn_t *c, const char *p, size_t len, int binary)
         "{\"error\":\"binary messages are not supported\",\"status\":400}";
     unsigned status;
     ac__buf_t *b;
-    pend_t *pend = s->broker->vt->publish_batch ? pend_new(s, PEND_AGENT, c) : NULL;
+    /* Answered later with a cluster broker, or by another loop (--threads). */
+    pend_t *pend =
+        s->broker->vt->publish_batch || ac__group_size(s) > 1 ? pend_new(s, PEND_AGENT, c) : NULL;
 
     if (binary) {
         b = ac__frame_raw(AC_WS_TEXT, binary_err, sizeof(binary_err) - 1);
@@ -902,7 +1190,7 @@ void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void
     item_t it;
     ac_publish_result_t res = {0};
     const char *why = NULL;
-    int st, r;
+    int st, r, parked = 0;
 
     if (s->shutting_down) {
         r = AC_ECLOSED;
@@ -957,6 +1245,15 @@ void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void
         json_decref(obj);
         goto answer;
     }
+    if (st == 0 && it.own != s) {
+        size_t bad;
+        ac__group_park(s);
+        parked = 1;
+        if (check_direct(s, &it, 1, &bad) != 0) {
+            st = 404;
+            why = "connection_id: not open for this user";
+        }
+    }
     if (st == 0) {
         size_t bad;
         st = check_runs(s, &it, 1, &bad, &why);
@@ -964,10 +1261,12 @@ void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void
     if (st != 0) {
         r = st == 404 ? AC_ENOENT : st == 409 ? AC_ESTATE : st == 503 ? AC_ENOMEM : AC_EINVAL;
     } else {
-        r = execute(s, &it, ac__now_ms(), &res);
+        r = execute(it.own, &it, ac__now_ms(), &res);
         if (r == AC_ENOENT)
             why = "connection_id: not open for this user";
     }
+    if (parked)
+        ac__group_unpark(s);
     json_decref(obj);
 answer:
     if (r != 0 && ac__log_enabled(AC_LOG_DEBUG))
@@ -992,6 +1291,7 @@ void ac__api_publish_own(ac_server_t *s, ac__str_t user, ac__ev_type_t type, ac_
     it.ev.thread_id = thread;
     it.ev.data = data;
     it.user = user;
+    it.own = s; /* a user's own message: on its owner's loop */
     it.op.type = type;
     it.op.user_id = user;
     it.op.thread_id = thread;
@@ -1037,6 +1337,7 @@ void ac__api_expire_runs(ac_server_t *s)
             it.ev.thread_id = (ac__str_t){r->thread_id, strlen(r->thread_id)};
         it.ev.data = d;
         it.user = (ac__str_t){r->user_id, strlen(r->user_id)};
+        it.own = s; /* the run lives with its user */
         it.op.type = AC__EV_AGENT_ERROR;
         it.op.run_id = it.ev.run_id;
         it.op.user_id = it.user;
@@ -1077,6 +1378,7 @@ static void cluster_run_timeout(void *arg, const char *run_id, const char *user_
         it.ev.thread_id = (ac__str_t){thread_id, strlen(thread_id)};
     it.ev.data = d;
     it.user = (ac__str_t){user_id, strlen(user_id)};
+    it.own = s;
     it.op.type = AC__EV_AGENT_ERROR;
     it.op.run_id = it.ev.run_id;
     it.op.user_id = it.user;
@@ -1134,13 +1436,19 @@ static void ac__api_run_get_local(ac__conn_t *c, const ac__http_req_t *req, cons
                                   size_t len)
 {
     ac_server_t *s = ac__conn_server(c);
-    const ac__run_t *r = ac__bridge_find(&s->bridge, id, len);
+    const ac__run_t *r = NULL;
     json_t *o, *tools;
     char started[25], updated[25];
     const char *closed_by;
     char *body;
 
+    /* A run lives on its user's loop: with several, look in each (the others parked until
+     * the answer is built). */
+    ac__group_park(s);
+    for (unsigned k = 0; k < ac__group_size(s) && r == NULL; k++)
+        r = ac__bridge_find(&ac__group_shard(s, k)->bridge, id, len);
     if (r == NULL) {
+        ac__group_unpark(s);
         ac__conn_respond_error(c, 404, "run_id: unknown run", NULL);
         return;
     }
@@ -1156,6 +1464,7 @@ static void ac__api_run_get_local(ac__conn_t *c, const ac__http_req_t *req, cons
         r->state == AC__RUN_OPEN ? "open" : "closed", "tools_executing", tools, "last_seq",
         (json_int_t)r->last_seq, "events", (json_int_t)r->events, "started_at", started,
         "updated_at", updated, "closed_by", closed_by ? json_string(closed_by) : json_null());
+    ac__group_unpark(s);
     body = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (body == NULL) {

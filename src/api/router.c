@@ -6,7 +6,9 @@
 
 #include "api/api.h"
 #include "api/auth.h"
+#include "api/jwks.h"
 #include "core/log.h"
+#include "net/group.h"
 
 int ac__api_label_ok(const char *p, size_t n, size_t max)
 {
@@ -60,13 +62,71 @@ static void respond_json(ac__conn_t *c, const ac__http_req_t *req, unsigned stat
     free(body);
 }
 
+/* What /v1/stats and /metrics read besides ac_server_stats(), summed over the loops, and
+ * each loop's connections and events (so an imbalance shows). */
+typedef struct sums_s {
+    uint64_t closes_std[16];
+    uint64_t closes_app[16];
+    uint64_t lat_buckets[AC__LAT_NBUCKETS + 1];
+    uint64_t lat_count;
+    double lat_sum_s;
+    size_t nagents;
+    unsigned nloops;
+    uint64_t handoffs;
+    uint64_t loop_conns[AC__GROUP_MAX];
+    uint64_t loop_events[AC__GROUP_MAX];
+    uint64_t loop_accepted[AC__GROUP_MAX];
+    uint64_t loop_handoffs[AC__GROUP_MAX];
+} sums_t;
+
+static void sum_loops(ac_server_t *s, sums_t *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->nloops = ac__group_size(s);
+    ac__group_park(s);
+    for (unsigned k = 0; k < o->nloops; k++) {
+        const ac_server_t *sk = ac__group_shard(s, k);
+        for (int i = 0; i < 16; i++) {
+            o->closes_std[i] += sk->closes_std[i];
+            o->closes_app[i] += sk->closes_app[i];
+        }
+        for (int i = 0; i <= AC__LAT_NBUCKETS; i++)
+            o->lat_buckets[i] += sk->lat_buckets[i];
+        o->lat_count += sk->lat_count;
+        o->lat_sum_s += sk->lat_sum_s;
+        o->nagents += sk->nagents;
+        o->loop_conns[k] = sk->manager.nconns;
+        o->loop_events[k] = sk->emitter.events_total;
+        o->loop_accepted[k] = sk->accepted_total;
+        o->loop_handoffs[k] = sk->handoffs_in;
+        o->handoffs += sk->handoffs_in;
+    }
+    ac__group_unpark(s);
+}
+
 static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
 {
     ac_server_t *s = ac__conn_server(c);
     ac_stats_t st;
     json_t *by_type = json_object();
 
+    sums_t *sum = malloc(sizeof(*sum));
+    json_t *loops = json_array();
+
+    if (sum == NULL) {
+        json_decref(by_type);
+        json_decref(loops);
+        ac__conn_respond_error(c, 503, "out of memory", NULL);
+        return;
+    }
     ac_server_stats(s, &st);
+    sum_loops(s, sum);
+    for (unsigned k = 0; k < sum->nloops; k++)
+        json_array_append_new(loops, json_pack("{s:I,s:I,s:I,s:I}", "connections",
+                                               (json_int_t)sum->loop_conns[k], "events",
+                                               (json_int_t)sum->loop_events[k], "accepted",
+                                               (json_int_t)sum->loop_accepted[k], "handoffs",
+                                               (json_int_t)sum->loop_handoffs[k]));
     for (int i = 0; i < AC_STAT_NTYPES; i++)
         json_object_set_new(by_type, ac__ev_type_name((ac__ev_type_t)i),
                             json_integer((json_int_t)st.events_by_type[i]));
@@ -79,27 +139,60 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
         (json_int_t)st.direct_total, "deliveries_total", (json_int_t)st.deliveries_total, "closes",
         "evicted_4001", (json_int_t)st.evictions_total, "stale_4002", (json_int_t)st.stale_total,
         "too_slow_4008", (json_int_t)st.slow_total, "rate_limited_1008_429",
-        (json_int_t)st.rate_limited_total, "operator_4003", (json_int_t)s->closes_app[3],
+        (json_int_t)st.rate_limited_total, "operator_4003", (json_int_t)sum->closes_app[3],
         "queued_bytes", (json_int_t)st.queued_bytes, "history_bytes", (json_int_t)st.history_bytes,
         "history_events", (json_int_t)st.history_events, "duplicates_total",
         (json_int_t)st.duplicates_total, "open_runs", (json_int_t)st.open_runs,
         "user_messages_total", (json_int_t)st.messages_total, "http_requests_total",
         (json_int_t)st.http_requests_total, "http_errors_total", (json_int_t)st.http_errors_total,
         "uptime_s", st.uptime_s, "broker", s->broker->vt->name, "version", AC_VERSION);
-    if (o != NULL)
+    if (o != NULL) {
         s->broker->vt->stats(s->broker, o);
+        json_object_set_new(o, "loops", loops);
+        json_object_set_new(o, "handoffs_total", json_integer((json_int_t)sum->handoffs));
+    } else {
+        json_decref(loops);
+    }
+    free(sum);
     respond_json(c, req, 200, o);
 }
 
+/* One loop's view: up or down, and what its broker adds (the shards it cannot reach). */
+static json_t *health_of(ac_server_t *s, int *up)
+{
+    json_t *o;
+
+    *up = s->broker->vt->up(s->broker);
+    o = json_pack("{s:s,s:s}", "status", *up ? "ok" : "degraded", "broker", *up ? "up" : "down");
+    if (o != NULL && s->broker->vt->health != NULL)
+        s->broker->vt->health(s->broker, o);
+    return o;
+}
+
+/* The process is up when every loop's broker is (with redis each loop is a node with links
+ * of its own); the answer is the first loop's view that is not all well, if any. */
 static void handle_health(ac__conn_t *c, const ac__http_req_t *req)
 {
     ac_server_t *s = ac__conn_server(c);
-    int up = s->broker->vt->up(s->broker);
-    json_t *o =
-        json_pack("{s:s,s:s}", "status", up ? "ok" : "degraded", "broker", up ? "up" : "down");
+    int up = 1;
+    json_t *o = NULL;
 
-    if (o != NULL && s->broker->vt->health != NULL)
-        s->broker->vt->health(s->broker, o);
+    ac__group_park(s);
+    for (unsigned k = 0; k < ac__group_size(s); k++) {
+        int one;
+        json_t *v = health_of(ac__group_shard(s, k), &one);
+        const char *b = json_string_value(json_object_get(v, "broker"));
+        up = up && one;
+        const char *ob = json_string_value(json_object_get(o, "broker"));
+        if (o == NULL ||
+            (b != NULL && strcmp(b, "up") != 0 && ob != NULL && strcmp(ob, "up") == 0)) {
+            json_decref(o);
+            o = v;
+        } else {
+            json_decref(v);
+        }
+    }
+    ac__group_unpark(s);
     respond_json(c, req, up ? 200 : 503, o);
 }
 
@@ -118,7 +211,14 @@ static void handle_metrics(ac__conn_t *c, const ac__http_req_t *req)
     uint64_t cum = 0;
     int r = 0;
 
+    sums_t *sum = malloc(sizeof(*sum));
+
+    if (sum == NULL) {
+        ac__conn_respond_error(c, 503, "out of memory", NULL);
+        return;
+    }
     ac_server_stats(s, &st);
+    sum_loops(s, sum);
     r |= metric(&b, "agentcast_connections", "gauge", "Open user WebSocket connections.",
                 (double)st.total_connections);
     r |= metric(&b, "agentcast_users", "gauge", "Users with at least one open connection.",
@@ -126,7 +226,7 @@ static void handle_metrics(ac__conn_t *c, const ac__http_req_t *req)
     r |= metric(&b, "agentcast_streams", "gauge", "Users whose seq stream is kept.",
                 (double)st.active_emitters);
     r |= metric(&b, "agentcast_publisher_sockets", "gauge", "Open /v1/agent sockets.",
-                (double)s->nagents);
+                (double)sum->nagents);
     r |= metric(&b, "agentcast_open_runs", "gauge", "Runs started and not yet closed.",
                 (double)st.open_runs);
     r |= metric(&b, "agentcast_history_bytes", "gauge", "Bytes of events retained for resume.",
@@ -152,20 +252,20 @@ static void handle_metrics(ac__conn_t *c, const ac__http_req_t *req)
     r |= ac__sbuf_printf(&b, "# HELP agentcast_closes_total WebSocket closes the server sent, "
                              "by close code.\n# TYPE agentcast_closes_total counter\n");
     for (int i = 0; i < 16; i++) {
-        if (s->closes_std[i] != 0)
+        if (sum->closes_std[i] != 0)
             r |= ac__sbuf_printf(&b, "agentcast_closes_total{code=\"%d\"} %llu\n", 1000 + i,
-                                 (unsigned long long)s->closes_std[i]);
+                                 (unsigned long long)sum->closes_std[i]);
     }
     for (int i = 0; i < 16; i++) {
-        if (s->closes_app[i] != 0)
+        if (sum->closes_app[i] != 0)
             r |= ac__sbuf_printf(&b, "agentcast_closes_total{code=\"%d\"} %llu\n", 4000 + i,
-                                 (unsigned long long)s->closes_app[i]);
+                                 (unsigned long long)sum->closes_app[i]);
     }
     r |= ac__sbuf_printf(&b, "# HELP agentcast_publish_to_send_seconds From an event's acceptance "
                              "to its frame's hand-off to the kernel, live sends only.\n"
                              "# TYPE agentcast_publish_to_send_seconds histogram\n");
     for (int i = 0; i < AC__LAT_NBUCKETS; i++) {
-        cum += s->lat_buckets[i];
+        cum += sum->lat_buckets[i];
         r |= ac__sbuf_printf(&b, "agentcast_publish_to_send_seconds_bucket{le=\"%g\"} %llu\n",
                              AC__LAT_BOUNDS_S[i], (unsigned long long)cum);
     }
@@ -173,16 +273,30 @@ static void handle_metrics(ac__conn_t *c, const ac__http_req_t *req)
                          "agentcast_publish_to_send_seconds_bucket{le=\"+Inf\"} %llu\n"
                          "agentcast_publish_to_send_seconds_sum %.9f\n"
                          "agentcast_publish_to_send_seconds_count %llu\n",
-                         (unsigned long long)s->lat_count, s->lat_sum_s,
-                         (unsigned long long)s->lat_count);
+                         (unsigned long long)sum->lat_count, sum->lat_sum_s,
+                         (unsigned long long)sum->lat_count);
     r |= metric(&b, "agentcast_http_requests_total", "counter", "HTTP requests.",
                 (double)st.http_requests_total);
     r |= metric(&b, "agentcast_http_errors_total", "counter", "HTTP responses with status >= 400.",
                 (double)st.http_errors_total);
     r |= metric(&b, "agentcast_uptime_seconds", "gauge", "Seconds since start.", st.uptime_s);
+    r |= metric(&b, "agentcast_handoffs_total", "counter",
+                "User connections moved to the event loop that owns their user.",
+                (double)sum->handoffs);
+    r |= ac__sbuf_printf(&b, "# HELP agentcast_loop_connections Open user connections, by event "
+                             "loop (--threads).\n# TYPE agentcast_loop_connections gauge\n");
+    for (unsigned k = 0; k < sum->nloops; k++)
+        r |= ac__sbuf_printf(&b, "agentcast_loop_connections{loop=\"%u\"} %llu\n", k,
+                             (unsigned long long)sum->loop_conns[k]);
+    r |= ac__sbuf_printf(&b, "# HELP agentcast_loop_events_total Events accepted, by the event "
+                             "loop of their user.\n# TYPE agentcast_loop_events_total counter\n");
+    for (unsigned k = 0; k < sum->nloops; k++)
+        r |= ac__sbuf_printf(&b, "agentcast_loop_events_total{loop=\"%u\"} %llu\n", k,
+                             (unsigned long long)sum->loop_events[k]);
     r |= metric(&b, "agentcast_broker_up", "gauge",
                 "1 when the broker takes events (memory: always).",
                 s->broker->vt->up(s->broker) ? 1.0 : 0.0);
+    free(sum);
     if (r != 0) {
         ac__sbuf_dispose(&b);
         ac__conn_respond_error(c, 500, "out of memory", NULL);
@@ -303,3 +417,32 @@ void ac__api_http_request(ac__conn_t *c, const ac__http_req_t *req)
     }
     ac__conn_respond_error(c, 404, "not found", NULL);
 }
+
+/* Shutdown begins: what was emitted before the signal is published (and retained) first,
+ * then ac_emit() is refused and the webhook's requests are cancelled. */
+static void on_shutdown(ac_server_t *s)
+{
+    ac__embed_drain(s);
+    ac__embed_close(s);
+    ac__webhook_cancel(s);
+    if (s->jwks != NULL)
+        ac__jwks_stop(s->jwks);
+}
+
+/* A JWKS URL is fetched and refreshed from the tick. */
+static void on_tick(ac_server_t *s)
+{
+    if (s->jwks != NULL)
+        ac__jwks_tick(s->jwks);
+}
+
+const ac__net_handlers_t ac__api_handlers = {
+    .on_request = ac__api_http_request,
+    .on_message = ac__api_ws_message,
+    .on_conn_free = ac__api_pend_orphan,
+    .on_wakeup = ac__embed_drain,
+    .on_sweep = ac__api_expire_runs,
+    .on_tick = on_tick,
+    .on_ws_fail = ac__api_agent_fail,
+    .on_shutdown = on_shutdown,
+};

@@ -7,12 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "api/api.h"
 #include "api/auth.h"
 #include "api/authproxy.h"
 #include "api/jwks.h"
 #include "core/log.h"
+#include "net/group.h"
 #include "net/ws.h"
 
 #define QUERY_VALUE_MAX 8192
@@ -312,7 +314,7 @@ static int handshake_rate_ok(ac__conn_t *c)
         key = &((struct sockaddr_in *)&peer)->sin_addr;
         klen = 4;
     }
-    if (ac__ratelimit_take(&s->handshakes, key, klen, ac__server_now(s)))
+    if (ac__group_handshake_take(s, key, klen))
         return 1;
     s->rate_limited_total++;
     ac__log(AC_LOG_WARN, "event=handshake_rate_limited");
@@ -406,14 +408,15 @@ void ac__api_agent_handshake(ac__conn_t *c, const ac__http_req_t *req)
     ac__log(AC_LOG_INFO, "event=agent_open conn=%llx", (unsigned long long)c->m.id);
 }
 
-/* The rest of a /ws handshake once the user is known: limits, upgrade, join. */
+/* The rest of a /ws handshake once the user is known: limits, upgrade, join, on the loop
+ * that owns the user. Borrows hs. */
 static void finish_handshake(ac__conn_t *c, handshake_t *hs, const char accept[29])
 {
     ac_server_t *s = ac__conn_server(c);
     ac__user_t *u;
     ac__mconn_t *evicted;
 
-    if (s->shutting_down) { /* a handshake answered later, after shutdown began */
+    if (s->shutting_down) { /* answered later or moved here, after shutdown began */
         ac__conn_respond_error(c, 503, "server shutting down", NULL);
         return;
     }
@@ -421,28 +424,32 @@ static void finish_handshake(ac__conn_t *c, handshake_t *hs, const char accept[2
         ac__conn_respond_error(c, 503, "broker unavailable", "Retry-After: 1\r\n");
         return;
     }
-    if (ac__manager_full(&s->manager)) {
+    if (!ac__group_conn_take(s)) {
         ac__log(AC_LOG_WARN, "event=max_conns_reached max=%u", s->opts.max_conns);
         ac__conn_respond_error(c, 503, "max-conns reached", NULL);
         return;
     }
     u = ac__manager_user(&s->manager, hs->user, hs->user_len, ac__server_now(s));
     if (u == NULL) {
+        ac__group_conn_release(s);
         ac__conn_respond_error(c, 503, "out of memory", NULL);
         return;
     }
     if (hs->thread_len > 0) {
         c->thread_id = strdup(hs->thread);
         if (c->thread_id == NULL) {
+            ac__group_conn_release(s);
             ac__conn_respond_error(c, 503, "out of memory", NULL);
             return;
         }
     }
     if (ac__conn_upgrade(c, accept) != 0) {
+        ac__group_conn_release(s);
         ac__conn_destroy(c);
         return;
     }
     ac__conn_bound_kernel_buffer(c);
+    /* From here the slot taken above is given back when the connection leaves. */
     evicted = ac__manager_attach(&s->manager, u, &c->m);
     {
         char id[18];
@@ -468,6 +475,78 @@ static void finish_handshake(ac__conn_t *c, handshake_t *hs, const char accept[2
         s->evictions_total++;
         ac__conn_close_ws(AC__CONN_OF(evicted), AC_WS_CLOSE_EVICTED, reason, 1);
     }
+}
+
+/* A user connection on its way to the loop that owns its user. */
+typedef struct ws_move_s {
+    ac__handoff_t h; /* first: h.msg is the inbox message */
+    handshake_t *hs;
+    char accept[29];
+} ws_move_t;
+
+/* On the owner's loop (arg): the connection arrives with its verified user. */
+static void on_ws_moved(ac__msg_t *m, void *arg, int status)
+{
+    ws_move_t *mv = (ws_move_t *)m;
+    ac__conn_t *c;
+
+    if (status != 0) {
+        /* The owner shut down first: nobody to serve it. */
+        ac__handoff_drop(&mv->h);
+        free(mv->hs);
+        free(mv);
+        return;
+    }
+    c = ac__conn_attach(arg, &mv->h);
+    if (c == NULL) {
+        free(mv->hs);
+    } else {
+        finish_handshake(c, mv->hs, mv->accept);
+        free(mv->hs);
+        ac__conn_attach_resume(c);
+    }
+    free(mv);
+}
+
+/* Hands c to the owner's loop. 0, or -1 with c still here and nothing sent. */
+static int ws_move(ac__conn_t *c, ac_server_t *owner, handshake_t *hs, const char accept[29])
+{
+    ws_move_t *mv = calloc(1, sizeof(*mv));
+    int r;
+
+    if (mv == NULL || ac__conn_detach(c, &mv->h) != 0) {
+        free(mv);
+        return -1;
+    }
+    mv->h.msg.run = on_ws_moved;
+    mv->hs = hs;
+    memcpy(mv->accept, accept, sizeof(mv->accept));
+    r = ac__group_handoff(owner, &mv->h);
+    if (r != 0) {
+        /* Detached already: the socket can only be dropped. */
+        ac__log(AC_LOG_WARN, "event=handoff_refused error=\"%s\"", ac_strerror(r));
+        mv->h.msg.run(&mv->h.msg, NULL, r);
+    }
+    return 0;
+}
+
+/* Finishes the handshake here, or moves c to the loop that owns its user (--threads),
+ * taking *hsp then (set to NULL). */
+static void join_user(ac__conn_t *c, handshake_t **hsp, const char accept[29])
+{
+    ac_server_t *s = ac__conn_server(c);
+    ac_server_t *owner = ac__group_owner(s, (*hsp)->user, (*hsp)->user_len);
+
+    if (owner == s) {
+        finish_handshake(c, *hsp, accept);
+        return;
+    }
+    if (ws_move(c, owner, *hsp, accept) == 0) {
+        *hsp = NULL;
+        return;
+    }
+    /* Output still queued here (rare): this loop cannot hand it over. */
+    ac__conn_respond_error(c, 503, "busy: try again", "Retry-After: 1\r\n");
 }
 
 /* A handshake answered later: the connection stops reading (its pend) until the network
@@ -508,7 +587,7 @@ static void on_keys_ready(void *arg)
     ac__conn_t *c = deferred_take(d);
 
     if (c != NULL && check_token(c, d->hs, 0) == 0)
-        finish_handshake(c, d->hs, d->accept);
+        join_user(c, &d->hs, d->accept);
     deferred_done(c, d);
 }
 
@@ -525,7 +604,7 @@ static void on_proxy_answer(void *arg, unsigned status, const char *user, size_t
         memcpy(d->hs->user, user, len);
         d->hs->user[len] = '\0';
         d->hs->user_len = len;
-        finish_handshake(c, d->hs, d->accept);
+        join_user(c, &d->hs, d->accept);
     }
     deferred_done(c, d);
 }
@@ -561,6 +640,49 @@ refuse:
     free(hs);
 }
 
+/* Identity from the network (a JWKS, the connect proxy) is kept on the first loop only (one
+ * fetch schedule, one cache); the other loops pass such handshakes to it whole. */
+static int identity_on_first_loop(const ac_server_t *s)
+{
+    return s->opts.auth == AC_AUTH_PROXY ||
+           (s->opts.auth == AC_AUTH_JWT &&
+            (s->opts.jwt_jwks_file != NULL || s->opts.jwt_jwks_url != NULL));
+}
+
+/* On the first loop: the handshake arrives as it was received, and is read again. */
+static void on_handshake_moved(ac__msg_t *m, void *arg, int status)
+{
+    ac__handoff_t *h = (ac__handoff_t *)m;
+    ac__conn_t *c = status == 0 ? ac__conn_attach(arg, h) : NULL;
+
+    if (status != 0)
+        ac__handoff_drop(h);
+    if (c != NULL)
+        ac__conn_attach_resume(c);
+    free(h);
+}
+
+/* 1 when c went to the first loop with its request; 0 when it is to be handled here. */
+static int pass_to_first_loop(ac__conn_t *c)
+{
+    ac_server_t *s = ac__conn_server(c), *first = ac__group_shard(s, 0);
+    ac__handoff_t *h;
+    int r;
+
+    if (first == s || !identity_on_first_loop(s))
+        return 0;
+    h = calloc(1, sizeof(*h));
+    if (h == NULL || ac__conn_detach_from(c, h, 1) != 0) {
+        free(h);
+        return 0;
+    }
+    h->msg.run = on_handshake_moved;
+    r = ac__group_handoff(first, h);
+    if (r != 0)
+        h->msg.run(&h->msg, NULL, r);
+    return 1;
+}
+
 void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
 {
     ac_server_t *s = ac__conn_server(c);
@@ -568,6 +690,8 @@ void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
     handshake_t *hs;
     int r;
 
+    if (pass_to_first_loop(c))
+        return;
     if (check_upgrade(c, req, accept) != 0)
         return;
     if (!origin_allowed(s, req)) {
@@ -588,7 +712,7 @@ void ac__api_ws_handshake(ac__conn_t *c, const ac__http_req_t *req)
         defer_handshake(c, req, hs, accept, r);
         return;
     }
-    finish_handshake(c, hs, accept);
+    join_user(c, &hs, accept);
     free(hs);
 }
 
@@ -614,6 +738,9 @@ static void send_error(ac__conn_t *c, const char *msg)
 /* A chat message on its way: published first, then handed to the agent. Owns copies of
  * what the message said, since with Redis the sender may be gone when the broker answers. */
 typedef struct umsg_s {
+    ac__msg_t msg;     /* --threads: to shard 0's loop for ac_message_cb, and back on refusal */
+    ac_server_t *from; /* the loop that owns the user */
+    uint64_t seq;
     uint64_t conn_id;
     char conn[18];
     char *user_id;
@@ -642,6 +769,43 @@ static void umsg_error(ac_server_t *s, const umsg_t *um, const char *msg)
 }
 
 /* The message is in the user's stream (every tab has it): now the agent gets it. */
+/* The embedded agent of the server (ac_server_set_message_cb()) is set on the first loop's
+ * object and called on that loop's thread, whichever loop owns the user. */
+static ac_server_t *agent_loop(ac_server_t *s)
+{
+    return ac__group_shard(s, 0);
+}
+
+/* Back on the owner's loop: the agent refused the message (or the loop is going away). */
+static void on_umsg_refused(ac__msg_t *msg, void *arg, int status)
+{
+    umsg_t *um = (umsg_t *)msg;
+
+    if (status == 0)
+        umsg_error(um->from, um, "message not accepted by the agent");
+    umsg_free(um);
+}
+
+/* On the first loop: the embedded agent takes the message, or it goes back refused. */
+static void on_umsg_for_agent(ac__msg_t *msg, void *arg, int status)
+{
+    umsg_t *um = (umsg_t *)msg;
+    ac_server_t *s = arg;
+    ac_message_t m = {um->user_id, um->conn, um->thread_id, um->text, um->json, um->seq};
+
+    if (status == 0 && s->message_cb != NULL && s->message_cb(s, &m, s->message_arg) >= 0) {
+        umsg_free(um);
+        return;
+    }
+    if (status != 0) {
+        umsg_free(um); /* shutting down: nobody to tell */
+        return;
+    }
+    um->msg.run = on_umsg_refused;
+    if (ac__inbox_post(&um->from->shard->inbox, &um->msg, &um->msg, 1) != 0)
+        umsg_free(um);
+}
+
 static void on_user_message_published(ac_server_t *s, int status, const ac_publish_result_t *res,
                                       const char *reason, void *arg)
 {
@@ -667,7 +831,14 @@ static void on_user_message_published(ac_server_t *s, int status, const ac_publi
     m.text = um->text;
     m.json = um->json;
     m.seq = res->seq;
-    if (s->message_cb != NULL)
+    if (agent_loop(s) != s && agent_loop(s)->message_cb != NULL) {
+        um->from = s;
+        um->seq = res->seq;
+        um->msg.run = on_umsg_for_agent;
+        if (ac__inbox_post(&agent_loop(s)->shard->inbox, &um->msg, &um->msg, 1) == 0)
+            return; /* um travels */
+        r = -1;
+    } else if (s->message_cb != NULL)
         r = s->message_cb(s, &m, s->message_arg) < 0 ? -1 : 0;
     else if (s->opts.message_webhook != NULL)
         r = ac__webhook_post(s, &m);
@@ -709,7 +880,7 @@ static void user_message(ac__conn_t *c, json_t *msg)
     if (c->m.user == NULL)
         return; /* closing */
     s->messages_total++;
-    if (s->message_cb == NULL && s->opts.message_webhook == NULL) {
+    if (agent_loop(s)->message_cb == NULL && s->opts.message_webhook == NULL) {
         send_error(c, "no agent is listening: start the gateway with --demo or --message-webhook");
         return;
     }
@@ -853,35 +1024,44 @@ void ac__api_disconnect(ac__conn_t *c, const ac__http_req_t *req)
         c->pend = p;
         goto done;
     }
-    if (json_is_string(cid)) {
-        if (ac__conn_id_parse(json_string_value(cid), json_string_length(cid), &d.id) != 0) {
-            ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
-            goto done;
-        }
+    if (json_is_string(cid) &&
+        ac__conn_id_parse(json_string_value(cid), json_string_length(cid), &d.id) != 0) {
+        ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
+        goto done;
+    }
+    /* A user's connections are on its owner's loop; a connection_id alone may be on any.
+     * With several loops the others are parked meanwhile. */
+    ac__group_park(s);
+    for (unsigned k = 0; k < ac__group_size(s); k++) {
+        ac_server_t *sk = ac__group_shard(s, k);
+        ac__user_t *u = NULL;
         if (json_is_string(uid)) {
-            ac__user_t *u =
-                ac__manager_find_user(&s->manager, json_string_value(uid), json_string_length(uid));
+            if (sk != ac__group_owner(s, json_string_value(uid), json_string_length(uid)))
+                continue;
+            u = ac__manager_find_user(&sk->manager, json_string_value(uid),
+                                      json_string_length(uid));
+        }
+        if (json_is_string(cid)) {
             ac__mconn_t *m = u ? ac__manager_find_conn(u, d.id) : NULL;
             if (m != NULL)
                 disconnect_match(m, &d);
+            else if (!json_is_string(uid))
+                ac__manager_foreach(&sk->manager, disconnect_match, &d);
         } else {
-            ac__manager_foreach(&s->manager, disconnect_match, &d);
+            ac__mconn_t *m = u ? u->head : NULL;
+            while (m != NULL) {
+                ac__mconn_t *next = m->next;
+                ac__conn_close_ws(AC__CONN_OF(m), AC_WS_CLOSE_OPERATOR,
+                                  "disconnected by an operator", 1);
+                d.n++;
+                m = next;
+            }
         }
-        if (d.n == 0) {
-            ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
-            goto done;
-        }
-    } else {
-        ac__user_t *u =
-            ac__manager_find_user(&s->manager, json_string_value(uid), json_string_length(uid));
-        ac__mconn_t *m = u ? u->head : NULL;
-        while (m != NULL) {
-            ac__mconn_t *next = m->next;
-            ac__conn_close_ws(AC__CONN_OF(m), AC_WS_CLOSE_OPERATOR, "disconnected by an operator",
-                              1);
-            d.n++;
-            m = next;
-        }
+    }
+    ac__group_unpark(s);
+    if (json_is_string(cid) && d.n == 0) {
+        ac__conn_respond_error(c, 404, "connection_id: not open", NULL);
+        goto done;
     }
     ac__log(AC_LOG_INFO, "event=operator_disconnect count=%u", d.n);
     snprintf(reply, sizeof(reply), "{\"disconnected\":%u}", d.n);

@@ -269,6 +269,8 @@ static ac__run_t *run_new(ac__bridge_t *b, const ac__run_op_t *op)
     r->hnext = b->buckets[r->hash & (b->nbuckets - 1)];
     b->buckets[r->hash & (b->nbuckets - 1)] = r;
     b->nruns++;
+    if (b->on_run != NULL)
+        b->on_run(b->on_run_arg, r->id, r->id_len, 1);
     return r;
 }
 
@@ -376,6 +378,8 @@ size_t ac__bridge_expire(ac__bridge_t *b, uint64_t now, uint64_t ttl)
             pp = &(*pp)->hnext;
         *pp = r->hnext;
         b->nruns--;
+        if (b->on_run != NULL)
+            b->on_run(b->on_run_arg, r->id, r->id_len, 0);
         run_free(r);
         n++;
     }

@@ -50,6 +50,10 @@ typedef struct ac__bridge_s {
     uint64_t seed;
     ac__run_t *open_head, *open_tail;
     ac__run_t *closed_head, *closed_tail;
+    /* Optional: told when a run id becomes known (added 1) and when it is forgotten (0), so
+     * a registry over several bridges (--threads) can keep one owner per run id. */
+    void (*on_run)(void *arg, const char *id, size_t len, int added);
+    void *on_run_arg;
 } ac__bridge_t;
 
 /* What one event asks of the lifecycle. */

@@ -16,7 +16,6 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-#include "api/api.h"
 #include "core/history.h"
 #include "core/log.h"
 #include "net/conn.h"
@@ -651,7 +650,7 @@ static void on_close(uv_handle_t *h)
         }
     }
     if (c->pend != NULL)
-        ac__api_pend_orphan(c);
+        s->handlers->on_conn_free(c);
     outq_free(c);
     SSL_free(c->ssl);
     free(c->in);
@@ -841,7 +840,12 @@ static void http_input(ac__conn_t *c, const char *p, size_t n)
              * body); what follows is WebSocket frames. Its count is exact. */
             s->http_requests_total++;
             ac__http_request(c->http, buf, &req);
-            ac__api_http_request(c, &req);
+            s->req_conn = c;
+            s->req_start = buf;
+            s->req_rest = buf + consumed;
+            s->req_rest_len = len - consumed;
+            s->handlers->on_request(c, &req);
+            s->req_conn = NULL;
             break;
         }
         /* The request is done with: its parser state goes back (or away). */
@@ -1104,6 +1108,105 @@ void ac__conn_accept(ac_server_t *s, int fd)
     c->last_rx = ac__conn_now32(s);
     dl_set(c, (uint64_t)(s->opts.handshake_timeout * 1000));
     io_update(c);
+}
+
+/* ---- moving to another loop ------------------------------------------------------ */
+
+int ac__conn_detach(ac__conn_t *c, ac__handoff_t *h)
+{
+    return ac__conn_detach_from(c, h, 0);
+}
+
+int ac__conn_detach_from(ac__conn_t *c, ac__handoff_t *h, int with_request)
+{
+    ac_server_t *s = ac__conn_server(c);
+
+    /* Ciphertext the session made but this loop did not queue yet (TLS 1.3 tickets sent as
+     * the handshake ends) stays in the session's BIO and goes out from the new loop. */
+    if (ac__conn_gone(c) || c->state != AC__CONN_HTTP || c->out != NULL)
+        return AC_EINVAL;
+    h->rest = NULL;
+    if (with_request && s->req_conn != c)
+        return AC_EINVAL;
+    if (s->req_conn == c) {
+        /* From the request's handler: what follows the request is in the read buffer (or
+         * in c->in, which on_close frees); the request itself too when asked. */
+        const char *from = with_request ? s->req_start : s->req_rest;
+        size_t n = (size_t)(s->req_rest - from) + s->req_rest_len;
+        if (n > 0 && ac__bytes_append(&h->rest, from, n) != 0)
+            return AC_ENOMEM;
+    } else {
+        h->rest = c->in;
+        c->in = NULL;
+    }
+    h->fd = ac__conn_fd(c);
+    h->ssl = c->ssl;
+    c->ssl = NULL;
+    s->handoffs_out++;
+    ac__server_conn_leave(s, c);
+    ac__server_agent_remove(s, c);
+    dl_remove(c);
+    c->state = AC__CONN_CLOSED;
+    /* Out of this loop's epoll at once; the socket stays open for its new loop. */
+    uv_close((uv_handle_t *)&c->io, on_close);
+    return 0;
+}
+
+void ac__handoff_drop(ac__handoff_t *h)
+{
+    if (h->fd >= 0)
+        close(h->fd);
+    SSL_free(h->ssl);
+    free(h->rest);
+    h->fd = -1;
+    h->ssl = NULL;
+    h->rest = NULL;
+}
+
+ac__conn_t *ac__conn_attach(ac_server_t *s, ac__handoff_t *h)
+{
+    ac__conn_t *c = calloc(1, sizeof(*c));
+
+    if (c == NULL || uv_poll_init(s->loop, &c->io, h->fd) != 0) {
+        free(c);
+        ac__handoff_drop(h);
+        return NULL;
+    }
+    c->io.data = s;
+    s->nconns_all++;
+    s->handoffs_in++;
+    c->ssl = h->ssl;
+    c->in = h->rest;
+    h->ssl = NULL;
+    h->rest = NULL;
+    h->fd = -1;
+    c->state = AC__CONN_HTTP;
+    c->last_rx = ac__conn_now32(s);
+    c->ioflags |= AC__IO_PAUSED;
+    dl_set(c, (uint64_t)(s->opts.handshake_timeout * 1000));
+    return c;
+}
+
+void ac__conn_attach_resume(ac__conn_t *c)
+{
+    ac_server_t *s = ac__conn_server(c);
+    ac__bytes_t *rest = c->in;
+    int nested = s->rbuf_busy;
+
+    if (ac__conn_gone(c))
+        return;
+    c->in = NULL;
+    c->ioflags &= (uint8_t)~AC__IO_PAUSED;
+    io_update(c);
+    /* The loop's plaintext buffer may be in use below us: dispatch from rest itself. */
+    s->rbuf_busy = 1;
+    if (rest != NULL && !ac__conn_gone(c))
+        dispatch(c, rest->p, rest->len);
+    free(rest);
+    /* Records the session decrypted no further before the move. */
+    if (c->ssl != NULL && !ac__conn_gone(c))
+        tls_input(c, "", 0); /* also queues what the session holds for output */
+    s->rbuf_busy = nested;
 }
 
 void ac__conn_id_str(uint64_t id, char out[18])

@@ -12,6 +12,7 @@
 #include "core/buf.h"
 #include "core/manager.h"
 #include "net/http.h"
+#include "net/inbox.h"
 #include "net/server.h"
 
 typedef enum {
@@ -205,6 +206,45 @@ void ac__conn_flush_dirty(ac_server_t *s);
 
 /* Closes connections whose deadline has passed. */
 void ac__conn_expire(ac_server_t *s);
+
+/* ---- moving a connection to another loop ---------------------------------------------
+ * A user's WebSocket belongs on the loop that owns its user, which is known only once its
+ * upgrade request has been read and its token verified. The socket moves (never two poll
+ * handles on one socket: the source's is closed first), its TLS session with it, and the
+ * input read past the request; the connection object does not (each loop allocates its own). */
+typedef struct ac__handoff_s {
+    ac__msg_t msg;      /* for the destination's inbox: the sender sets msg.run */
+    int fd;             /* the socket, open, non-blocking */
+    struct ssl_st *ssl; /* its TLS session (with any input it holds), NULL for plain TCP */
+    ac__bytes_t *rest;  /* plaintext read past the request, NULL when none */
+    void *app;          /* what the application carries along (the verified user) */
+} ac__handoff_t;
+
+/* Takes c's socket, TLS session and unconsumed input into *h (h->msg and h->app are left
+ * to the caller) and closes c without closing the socket (it is freed as a gone
+ * connection). c must be in its HTTP phase with nothing queued for output (what its TLS
+ * session holds unqueued goes along): from its request
+ * handler (the bytes after the request go along) or while that request is answered later
+ * (the bytes held since). Returns 0, AC_EINVAL when c cannot move (output pending, not
+ * HTTP) or AC_ENOMEM; on an error c is untouched. */
+int ac__conn_detach(ac__conn_t *c, ac__handoff_t *h);
+
+/* The same with the request itself going along (from its handler only), so the destination
+ * reads it again from the start: for a request only another loop can answer. */
+int ac__conn_detach_from(ac__conn_t *c, ac__handoff_t *h, int with_request);
+
+/* On the destination loop: a connection on h's socket (takes h->fd, h->ssl and h->rest),
+ * in its HTTP phase, not reading, under the handshake deadline. The caller upgrades it
+ * (ac__conn_upgrade) or answers it, then calls ac__conn_attach_resume(). NULL when out of
+ * memory (the socket and session are then closed and freed). */
+ac__conn_t *ac__conn_attach(ac_server_t *s, ac__handoff_t *h);
+
+/* Closes the socket of a hand-off nobody will attach (its destination closed). */
+void ac__handoff_drop(ac__handoff_t *h);
+
+/* Processes the input that travelled with an attached connection (what followed its
+ * request, then what its TLS session still holds) and starts reading. */
+void ac__conn_attach_resume(ac__conn_t *c);
 
 /* "c" + 16 hex digits + NUL. */
 void ac__conn_id_str(uint64_t id, char out[18]);

@@ -1,6 +1,6 @@
-/* The server's lifecycle on a libuv loop: options, listening, the loop-wide timers (one
- * sweep for all connections, never a timer per connection), the per-turn flush, the
- * fan-out entry point, graceful shutdown, and stats. */
+/* The server's loop glue: listening, the loop-wide timers (one sweep for all connections,
+ * never a timer per connection), the per-turn flush, the fan-out entry point and graceful
+ * shutdown. Building the server object (options, core, broker, api) is gateway/server.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -9,333 +9,41 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "api/api.h"
-#include "api/auth.h"
-#include "api/authproxy.h"
-#include "api/jwks.h"
 #include "core/log.h"
 #include "net/conn.h"
+#include "net/group.h"
 #include "net/outbound.h"
-#include "net/tls.h"
 #include "net/server.h"
 #include "net/ws.h"
 
-void ac_server_opts_init(ac_server_opts_t *o)
+int ac__server_net_init(ac_server_t *s)
 {
-    memset(o, 0, sizeof(*o));
-    o->listen = "127.0.0.1:8080";
-    o->auth = AC_AUTH_JWT;
-    o->max_conns = 100000;
-    o->max_conns_per_user = 3;
-    o->ping_interval = 30;
-    o->stale_timeout = 120;
-    o->cleanup_interval = 30;
-    o->handshake_timeout = 10;
-    o->shutdown_timeout = 10;
-    o->history_ttl = 600;
-    o->history_size = 1000;
-    o->history_max_bytes = 256 * 1024 * 1024;
-    o->idempotency_window = 300;
-    o->run_timeout = 300;
-    o->client_rate = 100;
-    o->web_dir = "web";
-    o->client_dir = "clients/js";
-    o->max_publish_size = 1024 * 1024;
-    o->max_message_size = 64 * 1024;
-    o->max_queue_bytes = 1024 * 1024;
-    o->broker = "memory";
-    o->redis_prefix = "ac:";
-    o->slow_timeout = 15;
-    o->seq_ttl = 7 * 24 * 3600;
-    o->jwt_jwks_refresh = 600;
-    o->jwt_jwks_min_refresh = 30;
-    o->jwt_user_claim = "sub";
-    o->outbound_timeout = 5;
-}
-
-const char *ac_strerror(int err)
-{
-    switch (err) {
-    case 0:
-        return "ok";
-    case AC_ESTATE:
-        return "breaks the run lifecycle";
-    case AC_EUNAVAIL:
-        return "broker unavailable";
-    case AC_ECLOSED:
-        return "server shutting down";
-    default:
-        return err < 0 ? strerror(-err) : "unknown error";
-    }
-}
-
-/* Splits "HOST:PORT" ("[v6]:PORT" too). */
-static int parse_listen(const char *listen, char **host, int *port)
-{
-    const char *colon = strrchr(listen, ':');
-    const char *h = listen;
-    size_t hlen;
-    char *end;
-    long p;
-
-    if (colon == NULL)
-        return AC_EINVAL;
-    hlen = (size_t)(colon - listen);
-    if (hlen >= 2 && h[0] == '[' && h[hlen - 1] == ']') {
-        h++;
-        hlen -= 2;
-    }
-    p = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || colon[1] == '\0' || p < 0 || p > 65535 || hlen == 0)
-        return AC_EINVAL;
-    *host = strndup(h, hlen);
-    if (*host == NULL)
-        return AC_ENOMEM;
-    *port = (int)p;
-    return 0;
-}
-
-static int is_http_url(const char *u)
-{
-    return strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0;
-}
-
-/* The identity and outbound options. */
-static int check_identity_opts(const ac_server_opts_t *o)
-{
-    int has_secret = o->jwt_secret != NULL && o->jwt_secret[0] != '\0';
-
-    if (o->auth == AC_AUTH_JWT && !has_secret && o->jwt_jwks_file == NULL &&
-        o->jwt_jwks_url == NULL)
-        return AC_EINVAL;
-    if (o->jwt_jwks_file != NULL && o->jwt_jwks_url != NULL)
-        return AC_EINVAL;
-    if (o->auth == AC_AUTH_PROXY && (o->auth_proxy_url == NULL || !is_http_url(o->auth_proxy_url)))
-        return AC_EINVAL;
-    if ((o->jwt_jwks_url != NULL && !is_http_url(o->jwt_jwks_url)) ||
-        (o->message_webhook != NULL && !is_http_url(o->message_webhook)))
-        return AC_EINVAL;
-    if (!(o->jwt_jwks_refresh > 0) || !(o->jwt_jwks_min_refresh > 0) || !(o->jwt_leeway >= 0) ||
-        !(o->auth_proxy_cache_ttl >= 0) || !(o->outbound_timeout > 0) || o->outbound_timeout > 3600)
-        return AC_EINVAL;
-    if (o->outbound_ca_file != NULL && access(o->outbound_ca_file, R_OK) != 0)
-        return AC_EINVAL;
-    return 0;
-}
-
-static int check_opts(const ac_server_opts_t *o)
-{
-    if (check_identity_opts(o) != 0)
-        return AC_EINVAL;
-    if (o->max_conns == 0 || o->max_conns_per_user == 0 || o->ping_interval <= 0 ||
-        o->stale_timeout <= 0 || o->cleanup_interval <= 0 || o->handshake_timeout <= 0 ||
-        o->shutdown_timeout < 0 || o->history_ttl < 0 || o->slow_timeout <= 0 || o->seq_ttl < 0 ||
-        o->max_publish_size == 0 || o->history_size == 0 || o->history_max_bytes == 0 ||
-        o->idempotency_window <= 0 || o->run_timeout <= 0 || o->client_rate < 0 ||
-        o->handshake_rate < 0 || (o->tls_cert == NULL) != (o->tls_key == NULL) ||
-        o->max_message_size == 0 || o->max_queue_bytes == 0)
-        return AC_EINVAL;
-    return 0;
-}
-
-ac_server_t *ac_server_new(uv_loop_t *loop, const ac_server_opts_t *opts, int *err)
-{
-    ac_server_t *s;
-    int r;
-
-    r = check_opts(opts);
-    if (r != 0)
-        goto fail;
-    r = AC_ENOMEM;
-    s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        goto fail;
     s->listen_fd = s->spare_fd = -1;
-    ac__ws_init();
-    ac__auth_init();
-    s->loop = loop;
-    s->opts = *opts;
     s->bound_port = -1;
-    r = parse_listen(opts->listen, &s->listen_host, &s->listen_port);
-    if (r != 0)
-        goto fail_listen;
-    r = AC_ENOMEM;
     s->rbuf = malloc(AC__READ_BUF_SIZE);
-    if (s->rbuf == NULL)
-        goto fail_rbuf;
-    s->scratch_http = ac__http_new(opts->max_publish_size);
-    if (s->scratch_http == NULL)
-        goto fail_scratch;
-    if (ac__manager_init(&s->manager, opts->max_conns_per_user, opts->max_conns) != 0)
-        goto fail_manager;
-    ac__history_store_init(&s->manager.history, opts->history_size, opts->history_max_bytes);
-    if (ac__idem_init(&s->idem, (uint64_t)(opts->idempotency_window * 1000), 1000000) != 0)
-        goto fail_idem;
-    if (ac__bridge_init(&s->bridge) != 0)
-        goto fail_bridge;
-    if (ac__ratelimit_init(&s->handshakes, opts->handshake_rate) != 0)
-        goto fail_ratelimit;
-    ac__emitter_init(&s->emitter);
-    {
-        ac__broker_host_t host;
-        ac__api_broker_host(s, &host);
-        if (opts->broker == NULL || opts->broker[0] == '\0' ||
-            strcmp(opts->broker, "memory") == 0) {
-            s->broker = ac__broker_memory_new(&host, &s->manager.history);
-            if (s->broker == NULL)
-                goto fail_broker;
-        } else {
-            char why[256];
-            ac__redis_opts_t ro = {
-                .url = opts->broker,
-                .password = opts->redis_password,
-                .prefix = opts->redis_prefix ? opts->redis_prefix : "ac:",
-                .max_per_user = opts->max_conns_per_user,
-                .history_size = opts->history_size,
-                .history_ttl_ms = (uint64_t)(opts->history_ttl * 1000),
-                .seq_ttl_ms = (uint64_t)(opts->seq_ttl * 1000),
-                .idem_ms = (uint64_t)(opts->idempotency_window * 1000),
-                .run_timeout_ms = (uint64_t)(opts->run_timeout * 1000),
-            };
-            r = ac__broker_redis_new(loop, &host, &s->manager, &ro, &s->broker, why, sizeof(why));
-            if (r != 0) {
-                ac__log(AC_LOG_ERROR, "event=broker_error broker=redis error=\"%s\"", why);
-                goto fail_broker;
-            }
-            /* Serve only once connected: run the loop until the broker is up (its
-             * connections, script and subscriptions are set up on it), at most 5 s. */
-            {
-                uint64_t t0 = uv_now(loop);
-                while (!s->broker->vt->up(s->broker) && uv_now(loop) - t0 < 5000)
-                    uv_run(loop, UV_RUN_ONCE);
-                if (!s->broker->vt->up(s->broker)) {
-                    ac__log(AC_LOG_ERROR, "event=broker_error broker=redis error=\"not ready "
-                                          "within 5 s (see the errors above)\"");
-                    r = AC_EUNAVAIL;
-                    goto fail_tls;
-                }
-            }
-            /* The cap is the cluster's (the registry in Redis), not this node's. */
-            s->manager.max_per_user = ~0u;
-            /* Recent frames on this node only bridge a join's answer and the live events. */
-            if (s->manager.history.per_user > 256)
-                s->manager.history.per_user = 256;
-            ac__api_cluster_init(s);
-        }
-    }
-    if (opts->tls_cert != NULL) {
-        const char *why = NULL;
-        r = AC_EINVAL;
-        s->tls = ac__tls_ctx_new(opts->tls_cert, opts->tls_key, &why);
-        if (s->tls == NULL) {
-            ac__log(AC_LOG_ERROR, "event=tls_error error=\"%s\"", why);
-            goto fail_tls;
-        }
-        r = AC_ENOMEM;
+    s->scratch_http = ac__http_new(s->opts.max_publish_size);
+    if (s->opts.tls_cert != NULL)
         s->tls_buf = malloc(AC__READ_BUF_SIZE);
-        if (s->tls_buf == NULL)
-            goto fail_tls_buf;
-    }
-    if (opts->auth == AC_AUTH_JWT && (opts->jwt_jwks_file != NULL || opts->jwt_jwks_url != NULL)) {
-        char why[200];
-        s->jwks = ac__jwks_new(s, why, sizeof(why));
-        if (s->jwks == NULL) {
-            ac__log(AC_LOG_ERROR, "event=jwks_error error=\"%s\"", why);
-            r = AC_EINVAL;
-            goto fail_identity;
-        }
-    }
-    r = AC_ENOMEM;
-    if (opts->auth == AC_AUTH_PROXY && (s->authproxy = ac__authproxy_new(s)) == NULL)
-        goto fail_identity;
-    if (opts->message_webhook != NULL || s->authproxy != NULL ||
-        (s->jwks != NULL && opts->jwt_jwks_url != NULL)) {
-        /* Now, so a bad --outbound-ca-file stops the start; it holds no handle yet. */
-        ac__outbound_opts_t oo = {.ca_file = opts->outbound_ca_file};
-        s->outbound = ac__outbound_new(loop, &oo, &r);
-        if (s->outbound == NULL) {
-            ac__log(AC_LOG_ERROR, "event=outbound_error error=\"%s\"",
-                    r == AC_EINVAL ? "--outbound-ca-file: no PEM certificate in it"
-                                   : ac_strerror(r));
-            goto fail_identity;
-        }
-    }
-    r = AC_ENOMEM;
-    if (uv_mutex_init(&s->emit_lock) != 0)
-        goto fail_mutex;
-    s->start_ms = uv_now(loop);
-    return s;
-
-fail_mutex:
-fail_identity:
-    if (s->outbound != NULL)
-        ac__outbound_close(s->outbound, NULL, NULL); /* no request made: freed at once */
-    ac__authproxy_free(s->authproxy);
-    ac__jwks_free(s->jwks);
-    free(s->tls_buf);
-fail_tls_buf:
-    SSL_CTX_free(s->tls);
-fail_tls:
-    s->broker->vt->free(s->broker);
-
-fail_broker:
-    ac__emitter_dispose(&s->emitter);
-    ac__ratelimit_dispose(&s->handshakes);
-fail_ratelimit:
-    ac__bridge_dispose(&s->bridge);
-fail_bridge:
-    ac__idem_dispose(&s->idem);
-fail_idem:
-    ac__manager_dispose(&s->manager);
-fail_manager:
-    ac__http_free(s->scratch_http);
-fail_scratch:
-    free(s->rbuf);
-fail_rbuf:
-    free(s->listen_host);
-fail_listen:
-    free(s);
-fail:
-    if (err != NULL)
-        *err = r;
-    return NULL;
+    if (s->rbuf == NULL || s->scratch_http == NULL ||
+        (s->opts.tls_cert != NULL && s->tls_buf == NULL))
+        return AC_ENOMEM;
+    return 0;
 }
 
-void ac_server_free(ac_server_t *s)
+void ac__server_net_dispose(ac_server_t *s)
 {
-    if (s == NULL)
-        return;
-    ac__embed_close(s);
-    uv_mutex_destroy(&s->emit_lock);
-    ac__api_static_free(s);
-    ac__webhook_free(s);
-    if (s->outbound != NULL) /* never started: it made no request and holds no handle */
-        ac__outbound_close(s->outbound, NULL, NULL);
-    ac__jwks_free(s->jwks);
-    ac__authproxy_free(s->authproxy);
-    SSL_CTX_free(s->tls);
     free(s->tls_buf);
-    s->broker->vt->free(s->broker);
-    ac__emitter_dispose(&s->emitter);
-    ac__ratelimit_dispose(&s->handshakes);
-    ac__bridge_dispose(&s->bridge);
-    ac__idem_dispose(&s->idem);
-    ac__manager_dispose(&s->manager);
     ac__http_free(s->scratch_http);
-    ac__sbuf_dispose(&s->reply);
-    free(s->pub_items);
     while (s->outq_cache != NULL) {
         struct ac__outq_s *q = s->outq_cache;
         s->outq_cache = q->next_free;
         free(q);
     }
     free(s->rbuf);
-    free(s->listen_host);
     if (s->listen_fd >= 0)
         close(s->listen_fd);
     if (s->spare_fd >= 0)
         close(s->spare_fd);
-    free(s);
 }
 
 int ac_server_port(const ac_server_t *s)
@@ -356,7 +64,14 @@ static void shed_pending(ac_server_t *s)
     int fd;
 
     if (s->spare_fd < 0)
+        s->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (s->spare_fd < 0) {
+        /* Not even a reserve descriptor (another loop took the one freed): stop watching
+         * the listener, or its readiness would spin the loop; the tick tries again. */
+        if (!s->accept_paused && uv_poll_stop(&s->listener) == 0)
+            s->accept_paused = 1;
         return;
+    }
     close(s->spare_fd);
     while ((fd = accept4(s->listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
         close(fd);
@@ -404,7 +119,9 @@ static void on_flush_prepare(uv_prepare_t *h)
 
 static void on_emit_async(uv_async_t *a)
 {
-    ac__embed_drain(a->data);
+    ac_server_t *s = a->data;
+
+    s->handlers->on_wakeup(s);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -412,8 +129,11 @@ static void on_tick(uv_timer_t *t)
     ac_server_t *s = t->data;
 
     ac__conn_expire(s);
-    if (s->jwks != NULL)
-        ac__jwks_tick(s->jwks);
+    s->handlers->on_tick(s);
+    if (s->accept_paused && !s->shutting_down) {
+        s->accept_paused = 0;
+        uv_poll_start(&s->listener, UV_READABLE, on_listen_io);
+    }
 }
 
 typedef struct ping_ctx_s {
@@ -504,8 +224,8 @@ static void on_sweep(uv_timer_t *t)
     if (expired > 0)
         ac__log(AC_LOG_DEBUG, "event=users_expired count=%zu", expired);
     ac__idem_expire(&s->idem, ac__server_now(s));
-    ac__api_expire_runs(s);
-    ac__ratelimit_expire(&s->handshakes, ac__server_now(s));
+    s->handlers->on_sweep(s);
+    ac__group_handshake_expire(s);
 }
 
 static uint64_t ms(double seconds)
@@ -524,6 +244,12 @@ static int listen_socket(ac_server_t *s, const struct sockaddr_storage *addr)
 
     if (fd < 0)
         return -errno;
+    /* Several loops: one listener each on the same port, the kernel spreads the accepts. */
+    if (s->shard != NULL && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
         bind(fd, (const struct sockaddr *)addr, len) != 0 || listen(fd, 4096) != 0) {
         int e = errno;
@@ -534,7 +260,7 @@ static int listen_socket(ac_server_t *s, const struct sockaddr_storage *addr)
     return 0;
 }
 
-int ac_server_start(ac_server_t *s)
+int ac__server_start_loop(ac_server_t *s)
 {
     struct sockaddr_storage addr;
     int r;
@@ -578,10 +304,14 @@ int ac_server_start(ac_server_t *s)
             uv_ip4_name((struct sockaddr_in *)&bound, ip, sizeof(ip));
             s->bound_port = ntohs(((struct sockaddr_in *)&bound)->sin_port);
         }
-        ac__log(AC_LOG_INFO, "event=listening addr=%s%s%s:%d auth=%s broker=%s tls=%s",
-                bound.ss_family == AF_INET6 ? "[" : "", ip, bound.ss_family == AF_INET6 ? "]" : "",
-                s->bound_port, s->opts.auth == AC_AUTH_JWT ? "jwt" : "none", s->broker->vt->name,
-                s->tls ? "on" : "off");
+        /* One line for the process (supervisors and scripts read the port from it): the
+         * other loops of --threads listen on the same port. */
+        if (ac__group_index(s) == 0)
+            ac__log(AC_LOG_INFO, "event=listening addr=%s%s%s:%d auth=%s broker=%s tls=%s",
+                    bound.ss_family == AF_INET6 ? "[" : "", ip,
+                    bound.ss_family == AF_INET6 ? "]" : "", s->bound_port,
+                    s->opts.auth == AC_AUTH_JWT ? "jwt" : "none", s->broker->vt->name,
+                    s->tls ? "on" : "off");
     }
     uv_check_init(s->loop, &s->flusher);
     s->flusher.data = s;
@@ -609,8 +339,7 @@ int ac_server_start(ac_server_t *s)
     uv_async_init(s->loop, &s->emit_async, on_emit_async);
     s->emit_async.data = s;
     s->open_handles += 7;
-    if (s->jwks != NULL)
-        ac__jwks_tick(s->jwks); /* the first fetch of a JWKS URL */
+    s->handlers->on_tick(s); /* the first fetch of a JWKS URL, say */
     /* Events emitted before the start are waiting: wake the loop for them. */
     uv_mutex_lock(&s->emit_lock);
     s->emit_async_ready = 1;
@@ -714,8 +443,10 @@ unsigned ac__server_deliver(void *arg, ac__user_t *u, ac__buf_t *frame)
 
 void ac__server_conn_leave(ac_server_t *s, ac__conn_t *c)
 {
-    if (c->m.user != NULL)
+    if (c->m.user != NULL) {
         s->broker->vt->leave(s->broker, c->m.user, c->m.id);
+        ac__group_conn_release(s);
+    }
     ac__manager_detach(&s->manager, &c->m, ac__server_now(s));
 }
 
@@ -749,24 +480,6 @@ struct ac__outbound_s *ac__server_outbound(ac_server_t *s)
     return s->outbound;
 }
 
-int ac_server_reload(ac_server_t *s)
-{
-    int r = 0;
-
-    if (s->tls != NULL) {
-        const char *why = NULL;
-        if (ac__tls_ctx_reload(&s->tls, s->opts.tls_cert, s->opts.tls_key, &why) != 0) {
-            ac__log(AC_LOG_ERROR, "event=reload_failed what=tls error=\"%s\"", why);
-            r = AC_EINVAL;
-        } else {
-            ac__log(AC_LOG_INFO, "event=reloaded what=tls");
-        }
-    }
-    if (s->jwks != NULL && ac__jwks_reload(s->jwks) != 0 && r == 0)
-        r = AC_EINVAL;
-    return r;
-}
-
 static void close_handles(ac_server_t *s)
 {
     s->broker->vt->close(s->broker);
@@ -793,7 +506,7 @@ void ac__server_conn_freed(ac_server_t *s)
     s->nconns_all--;
     if (s->shutting_down == 1 && s->nconns_all == 0) {
         s->shutting_down = 2;
-        ac__log(AC_LOG_INFO, "event=shutdown_complete");
+        ac__log(AC_LOG_INFO, "event=shutdown_complete loop=%u", ac__group_index(s));
         close_handles(s);
     }
 }
@@ -808,7 +521,8 @@ static void on_shutdown_timeout(uv_timer_t *t)
     ac_server_t *s = t->data;
     ac__conn_t *c = s->dl_head;
 
-    ac__log(AC_LOG_WARN, "event=shutdown_timeout open=%zu", s->nconns_all);
+    ac__log(AC_LOG_WARN, "event=shutdown_timeout loop=%u open=%zu", ac__group_index(s),
+            s->nconns_all);
     while (c != NULL) {
         ac__conn_t *next = c->dl_next;
         ac__conn_destroy(c);
@@ -816,20 +530,17 @@ static void on_shutdown_timeout(uv_timer_t *t)
     }
 }
 
-int ac_server_shutdown(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
+int ac__server_shutdown_loop(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
 {
     if (s->shutting_down || !s->started)
         return AC_ECLOSED;
     s->shutting_down = 1;
     s->shutdown_cb = cb;
     s->shutdown_arg = arg;
-    ac__log(AC_LOG_INFO, "event=shutdown_begin connections=%zu", s->manager.nconns);
+    ac__log(AC_LOG_INFO, "event=shutdown_begin loop=%u connections=%zu open=%zu",
+            ac__group_index(s), s->manager.nconns, s->nconns_all);
     /* What was emitted before the signal is published (and retained) first. */
-    ac__embed_drain(s);
-    ac__embed_close(s);
-    ac__webhook_cancel(s);
-    if (s->jwks != NULL)
-        ac__jwks_stop(s->jwks);
+    s->handlers->on_shutdown(s);
     uv_close((uv_handle_t *)&s->listener, on_handle_closed);
     close(s->listen_fd); /* out of epoll already (uv_close) */
     s->listen_fd = -1;
@@ -859,32 +570,4 @@ int ac_server_shutdown(ac_server_t *s, ac_server_shutdown_cb cb, void *arg)
         close_handles(s);
     }
     return 0;
-}
-
-/* ---- stats ------------------------------------------------------------------------ */
-
-void ac_server_stats(const ac_server_t *s, ac_stats_t *out)
-{
-    memset(out, 0, sizeof(*out));
-    out->total_users = s->manager.users_connected;
-    out->total_connections = s->manager.nconns;
-    out->active_emitters = s->manager.nusers;
-    for (int i = 0; i < AC_STAT_NTYPES; i++)
-        out->events_by_type[i] = s->emitter.by_type[i];
-    out->events_total = s->emitter.events_total;
-    out->direct_total = s->emitter.direct_total;
-    out->deliveries_total = s->deliveries_total;
-    out->evictions_total = s->evictions_total;
-    out->stale_total = s->stale_total;
-    out->slow_total = s->slow_total;
-    out->rate_limited_total = s->rate_limited_total;
-    out->http_requests_total = s->http_requests_total;
-    out->http_errors_total = s->http_errors_total;
-    out->queued_bytes = s->queued_bytes;
-    out->history_bytes = s->manager.history.bytes;
-    out->history_events = s->manager.history.frames;
-    out->duplicates_total = s->duplicates_total;
-    out->open_runs = s->bridge.nopen;
-    out->messages_total = s->messages_total;
-    out->uptime_s = (double)(uv_now(s->loop) - s->start_ms) / 1000.0;
 }

@@ -1,5 +1,7 @@
-/* The server object shared by net/ and api/: options, the loop's handles, the core
- * objects (manager, emitter, broker) and counters. Private to the library. */
+/* The server object as net/ sees it: options, the loop's handles, the core objects
+ * (manager, emitter, broker) and counters, and the handler table through which net/ hands
+ * requests and messages up (filled in by api/, wired by gateway/server.c). net/ includes
+ * no api/ header. Private to the library. */
 #ifndef AC_NET_SERVER_H
 #define AC_NET_SERVER_H
 
@@ -16,6 +18,28 @@
 
 typedef struct ac__conn_s ac__conn_t;
 
+/* What net/ calls upward: the meaning of requests and messages, and the application's part
+ * of the loop's lifecycle. Every entry is required; all run on the loop thread. */
+typedef struct ac__net_handlers_s {
+    /* A complete HTTP request on c: answer it, defer it (c->pend) or upgrade c. */
+    void (*on_request)(ac__conn_t *c, const ac__http_req_t *req);
+    /* A complete message of an open WebSocket (text is valid UTF-8). */
+    void (*on_message)(ac__conn_t *c, const char *p, size_t len, int binary);
+    /* c is being freed with requests still deferred (c->pend != NULL): forget c there. */
+    void (*on_conn_free)(ac__conn_t *c);
+    /* The loop's wake-up from other threads fired (ac_emit()). */
+    void (*on_wakeup)(ac_server_t *s);
+    /* The --cleanup-interval sweep, after net/'s own. */
+    void (*on_sweep)(ac_server_t *s);
+    /* A protocol error on a WebSocket with requests still being answered (c->pend): 1 when
+     * the application closes it (code, reason) once they are; may be NULL. */
+    int (*on_ws_fail)(ac__conn_t *c, unsigned code, const char *reason);
+    /* The deadline tick (10-500 ms), and once at start. */
+    void (*on_tick)(ac_server_t *s);
+    /* Shutdown begins, before any connection is closed: drain and refuse what is queued. */
+    void (*on_shutdown)(ac_server_t *s);
+} ac__net_handlers_t;
+
 #define AC__READ_BUF_SIZE (64 * 1024)
 #define AC__LAT_NBUCKETS 14
 extern const double AC__LAT_BOUNDS_S[AC__LAT_NBUCKETS];
@@ -23,6 +47,8 @@ extern const double AC__LAT_BOUNDS_S[AC__LAT_NBUCKETS];
 
 struct ac_server_s {
     uv_loop_t *loop;
+    const ac__net_handlers_t *handlers; /* api/'s, set by ac_server_new() */
+    struct ac__shard_s *shard;          /* --threads > 1: this loop's place (net/group.h) */
     ac_server_opts_t opts;
     char *listen_host; /* parsed from opts.listen */
     int listen_port;
@@ -31,6 +57,7 @@ struct ac_server_s {
     uv_poll_t listener; /* on listen_fd: accepts (net/server.c) */
     int listen_fd;
     int spare_fd;            /* kept open for when descriptors run out (shed_pending) */
+    int accept_paused;       /* out of descriptors, reserve included: the tick resumes */
     uv_check_t flusher;      /* writes every dirty connection once per loop turn, after I/O */
     uv_prepare_t preflusher; /* and before blocking, for what timers queued */
     uv_timer_t tick;         /* deadlines: handshakes, idle keep-alive, closing */
@@ -56,11 +83,21 @@ struct ac_server_s {
     size_t nconns_all; /* every accepted TCP connection not yet freed */
     uint64_t start_ms; /* uv_now() at creation */
 
+    /* The request being handled (http_input): its connection and the bytes after it, so a
+     * handler that moves the connection to another loop takes them along. */
+    ac__conn_t *req_conn;
+    const char *req_start;
+    const char *req_rest;
+    size_t req_rest_len;
+    uint64_t handoffs_out; /* connections moved to another loop */
+    uint64_t handoffs_in;  /* and taken from one */
+
     char *rbuf;                       /* the one read buffer of the loop */
     struct ssl_ctx_st *tls;           /* --tls-cert/--tls-key; NULL: plain TCP */
     char *tls_buf;                    /* the one plaintext buffer of the loop, with TLS */
     ac__http_t *scratch_http;         /* parser state for requests that arrive whole */
     ac__sbuf_t reply;                 /* publish answers are written here, then copied out once */
+    ac__sbuf_t fwd_reply;             /* and answers to bodies other loops sent here (--threads) */
     struct ac__api_item_s *pub_items; /* the events of the body being published (publish.c) */
     size_t pub_items_cap;
     struct ac__outq_s *outq_cache; /* idle output queues for reuse */
@@ -138,5 +175,15 @@ struct ac__outbound_s *ac__server_outbound(ac_server_t *s);
 
 /* Called by conn.c when a connection is freed, so shutdown can finish. */
 void ac__server_conn_freed(ac_server_t *s);
+
+/* One loop's part of ac_server_start() and ac_server_shutdown() (the public ones, in
+ * gateway/server.c, also run the other loops of a group). */
+int ac__server_start_loop(ac_server_t *s);
+int ac__server_shutdown_loop(ac_server_t *s, ac_server_shutdown_cb cb, void *arg);
+
+/* net/'s part of the server: buffers allocated by ac__server_net_init() (0 or AC_ENOMEM)
+ * and, in dispose, the output queue cache and the sockets too. */
+int ac__server_net_init(ac_server_t *s);
+void ac__server_net_dispose(ac_server_t *s);
 
 #endif

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api/api.h"
 #include "core/log.h"
 #include "net/conn.h"
 #include "net/conn_int.h"
@@ -23,6 +22,9 @@ static void ws_fail(ac__conn_t *c, unsigned code, const char *reason)
          * messages that were applied: those go out before the close. */
         if (c->kind != AC__KIND_AGENT)
             ac__conn_drop_backlog(c);
+        else if (c->pend != NULL && ac__conn_server(c)->handlers->on_ws_fail != NULL &&
+                 ac__conn_server(c)->handlers->on_ws_fail(c, code, reason))
+            return; /* answers still on their way (another loop, a broker) go out first */
         ac__conn_close_ws(c, code, reason, 0);
     }
 }
@@ -38,7 +40,7 @@ static void ws_message(ac__conn_t *c, unsigned opcode, const char *p, size_t n)
     }
     if (c->state != AC__CONN_WS)
         return;
-    ac__api_ws_message(c, p, n, opcode == AC_WS_BINARY);
+    ac__conn_server(c)->handlers->on_message(c, p, n, opcode == AC_WS_BINARY);
 }
 
 static void ws_close_frame(ac__conn_t *c, const uint8_t *p, size_t n)

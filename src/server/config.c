@@ -3,6 +3,7 @@
  * flag), its kind, its default and help. --help, --help-man (the manual page) and
  * --check-config are all printed from it. */
 #include <ctype.h>
+#include <sched.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -115,6 +116,9 @@ static const flag_t flags[] = {
      "unsent bytes per connection; above it for --slow-timeout: close 4008"},
     {"slow-timeout", K_SECS, OPT(slow_timeout),
      "seconds a connection's backlog may stay above --max-queue-bytes before close 4008"},
+    {"threads", K_UINT, OPT(threads),
+     "event loops, one thread each, users sharded across them by a hash of the user id "
+     "(default: the CPUs this process may run on; 1: a single loop)"},
     {"broker", K_STR, OPT(broker),
      "memory (one node) or redis://HOST:PORT[/DB] (several nodes; password from "
      "AGENTCAST_REDIS_PASSWORD); comma-separated redis:// URLs: shards; "
@@ -402,10 +406,23 @@ static int apply_file(ac_config_t *cfg, const char *path)
     return 0;
 }
 
+/* --threads' default: the CPUs the process may run on (taskset, cgroup cpusets). */
+static unsigned cpus_allowed(void)
+{
+    cpu_set_t set;
+    int n;
+
+    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+        return 1;
+    n = CPU_COUNT(&set);
+    return n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
+}
+
 static void set_defaults(ac_config_t *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     ac_server_opts_init(&cfg->server);
+    cfg->server.threads = cpus_allowed();
     cfg->log_level = AC_LOG_INFO;
     cfg->log_format = AC_LOG_TEXT;
 }

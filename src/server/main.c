@@ -136,8 +136,11 @@ static int run(const ac_config_t *cfg)
         fprintf(stderr, "agentcastd: --auth=proxy needs --auth-proxy-url\n");
         return 2;
     }
-    if (cfg->check_config)
-        return check_config(cfg);
+    if (cfg->check_config) {
+        int r = check_config(cfg);
+        uv_loop_close(loop); /* the default loop's own allocations (LeakSanitizer) */
+        return r;
+    }
     signal(SIGPIPE, SIG_IGN);
     /* `systemctl reload` sends SIGHUP: never let it end the daemon (a reload handler, where
      * there is one, replaces this). */

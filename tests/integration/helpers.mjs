@@ -83,13 +83,14 @@ process.on('exit', () => {
  * Spawns the daemon with `--listen 127.0.0.1:0` plus `args`, waits for the
  * `event=listening addr=HOST:PORT` log line on stderr, and returns
  * {port, proc, logs, exited, stop()}. The child's environment is this process's minus
- * every AGENTCAST_* variable (so the harness's own AGENTCAST_BIN never leaks in as a flag),
- * plus `env`.
+ * every AGENTCAST_* variable but AGENTCAST_THREADS (so the harness's own AGENTCAST_BIN never
+ * leaks in as a flag), plus `env`.
  */
 export async function startDaemon(args = [], env = {}, { startTimeoutMs = 5000, nofile } = {}) {
     const childEnv = {};
     for (const [k, v] of Object.entries(process.env)) {
-        if (!k.startsWith('AGENTCAST_')) childEnv[k] = v;
+        // AGENTCAST_THREADS passes: `make test` runs the suites at --threads 1 and 4.
+        if (!k.startsWith('AGENTCAST_') || k === 'AGENTCAST_THREADS') childEnv[k] = v;
     }
     Object.assign(childEnv, env);
     // `nofile`: the daemon runs with that open-file limit, soft and hard (exec: same pid).

@@ -1,0 +1,191 @@
+// --threads 4: users sharded across event loops. A user's connections accepted by different
+// loops end on the loop that owns the user and get every event once, in seq order; the
+// per-user cap evicts the oldest across loops; one publish array naming users of every loop
+// is answered in order, all or nothing; /v1/stats shows each loop. (The whole suite also
+// runs at AGENTCAST_THREADS=4 in `make test`.)
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { daemonFor, connect, closeAfter, publish, publishOk, settleUnexpected, uid, HOST, CRITICAL } from './helpers.mjs';
+
+const LOOPS = 4;
+const ARGS = ['--auth', 'none', '--threads', String(LOOPS)];
+
+/** The daemon's owner of a user: FNV-1a of the id, modulo the loops (net/group.c). */
+function ownerOf(user, n = LOOPS) {
+    let h = 2166136261;
+    for (const b of Buffer.from(user)) {
+        h ^= b;
+        h = Math.imul(h, 16777619) >>> 0;
+    }
+    return h % n;
+}
+
+/** A new user id owned by loop k. */
+function userOn(k, prefix = 'm') {
+    for (;;) {
+        const u = uid(prefix);
+        if (ownerOf(u) === k) return u;
+    }
+}
+
+/** /v1/stats over one kept-alive socket, so reading it accepts nothing after the first. */
+function statsReader(t, port) {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    t.after(() => agent.destroy());
+    return () =>
+        new Promise((resolve, reject) => {
+            const req = http.get({ host: HOST, port, path: '/v1/stats', agent, timeout: 5000 }, (res) => {
+                let body = '';
+                res.setEncoding('utf8');
+                res.on('data', (s) => (body += s));
+                res.on('end', () => resolve(JSON.parse(body)));
+                res.on('error', reject);
+            });
+            req.on('error', reject);
+            req.on('timeout', () => req.destroy(new Error('stats timed out')));
+        });
+}
+
+/** The loop whose `accepted` count grew between two stats (exactly one must have). */
+function acceptedOn(before, after) {
+    const grew = after.loops.map((l, k) => l.accepted - before.loops[k].accepted);
+    assert.equal(grew.reduce((a, b) => a + b, 0), 1, `one accept between the reads: ${grew}`);
+    return grew.findIndex((g) => g === 1);
+}
+
+const seqsOf = (c) => c.all.filter((m) => typeof m.seq === 'number').map((m) => m.seq);
+
+test('a user\'s three connections accepted by different loops move to the owner loop and get every event once, in seq order', async (t) => {
+    const d = await daemonFor(t, ARGS);
+    const stats = statsReader(t, d.port);
+    const user = uid('multi');
+    const owner = ownerOf(user);
+    const conns = [];
+    const acceptors = [];
+    let s = await stats();
+    assert.equal(s.loops.length, LOOPS);
+    // The kernel picks the accepting loop (SO_REUSEPORT): reconnect until two loops took part.
+    for (let attempt = 0; attempt < 40 && (conns.length < 3 || new Set(acceptors).size < 2); attempt++) {
+        if (conns.length === 3) {
+            conns.shift().terminate();
+            acceptors.shift();
+            await settleUnexpected(conns[0], 50);
+        }
+        conns.push(closeAfter(t, await connect(d.port, { user_id: user })));
+        const next = await stats();
+        acceptors.push(acceptedOn(s, next));
+        s = next;
+    }
+    assert.equal(conns.length, 3);
+    assert.ok(new Set(acceptors).size >= 2, `accepted on loops ${acceptors}`);
+    s = await stats();
+    assert.equal(s.loops[owner].connections, 3, `all three on the owner loop ${owner}: ${JSON.stringify(s.loops)}`);
+    assert.equal(s.total_connections, 3);
+    assert.ok(s.handoffs_total >= 1, 'a connection was handed to the owner');
+
+    const N = 60;
+    for (let i = 0; i < N; i += 10) {
+        const batch = [];
+        for (let j = i; j < i + 10; j++) batch.push({ user_id: user, type: 'note', data: { i: j } });
+        await publishOk(d.port, batch);
+    }
+    const want = Array.from({ length: N }, (_, i) => i + 1);
+    for (const c of conns) {
+        await c.next((m) => m.seq === N, 5000, `seq ${N}`);
+        assert.deepEqual(seqsOf(c), want, 'every event once, in order');
+        assert.deepEqual(
+            c.all.filter((m) => typeof m.seq === 'number').map((m) => m.data.i),
+            want.map((x) => x - 1),
+        );
+    }
+});
+
+test('the per-user cap evicts the oldest connection across loops (4001), the newest three stay', async (t) => {
+    const d = await daemonFor(t, [...ARGS, '--max-conns-per-user', '3']);
+    const user = uid('cap');
+    const c = [];
+    for (let i = 0; i < 4; i++) c.push(closeAfter(t, await connect(d.port, { user_id: user })));
+    assert.equal((await c[0].waitClose()).code, 4001);
+    for (const x of c.slice(1)) assert.ok(x.isOpen);
+    const r = await publishOk(d.port, { user_id: user, type: 'note', data: {} });
+    assert.equal(r.delivered, 3);
+    const s = await (await fetch(`http://${HOST}:${d.port}/v1/stats`)).json();
+    assert.equal(s.closes.evicted_4001, 1);
+    assert.equal(s.total_connections, 3);
+});
+
+test('one publish array naming users of every loop is answered in order, and refused whole when any event is bad', async (t) => {
+    const d = await daemonFor(t, ARGS);
+    const users = Array.from({ length: LOOPS }, (_, k) => userOn(k, `arr${k}-`));
+    const conns = [];
+    for (const u of users) conns.push(closeAfter(t, await connect(d.port, { user_id: u })));
+
+    // Twice round the loops, so each answer's position is checked against its user.
+    const batch = [...users, ...users].map((u, i) => ({ user_id: u, type: 'note', data: { i } }));
+    const res = await publishOk(d.port, batch);
+    assert.equal(res.length, batch.length);
+    res.forEach((r, i) => assert.deepEqual(r, { seq: i < LOOPS ? 1 : 2, delivered: 1 }, `answer ${i}`));
+    for (let k = 0; k < LOOPS; k++) {
+        await conns[k].next((m) => m.seq === 2, 3000, 'seq 2');
+        assert.deepEqual(
+            conns[k].all.filter((m) => m.seq).map((m) => [m.user_id, m.seq, m.data.i]),
+            [[users[k], 1, k], [users[k], 2, LOOPS + k]],
+        );
+    }
+
+    // Runs opened on every loop, then an array whose last event (on the last loop) breaks a
+    // run's lifecycle: 409 naming it, and nothing of the array is published anywhere.
+    const started = users.map((u) => ({ user_id: u, type: 'agent_started', run_id: `run-${u}`, data: CRITICAL.agent_started }));
+    assert.deepEqual((await publishOk(d.port, started)).map((r) => r.seq), [3, 3, 3, 3]);
+    for (const c of conns) await c.next((m) => m.seq === 3, 3000, 'seq 3');
+    const bad = users.map((u) => ({ user_id: u, type: 'agent_thinking', run_id: `run-${u}`, data: CRITICAL.agent_thinking }));
+    bad.push({ user_id: users[LOOPS - 1], type: 'tool_completed', run_id: `run-${users[LOOPS - 1]}`, data: CRITICAL.tool_completed });
+    const refused = await publish(d.port, bad);
+    assert.equal(refused.status, 409, refused.text);
+    assert.equal(refused.json.index, LOOPS);
+    // A bad field in the middle: 400, nothing published either.
+    const bad400 = users.map((u) => ({ user_id: u, type: 'note', data: {} }));
+    bad400[1] = { user_id: users[1], type: 'connected', data: {} };
+    const r400 = await publish(d.port, bad400);
+    assert.equal(r400.status, 400, r400.text);
+    assert.equal(r400.json.index, 1);
+    for (const c of conns) assert.deepEqual((await settleUnexpected(c, 100)).filter((m) => m.seq > 3), []);
+
+    // The refused arrays used no seq: the next events are 4 on every loop.
+    assert.deepEqual((await publishOk(d.port, bad.slice(0, LOOPS))).map((r) => r.seq), [4, 4, 4, 4]);
+    const s = await (await fetch(`http://${HOST}:${d.port}/v1/stats`)).json();
+    assert.equal(s.events_total, 4 * LOOPS);
+    assert.deepEqual(s.loops.map((l) => l.events), [4, 4, 4, 4]);
+    assert.equal(s.open_runs, LOOPS);
+    // A run is found whichever loop answers the request.
+    for (const u of users) {
+        const run = await (await fetch(`http://${HOST}:${d.port}/v1/runs/run-${u}`)).json();
+        assert.equal(run.user_id, u);
+        assert.equal(run.events, 2);
+    }
+});
+
+test('POST /v1/disconnect reaches a user on any loop, by user_id and by connection_id', async (t) => {
+    const d = await daemonFor(t, ARGS);
+    const users = Array.from({ length: LOOPS }, (_, k) => userOn(k, `dis${k}-`));
+    const conns = [];
+    for (const u of users) conns.push(closeAfter(t, await connect(d.port, { user_id: u })));
+    for (let k = 0; k < LOOPS; k++) {
+        const body = k % 2 === 0 ? { user_id: users[k] } : { connection_id: conns[k].connectionId };
+        const r = await (await fetch(`http://${HOST}:${d.port}/v1/disconnect`, { method: 'POST', body: JSON.stringify(body) })).json();
+        assert.deepEqual(r, { disconnected: 1 }, JSON.stringify(body));
+        assert.equal((await conns[k].waitClose()).code, 4003);
+    }
+});
+
+test('shutdown closes the connections of every loop with 1001', async (t) => {
+    const d = await daemonFor(t, ARGS);
+    const conns = [];
+    for (let k = 0; k < LOOPS; k++) conns.push(closeAfter(t, await connect(d.port, { user_id: userOn(k, `bye${k}-`) })));
+    d.proc.kill('SIGTERM');
+    for (const c of conns) assert.equal((await c.waitClose(5000)).code, 1001);
+    const exit = await d.exited;
+    assert.equal(exit.code, 0);
+});
