@@ -324,10 +324,17 @@ start_cluster() {
         # every node's heartbeat key first: a connection a node registers before its first
         # heartbeat is dropped from the registry by the next publish (see bench/README.md)
         for _ in $(seq 1 50); do
+            # With --threads every loop is a node of the cluster: one heartbeat per loop
+            # (each daemon logs event=loops_started loops=N; none means one loop).
+            want=0
+            for log in "${SRV_LOGS[@]}"; do
+                n=$(grep -o 'event=loops_started loops=[0-9]*' "$log" | head -1 | sed 's/.*=//')
+                want=$((want + ${n:-1}))
+            done
             first=1
             for port in "$REDIS_PORT" "${SHARD_PORTS[@]}"; do
                 # (in a Redis Cluster the heartbeats are bench:{TAG}n:NODE)
-                [ "$(redis_line "$port" 'KEYS bench:*n:*')" = "*$nodes" ] || first=0
+                [ "$(redis_line "$port" 'KEYS bench:*n:*')" = "*$want" ] || first=0
             done
             [ "$first" = 1 ] && return 0
             sleep 0.1
