@@ -543,6 +543,55 @@ static void default_text(const flag_t *f, char *out, size_t n)
         snprintf(out, n, "(unset)");
 }
 
+typedef struct {
+    char p[1024];
+    size_t len;
+    int full;
+} maskbuf_t;
+
+static void put(maskbuf_t *b, const char *src, size_t len)
+{
+    if (b->full || b->len + len >= sizeof(b->p)) {
+        b->full = 1;
+        return;
+    }
+    memcpy(b->p + b->len, src, len);
+    b->len += len;
+}
+
+/* A URL's credentials: its userinfo (`user:pass@`) and its query or fragment (where tokens
+ * are often put) become ****, in every URL of a comma-separated list. */
+static void mask_urls(char *val, size_t n)
+{
+    maskbuf_t b = {.len = 0, .full = 0};
+    const char *p = val, *scheme;
+
+    while ((scheme = strstr(p, "://")) != NULL) {
+        const char *auth = scheme + 3, *end = auth + strcspn(auth, "/?#,");
+        const char *at = memchr(auth, '@', (size_t)(end - auth));
+        put(&b, p, (size_t)(auth - p));
+        if (at != NULL) {
+            put(&b, "****", 4);
+            auth = at;
+        }
+        /* The host and path are kept, up to a query, a fragment or the list's next URL. */
+        p = end + strcspn(end, "?#,");
+        put(&b, auth, (size_t)(p - auth));
+        if (*p == '?' || *p == '#') {
+            put(&b, p, 1);
+            put(&b, "****", 4);
+            p += strcspn(p, ",");
+        }
+    }
+    if (p == val)
+        return; /* no URL */
+    put(&b, p, strlen(p));
+    if (b.full)
+        snprintf(val, n, "(too long to show masked)");
+    else
+        snprintf(val, n, "%.*s", (int)b.len, b.p);
+}
+
 void ac_config_print(const ac_config_t *cfg, FILE *out)
 {
     fprintf(out,
@@ -578,6 +627,8 @@ void ac_config_print(const ac_config_t *cfg, FILE *out)
         }
         if (f->kind == K_SECRET)
             snprintf(val, sizeof(val), "********");
+        else if (f->kind == K_STR)
+            mask_urls(val, sizeof(val));
         snprintf(line, sizeof(line), "%s = %s", f->name, val);
         fprintf(out, "%-44s # %s\n", line, from);
     }

@@ -97,6 +97,22 @@ test('--check-config masks jwt-secret, api-key and redis-password from the file,
     assert.match(r.err, /configuration is valid/);
 });
 
+test('--check-config masks the credentials and query of every URL setting, and keeps the rest', async () => {
+    const r = await runToExit([
+        '--check-config', '--auth=proxy',
+        '--auth-proxy-url', 'https://svc:proxy-pw-1@auth.example:8443/check?token=proxy-tok-2#frag-3',
+        '--message-webhook', 'http://hook.example/in?key=hook-key-4',
+        '--jwt-jwks-url', 'https://jwks-user-5@idp.example/.well-known/jwks.json',
+    ]);
+    assert.equal(r.code, 0, r.err);
+    assert.equal(setting(r.out, 'auth-proxy-url').value, 'https://****@auth.example:8443/check?****');
+    assert.equal(setting(r.out, 'message-webhook').value, 'http://hook.example/in?****');
+    assert.equal(setting(r.out, 'jwt-jwks-url').value, 'https://****@idp.example/.well-known/jwks.json');
+    for (const s of ['proxy-pw-1', 'proxy-tok-2', 'frag-3', 'hook-key-4', 'jwks-user-5', 'svc']) {
+        assert.ok(!r.out.includes(s) && !r.err.includes(s), `${s} printed`);
+    }
+});
+
 test('a secret in a config file that others may read draws a warning; mode 0600 does not', async () => {
     const f = confFile('auth = none\napi-key = k-123\n');
     fs.chmodSync(f, 0o644);
