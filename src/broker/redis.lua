@@ -11,14 +11,21 @@
 --
 -- Keys (P = prefix; a user or run id is a label: no control characters):
 --   P u:USER   hash   seq (newest), epoch (names the stream; new when it is created), x (when
---                    a publish last pushed out the expiries, ms); kept for the seq ttl,
---                    longer than the history, so a seq is never reused
---   P h:USER   list   envelopes of seq (seq - LLEN + 1) .. seq, oldest first (history ttl)
+--                    the general publish path last pushed out the expiries, ms); kept for the
+--                    seq ttl, longer than the history, so a seq is never reused
+--   P h:USER   list   envelopes of seq (seq - LLEN + 1) .. seq, oldest first (history ttl);
+--                    an envelope from the plain path has a NUL byte where its seq goes
 --   P k:USER   zset   the user's connections in the cluster: CONNID@NODE by creation
+--   P reg      hash   USER -> "NODECCCC NODECCCC ...": how many of k:USER are on each node
+--                    (CCCC 4 digits); in a Redis Cluster the string P g:USER instead
 --   P c:USER   channel  "E EPOCH SEQ ENVELOPE" | "B EPOCH FIRSTSEQ LEN,LEN,... ENVELOPES"
---                       (several, concatenated) | "D CONNID ENVELOPE" | "X CONNID@NODE"
---                       (evicted: over the cap) | "K CONNID@NODE" (an operator's disconnect)
+--                       (several, concatenated) | "e SEQ ENVELOPE" | "b FIRSTSEQ LEN,... ENVELOPES"
+--                       (the plain path: the stream's current epoch, NUL for the seq) |
+--                       "D CONNID ENVELOPE" | "X CONNID@NODE" (evicted: over the cap) |
+--                       "K CONNID@NODE" (an operator's disconnect)
 --   P L n:NODE string a node's heartbeat (expires when the node stops)
+--   P L a:SLACK:PERIOD  set  users whose expiries the plain path pushed out in this period
+--                    of SLACK ms (1/16 of the history ttl)
 --   P i:USER\nKEY  string  the seq an idempotency key first got
 --   P L r:RUN  hash   user, thread, state (open/closed), closed_by, started, updated,
 --                    last_seq, events
@@ -182,10 +189,11 @@ elseif op == 'pub' and ARGV[11] == 'p' then
     local regs = L == '' and many('HMGET', P .. 'reg', us)
     local acts = many('SMISMEMBER', act, us)
     local pushed, np, counted = {}, 0, {}
+    local Pu, Ph, Pc = P .. 'u:', P .. 'h:', P .. 'c:'
     local out, o = { 'OK' }, 1
     for q = 1, m do
         local user, b, k = us[q], 10 + at[q] * 2, at[q + 1] - at[q]
-        local uk, hk = P .. 'u:' .. user, P .. 'h:' .. user
+        local uk, hk = Pu .. user, Ph .. user
         local last = rcall('HINCRBY', uk, 'seq', k == 1 and '1' or format('%d', k))
         local first, epoch, push = last - k + 1, nil, false
         if first == 1 then
@@ -257,7 +265,7 @@ elseif op == 'pub' and ARGV[11] == 'p' then
             np = np + 1
             pushed[np] = user
         end
-        rcall('PUBLISH', P .. 'c:' .. user, msg)
+        rcall('PUBLISH', Pc .. user, msg)
         out[o + 1], out[o + 2] = last, live
         o = o + 2
     end
