@@ -237,7 +237,7 @@ elseif op == 'pub' and ARGV[11] == 'p' then
             if epoch then
                 msg = 'E ' .. epoch .. ' 1 ' .. env
             else
-                msg = 'e ' .. format('%d', last) .. ' ' .. env
+                msg = format('e %d ', last) .. env
             end
         else
             local envs, lens = {}, {}
