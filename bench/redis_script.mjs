@@ -5,7 +5,7 @@
 // random users, BURST consecutive events per user. Prints Redis's CPU (INFO) per event.
 // Used by scripts/redis_callgrind.sh (instructions per event); bench/README.md has the figures.
 //
-//   node bench/redis_script.mjs --port P [--script F] [--events N] [--burst K] [--layout 2|4x|4|10]
+//   node bench/redis_script.mjs --port P [--script F] [--events N] [--burst K] [--layout 2|4x|4|10] [--fcall]
 //
 // --layout picks the arguments sent, for before/after comparisons: 2 (the default) the plain
 // path of today's script (2 fields per event: user, envelope with a NUL where the seq goes;
@@ -24,6 +24,7 @@ const { values: o } = parseArgs({
         events: { type: 'string', default: '100000' },
         burst: { type: 'string', default: '1' },
         layout: { type: 'string', default: '2' },
+        fcall: { type: 'boolean', default: false },
     },
 });
 const PORT = Number(o.port);
@@ -104,7 +105,15 @@ function client() {
 
 const cmd = client();
 await cmd(['FLUSHALL']);
-const sha = await cmd(['SCRIPT', 'LOAD', fs.readFileSync(o.script, 'utf8')]);
+// --fcall: the same script as a Redis 7 function (FUNCTION LOAD, FCALL) instead of EVALSHA
+const text = fs.readFileSync(o.script, 'utf8');
+const sha = o.fcall
+    ? await cmd(['FUNCTION', 'LOAD', 'REPLACE', `#!lua name=agentcast_bench\nredis.register_function('agentcast_bench', function(KEYS, ARGV)\n${text}\nend)`])
+    : await cmd(['SCRIPT', 'LOAD', text]);
+if (sha instanceof Error) {
+    console.error(`loading the script: ${sha.message}`);
+    process.exit(1);
+}
 await cmd(['SET', `${P}n:node1`, '1']);
 await cmd(['SET', `${P}n:node2`, '1']);
 const users = Array.from({ length: USERS }, (_, i) => `user-${i}`);
@@ -123,7 +132,7 @@ await new Promise((r) => setTimeout(r, 300));
 const head = '{"type":"chunk","seq":';
 const tail = ',"user_id":"user","run_id":null,"thread_id":null,"timestamp":"2026-12-07T02:00:00.000Z","data":{"text":"a chunk of an answer, about as long as a sentence"}}';
 function batch() {
-    const a = ['EVALSHA', sha, '0', 'pub', P];
+    const a = o.fcall ? ['FCALL', 'agentcast_bench', '0', 'pub', P] : ['EVALSHA', sha, '0', 'pub', P];
     if (o.layout !== '10') a.push(''); // the Redis Cluster tag L (ARGV[3]), none on a shard
     a.push('1000', '600000', '600000', 'abcd1234', '1200000', String(BATCH));
     if (o.layout !== '10') a.push('604800000');

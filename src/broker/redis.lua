@@ -134,9 +134,9 @@ local function stream(u, ep)
     if not h[2] then
         rcall('HSET', ukey(u), 'seq', '0', 'epoch', ep)
         rcall('DEL', hkey(u)) -- retained events of an older stream
-        return 0, ep, true
+        return 0, ep
     end
-    return tonumber(h[1]), h[2], false
+    return tonumber(h[1]), h[2]
 end
 
 if op == 'chk' and ARGV[11] == 'p' then
@@ -505,14 +505,10 @@ elseif op == 'join' then
         end
         reg_sync(user)
     end
-    local seq, epoch, new = stream(user, ep)
-    -- never sooner than a publish made it expire (GT: an existing stream's expiry only
-    -- moves later)
-    if new then
-        rcall('PEXPIRE', ukey(user), ttl)
-    else
-        rcall('PEXPIRE', ukey(user), ttl, 'GT')
-    end
+    local seq, epoch = stream(user, ep)
+    -- an existing stream's expiry only moves later: never sooner than a publish set it
+    -- (PEXPIRE's GT is Redis 7 only)
+    if rcall('PTTL', ukey(user)) < ttl then rcall('PEXPIRE', ukey(user), ttl) end
     local len = rcall('LLEN', hkey(user))
     local oldest = seq - len + 1
     local out = { epoch, seq, oldest, 0 }
