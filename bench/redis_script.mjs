@@ -118,7 +118,7 @@ await cmd(['SET', `${P}n:node1`, '1']);
 await cmd(['SET', `${P}n:node2`, '1']);
 const users = Array.from({ length: USERS }, (_, i) => `user-${i}`);
 for (const u of users) await cmd(['ZADD', `${P}k:${u}`, '1', '0000000000000001@node1', '2', '0000000000000002@node2']);
-if (o.layout === '2') for (const u of users) await cmd(['HSET', `${P}reg`, u, 'node10001 node20001']); // the registry's counts (plain path)
+if (o.layout === '2') for (const u of users) await cmd(['HSET', `${P}reg`, u, 'node1000001 node2000001']); // the registry's counts (plain path)
 const subs = [];
 for (let k = 0; k < 2; k++) {
     const s = net.connect(PORT, '127.0.0.1');

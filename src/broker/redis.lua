@@ -16,8 +16,8 @@
 --   P h:USER   list   envelopes of seq (seq - LLEN + 1) .. seq, oldest first (history ttl);
 --                    an envelope from the plain path has a NUL byte where its seq goes
 --   P k:USER   zset   the user's connections in the cluster: CONNID@NODE by creation
---   P reg      hash   USER -> "NODECCCC NODECCCC ...": how many of k:USER are on each node
---                    (CCCC 4 digits); in a Redis Cluster the string P g:USER instead
+--   P reg      hash   USER -> "NODECCCCCC NODECCCCCC ...": how many of k:USER are on each
+--                    node (6 digits); in a Redis Cluster the string P g:USER instead
 --   P c:USER   channel  "E EPOCH SEQ ENVELOPE" | "B EPOCH FIRSTSEQ LEN,LEN,... ENVELOPES"
 --                       (several, concatenated) | "e SEQ ENVELOPE" | "b FIRSTSEQ LEN,... ENVELOPES"
 --                       (the plain path: the stream's current epoch, NUL for the seq) |
@@ -56,7 +56,7 @@ local function tkey(r) return PL .. 't:' .. r end
 local alive = {}
 
 -- The registry's counts: how many of a user's registered connections are on each node,
--- "NODECCCC NODECCCC" (CCCC: the count in 4 digits), written from the user's k: zset after
+-- "NODECCCCCC NODECCCCCC" (the count in 6 digits), written from the user's k: zset after
 -- every change of it, so that a publish counts `delivered` for all of its users with one
 -- read (nodes checked alive as for the zset) instead of reading each user's zset. On a
 -- plain Redis or shard the field USER of the hash P reg (one HMGET per call); in a Redis
@@ -76,7 +76,7 @@ local function reg_sync(u)
         if L == '' then rcall('HDEL', P .. 'reg', u) else rcall('DEL', P .. 'g:' .. u) end
     else
         for i, node in ipairs(nodes) do
-            nodes[i] = node .. string.format('%04d', math.min(c[node], 9999))
+            nodes[i] = node .. string.format('%06d', math.min(c[node], 999999))
         end
         local v = table.concat(nodes, ' ')
         if L == '' then rcall('HSET', P .. 'reg', u, v) else rcall('SET', P .. 'g:' .. u, v) end
@@ -214,7 +214,7 @@ elseif op == 'pub' and ARGV[11] == 'p' then
             local p, rl = 1, #r
             while p <= rl do
                 local e = find(r, ' ', p, true) or rl + 1
-                local node = sub(r, p, e - 5)
+                local node = sub(r, p, e - 7)
                 local a = alive[node]
                 if a == nil then
                     a = rcall('EXISTS', PL .. 'n:' .. node) == 1
@@ -224,8 +224,9 @@ elseif op == 'pub' and ARGV[11] == 'p' then
                     live = -1 -- a node is gone: drop its connections, count again
                     break
                 end
-                local c1, c2, c3, c4 = byte(r, e - 4, e - 1)
-                live = live + ((c1 * 10 + c2) * 10 + c3) * 10 + c4 - 53328 -- '0' * 1111
+                local c1, c2, c3, c4, c5, c6 = byte(r, e - 6, e - 1)
+                live = live + ((((c1 * 10 + c2) * 10 + c3) * 10 + c4) * 10 + c5) * 10 + c6 -
+                    5333328 -- '0' * 111111
                 p = e + 1
             end
             if live < 0 then live = live_count(user) else counted[r] = live end
