@@ -5,10 +5,14 @@
 // random users, BURST consecutive events per user. Prints Redis's CPU (INFO) per event.
 // Used by scripts/redis_callgrind.sh (instructions per event); bench/README.md has the figures.
 //
-//   node bench/redis_script.mjs --port P [--script F] [--events N] [--burst K] [--layout 4|10]
+//   node bench/redis_script.mjs --port P [--script F] [--events N] [--burst K] [--layout 2|4x|4|10] [--fcall]
 //
-// --layout 10 sends the 10-fields-per-event arguments of the script before commit d0311d1
-// (git show e2d89df:src/broker/redis.lua), for the before/after comparison.
+// --layout picks the arguments sent, for before/after comparisons: 2 (the default) the plain
+// path of today's script (2 fields per event: user, envelope with a NUL where the seq goes;
+// each user's events together), 4x today's general path (4 fields per event, the path events
+// with a run, an idempotency key or a direct connection take), 4 the script before the plain
+// path (git show 7823424:src/broker/redis.lua), 10 the script before commit d0311d1
+// (git show e2d89df:src/broker/redis.lua).
 import fs from 'node:fs';
 import net from 'node:net';
 import { parseArgs } from 'node:util';
@@ -19,7 +23,8 @@ const { values: o } = parseArgs({
         script: { type: 'string', default: new URL('../src/broker/redis.lua', import.meta.url).pathname },
         events: { type: 'string', default: '100000' },
         burst: { type: 'string', default: '1' },
-        layout: { type: 'string', default: '4' },
+        layout: { type: 'string', default: '2' },
+        fcall: { type: 'boolean', default: false },
     },
 });
 const PORT = Number(o.port);
@@ -29,8 +34,8 @@ const USERS = 2000;
 const BATCH = 100;
 const WINDOW = 10;
 const P = 'rs:';
-if (!PORT || EVENTS % BATCH !== 0 || !(BURST >= 1) || !['4', '10'].includes(o.layout)) {
-    console.error('usage: node bench/redis_script.mjs --port P [--script F] [--events N (a multiple of 100)] [--burst K] [--layout 4|10]');
+if (!PORT || EVENTS % BATCH !== 0 || !(BURST >= 1) || !['2', '4x', '4', '10'].includes(o.layout)) {
+    console.error('usage: node bench/redis_script.mjs --port P [--script F] [--events N (a multiple of 100)] [--burst K] [--layout 2|4x|4|10]');
     process.exit(2);
 }
 
@@ -100,11 +105,20 @@ function client() {
 
 const cmd = client();
 await cmd(['FLUSHALL']);
-const sha = await cmd(['SCRIPT', 'LOAD', fs.readFileSync(o.script, 'utf8')]);
+// --fcall: the same script as a Redis 7 function (FUNCTION LOAD, FCALL) instead of EVALSHA
+const text = fs.readFileSync(o.script, 'utf8');
+const sha = o.fcall
+    ? await cmd(['FUNCTION', 'LOAD', 'REPLACE', `#!lua name=agentcast_bench\nredis.register_function('agentcast_bench', function(KEYS, ARGV)\n${text}\nend)`])
+    : await cmd(['SCRIPT', 'LOAD', text]);
+if (sha instanceof Error) {
+    console.error(`loading the script: ${sha.message}`);
+    process.exit(1);
+}
 await cmd(['SET', `${P}n:node1`, '1']);
 await cmd(['SET', `${P}n:node2`, '1']);
 const users = Array.from({ length: USERS }, (_, i) => `user-${i}`);
 for (const u of users) await cmd(['ZADD', `${P}k:${u}`, '1', '0000000000000001@node1', '2', '0000000000000002@node2']);
+if (o.layout === '2') for (const u of users) await cmd(['HSET', `${P}reg`, u, 'node1000001 node2000001']); // the registry's counts (plain path)
 const subs = [];
 for (let k = 0; k < 2; k++) {
     const s = net.connect(PORT, '127.0.0.1');
@@ -118,12 +132,16 @@ await new Promise((r) => setTimeout(r, 300));
 const head = '{"type":"chunk","seq":';
 const tail = ',"user_id":"user","run_id":null,"thread_id":null,"timestamp":"2026-12-07T02:00:00.000Z","data":{"text":"a chunk of an answer, about as long as a sentence"}}';
 function batch() {
-    const a = ['EVALSHA', sha, '0', 'pub', P, '1000', '600000', '600000', 'abcd1234', '1200000', String(BATCH)];
-    if (o.layout === '4') a.push('604800000');
+    const a = o.fcall ? ['FCALL', 'agentcast_bench', '0', 'pub', P] : ['EVALSHA', sha, '0', 'pub', P];
+    if (o.layout !== '10') a.push(''); // the Redis Cluster tag L (ARGV[3]), none on a shard
+    a.push('1000', '600000', '600000', 'abcd1234', '1200000', String(BATCH));
+    if (o.layout !== '10') a.push('604800000');
+    if (o.layout === '2' || o.layout === '4x') a.push(o.layout === '2' ? 'p' : 'x'); // the path
     let u;
     for (let i = 0; i < BATCH; i++) {
         if (i % BURST === 0) u = users[Math.floor(Math.random() * USERS)];
-        if (o.layout === '4') a.push(u, head, tail, '');
+        if (o.layout === '2') a.push(u, head + '\0' + tail);
+        else if (o.layout !== '10') a.push(u, head, tail, '');
         else a.push(u, 'other', '', '', '', '', head, tail, '', '0');
     }
     return a;

@@ -11,14 +11,21 @@
 --
 -- Keys (P = prefix; a user or run id is a label: no control characters):
 --   P u:USER   hash   seq (newest), epoch (names the stream; new when it is created), x (when
---                    a publish last pushed out the expiries, ms); kept for the seq ttl,
---                    longer than the history, so a seq is never reused
---   P h:USER   list   envelopes of seq (seq - LLEN + 1) .. seq, oldest first (history ttl)
+--                    the general publish path last pushed out the expiries, ms); kept for the
+--                    seq ttl, longer than the history, so a seq is never reused
+--   P h:USER   list   envelopes of seq (seq - LLEN + 1) .. seq, oldest first (history ttl);
+--                    an envelope from the plain path has a NUL byte where its seq goes
 --   P k:USER   zset   the user's connections in the cluster: CONNID@NODE by creation
+--   P reg      hash   USER -> "NODECCCCCC NODECCCCCC ...": how many of k:USER are on each
+--                    node (6 digits); in a Redis Cluster the string P g:USER instead
 --   P c:USER   channel  "E EPOCH SEQ ENVELOPE" | "B EPOCH FIRSTSEQ LEN,LEN,... ENVELOPES"
---                       (several, concatenated) | "D CONNID ENVELOPE" | "X CONNID@NODE"
---                       (evicted: over the cap) | "K CONNID@NODE" (an operator's disconnect)
+--                       (several, concatenated) | "e SEQ ENVELOPE" | "b FIRSTSEQ LEN,... ENVELOPES"
+--                       (the plain path: the stream's current epoch, NUL for the seq) |
+--                       "D CONNID ENVELOPE" | "X CONNID@NODE" (evicted: over the cap) |
+--                       "K CONNID@NODE" (an operator's disconnect)
 --   P L n:NODE string a node's heartbeat (expires when the node stops)
+--   P L a:SLACK:PERIOD  set  users whose expiries the plain path pushed out in this period
+--                    of SLACK ms (1/16 of the history ttl)
 --   P i:USER\nKEY  string  the seq an idempotency key first got
 --   P L r:RUN  hash   user, thread, state (open/closed), closed_by, started, updated,
 --                    last_seq, events
@@ -48,10 +55,38 @@ local function tkey(r) return PL .. 't:' .. r end
 -- Node liveness, looked up once per node per call.
 local alive = {}
 
+-- The registry's counts: how many of a user's registered connections are on each node,
+-- "NODECCCCCC NODECCCCCC" (the count in 6 digits), written from the user's k: zset after
+-- every change of it, so that a publish counts `delivered` for all of its users with one
+-- read (nodes checked alive as for the zset) instead of reading each user's zset. On a
+-- plain Redis or shard the field USER of the hash P reg (one HMGET per call); in a Redis
+-- Cluster the string P g:USER (a GET per user: a command's keys share a slot), in the
+-- user's slot, so that it moves with the user's other keys when the slot does.
+local function reg_sync(u)
+    local ms = rcall('ZRANGE', kkey(u), '0', '-1')
+    local c, nodes = {}, {}
+    for _, m in ipairs(ms) do
+        if string.byte(m, 17) == 64 then
+            local node = string.sub(m, 18)
+            if not c[node] then nodes[#nodes + 1], c[node] = node, 0 end
+            c[node] = c[node] + 1
+        end
+    end
+    if #nodes == 0 then
+        if L == '' then rcall('HDEL', P .. 'reg', u) else rcall('DEL', P .. 'g:' .. u) end
+    else
+        for i, node in ipairs(nodes) do
+            nodes[i] = node .. string.format('%06d', math.min(c[node], 999999))
+        end
+        local v = table.concat(nodes, ' ')
+        if L == '' then rcall('HSET', P .. 'reg', u, v) else rcall('SET', P .. 'g:' .. u, v) end
+    end
+end
+
 -- The user's registered connections whose node is alive; drops the others.
 local function live_conns(u)
     local k = kkey(u)
-    local ms = rcall('ZRANGE', k, 0, -1)
+    local ms = rcall('ZRANGE', k, '0', '-1')
     local live = {}
     for _, m in ipairs(ms) do
         local node = string.sub(m, 18)
@@ -66,13 +101,14 @@ local function live_conns(u)
             rcall('ZREM', k, m)
         end
     end
+    if #live < #ms then reg_sync(u) end
     return live
 end
 
 -- How many of the user's registered connections are on live nodes; drops the others.
 local function live_count(u)
     local k = kkey(u)
-    local ms = rcall('ZRANGE', k, 0, -1)
+    local ms = rcall('ZRANGE', k, '0', '-1')
     local n = 0
     for i = 1, #ms do
         local m = ms[i]
@@ -88,6 +124,7 @@ local function live_count(u)
             rcall('ZREM', k, m)
         end
     end
+    if n < #ms then reg_sync(u) end
     return n
 end
 
@@ -95,16 +132,153 @@ end
 local function stream(u, ep)
     local h = rcall('HMGET', ukey(u), 'seq', 'epoch')
     if not h[2] then
-        rcall('HSET', ukey(u), 'seq', 0, 'epoch', ep)
+        rcall('HSET', ukey(u), 'seq', '0', 'epoch', ep)
         rcall('DEL', hkey(u)) -- retained events of an older stream
         return 0, ep
     end
     return tonumber(h[1]), h[2]
 end
 
-if op == 'pub' or op == 'chk' then
-    -- ARGV: 3 history size, 4 history ttl ms, 5 idempotency ms, 6 epoch for new streams,
-    -- 7 run ttl ms, 8 count, 9 seq ttl ms, then per event 4 fields: user, envelope head,
+if op == 'chk' and ARGV[11] == 'p' then
+    return { 'OK' } -- plain events: nothing to refuse
+
+elseif op == 'pub' and ARGV[11] == 'p' then
+    -- Plain events only (no run, idempotency key, direct connection or timeout): nothing
+    -- can refuse them. ARGV: 4..10 as in the general case below, 11 'p', then per event 2
+    -- fields: user, envelope with a NUL byte where its seq goes (JSON has no raw NUL); a
+    -- user's events are consecutive (the node groups them, keeping their order).
+    -- The envelopes are retained and published as they came: whoever reads one puts its seq
+    -- in (a retained envelope's seq follows from its place in the list, as before; a
+    -- published one's from the message). Per call: one HMGET of the users' registry counts
+    -- (P reg; in a Redis Cluster a GET of P g:USER per user), one SMISMEMBER of whose expiries were pushed out in this period, one SADD
+    -- of those pushed now. Per user: HINCRBY (the new seq), RPUSH, PUBLISH. Reply: "OK",
+    -- then per user (in the order of the arguments) its newest seq and delivered.
+    -- "e SEQ ENV" / "b FIRSTSEQ LEN,... ENVS" leave the epoch out (the stream's current
+    -- one): a stream gets a new epoch only where it starts at seq 1, and those messages
+    -- ("E"/"B") name it.
+    local hsize, n = tonumber(ARGV[4]), tonumber(ARGV[9])
+    local httl, sttl = tonumber(ARGV[5]), tonumber(ARGV[10])
+    local slack = math.floor(httl / 16)
+    local trim, ep = '-' .. ARGV[4], ARGV[7]
+    local format, find, sub, byte = string.format, string.find, string.sub, string.byte
+    -- The expiries are pushed out once per period of `slack` ms: P L a:SLACK:PERIOD is the
+    -- set of the users whose were in this one (it expires after the next).
+    if slack < 1 then slack = 1 end
+    local act = PL .. 'a:' .. format('%d:%d', slack, math.floor(now / slack))
+    -- The users, each with the index of its first event
+    local us, at, m, prev = {}, {}, 0, nil
+    for i = 1, n do
+        local u = ARGV[10 + i * 2]
+        if u ~= prev then
+            m = m + 1
+            us[m], at[m], prev = u, i, u
+        end
+    end
+    at[m + 1] = n + 1
+    -- CMD KEY ARGS... in chunks (unpack's limit), replies joined
+    local function many(cmd, key, args)
+        if m <= 512 then return rcall(cmd, key, unpack(args, 1, m)) end
+        local all = {}
+        for q = 1, m, 512 do
+            local r = rcall(cmd, key, unpack(args, q, math.min(q + 511, m)))
+            for z = 1, #r do all[q + z - 1] = r[z] end
+        end
+        return all
+    end
+    -- (in a Redis Cluster one GET per user: a command's keys must share a slot)
+    local regs = L == '' and many('HMGET', P .. 'reg', us)
+    local acts = many('SMISMEMBER', act, us)
+    local pushed, np, counted = {}, 0, {}
+    local Pu, Ph, Pc = P .. 'u:', P .. 'h:', P .. 'c:'
+    local out, o = { 'OK' }, 1
+    for q = 1, m do
+        local user, b, k = us[q], 10 + at[q] * 2, at[q + 1] - at[q]
+        local uk, hk = Pu .. user, Ph .. user
+        local last = rcall('HINCRBY', uk, 'seq', k == 1 and '1' or format('%d', k))
+        local first, epoch, push = last - k + 1, nil, false
+        if first == 1 then
+            -- No event yet: a new stream, or one a join made (seq 0, its epoch)
+            epoch = rcall('HGET', uk, 'epoch')
+            if not epoch then
+                epoch, push = ep, true
+                rcall('HSET', uk, 'epoch', ep)
+                rcall('DEL', hk) -- retained events of an older stream
+            end
+        end
+        -- delivered: the user's registered connections on live nodes
+        local live, r = 0, nil
+        if regs then r = regs[q] else r = rcall('GET', P .. 'g:' .. user) end
+        if r and counted[r] then
+            live = counted[r] -- users on the same nodes in the same numbers: counted once
+        elseif r then
+            local p, rl = 1, #r
+            while p <= rl do
+                local e = find(r, ' ', p, true) or rl + 1
+                local node = sub(r, p, e - 7)
+                local a = alive[node]
+                if a == nil then
+                    a = rcall('EXISTS', PL .. 'n:' .. node) == 1
+                    alive[node] = a
+                end
+                if not a then
+                    live = -1 -- a node is gone: drop its connections, count again
+                    break
+                end
+                local c1, c2, c3, c4, c5, c6 = byte(r, e - 6, e - 1)
+                live = live + ((((c1 * 10 + c2) * 10 + c3) * 10 + c4) * 10 + c5) * 10 + c6 -
+                    5333328 -- '0' * 111111
+                p = e + 1
+            end
+            if live < 0 then live = live_count(user) else counted[r] = live end
+        end
+        local len, msg
+        if k == 1 then
+            local env = ARGV[b + 1]
+            len = rcall('RPUSH', hk, env)
+            if epoch then
+                msg = 'E ' .. epoch .. ' 1 ' .. env
+            else
+                msg = format('e %d ', last) .. env
+            end
+        else
+            local envs, lens = {}, {}
+            for z = 1, k do
+                local env = ARGV[b + z * 2 - 1]
+                envs[z], lens[z] = env, #env
+            end
+            for z = 1, k, 512 do
+                len = rcall('RPUSH', hk, unpack(envs, z, math.min(z + 511, k)))
+            end
+            if epoch then
+                msg = 'B ' .. epoch .. ' 1 ' .. table.concat(lens, ',') .. ' ' ..
+                    table.concat(envs)
+            else
+                msg = 'b ' .. format('%d', first) .. ' ' .. table.concat(lens, ',') .. ' ' ..
+                    table.concat(envs)
+            end
+        end
+        if len > hsize then rcall('LTRIM', hk, trim, '-1') end
+        -- The expiries, pushed out once per period of 1/16 of their ttl, that much past it:
+        -- never sooner than the ttl after the newest event.
+        if push or len == k or acts[q] == 0 then
+            rcall('PEXPIRE', uk, format('%d', sttl + slack))
+            rcall('PEXPIRE', hk, format('%d', httl + slack))
+            np = np + 1
+            pushed[np] = user
+        end
+        rcall('PUBLISH', Pc .. user, msg)
+        out[o + 1], out[o + 2] = last, live
+        o = o + 2
+    end
+    for z = 1, np, 512 do
+        rcall('SADD', act, unpack(pushed, z, math.min(z + 511, np)))
+    end
+    if np > 0 then rcall('PEXPIRE', act, format('%d', 2 * slack + 1000)) end
+    return out
+
+elseif op == 'pub' or op == 'chk' then
+    -- ARGV: 4 history size, 5 history ttl ms, 6 idempotency ms, 7 epoch for new streams,
+    -- 8 run ttl ms, 9 count, 10 seq ttl ms, 11 'x', then per event 4 fields: user, envelope head,
     -- envelope tail, extra. `extra` is "" for a plain event, else 7 length-prefixed values
     -- ("LEN:VALUE"): lifecycle op, run, thread, tool_call_id, idempotency key, direct
     -- connection id, "1" for a timeout.
@@ -118,7 +292,7 @@ if op == 'pub' or op == 'chk' then
     local n, sttl = tonumber(ARGV[9]), tonumber(ARGV[10])
     local httl = tonumber(ttl)
     local slack = math.floor(httl / 16)
-    local B, F = 10, 4
+    local B, F = 11, 4
     local EMPTY = { 'other', '', '', '', '', '', '0' }
     local ex = {}
     local function extra(i)
@@ -330,9 +504,12 @@ elseif op == 'join' then
             rcall('ZREM', k, live[i])
             rcall('PUBLISH', chan(user), 'X ' .. live[i])
         end
+        reg_sync(user)
     end
     local seq, epoch = stream(user, ep)
-    rcall('PEXPIRE', ukey(user), ttl)
+    -- an existing stream's expiry only moves later: never sooner than a publish set it
+    -- (PEXPIRE's GT is Redis 7 only)
+    if rcall('PTTL', ukey(user)) < ttl then rcall('PEXPIRE', ukey(user), ttl) end
     local len = rcall('LLEN', hkey(user))
     local oldest = seq - len + 1
     local out = { epoch, seq, oldest, 0 }
@@ -365,7 +542,19 @@ elseif op == 'kick' then
             n = n + 1
         end
     end
+    if n > 0 then reg_sync(user) end
     return n
+
+elseif op == 'leave' then
+    -- ARGV: 4 user, 5 member CONNID@NODE: a connection of this node closed.
+    if rcall('ZREM', kkey(ARGV[4]), ARGV[5]) == 1 then reg_sync(ARGV[4]) end
+    return 0
+
+elseif op == 'rejoin' then
+    -- ARGV: 4 user, 5 member: back after an outage, the node's connections go back into the
+    -- registry with the lowest rank (the first to be evicted) unless they are still there.
+    if rcall('ZADD', kkey(ARGV[4]), 'NX', '0', ARGV[5]) == 1 then reg_sync(ARGV[4]) end
+    return 0
 
 elseif op == 'claim' then
     -- ARGV: 3 run timeout ms. Claims open runs silent that long (at most 64 per call; a

@@ -28,6 +28,8 @@ typedef struct part_s {
     uint64_t t0;
     size_t n;
     size_t *map;  /* the batch index of each of its events */
+    size_t *runs; /* plain path: how many events each user has (in map order), else NULL */
+    size_t nruns;
     char *pubcmd; /* the formatted 'pub' call, sent after the check */
     int publen;
 } part_t;
@@ -53,6 +55,7 @@ static void batch_free(batch_t *b)
 {
     for (unsigned i = 0; i < b->nparts; i++) {
         free(b->parts[i].map);
+        free(b->parts[i].runs);
         if (b->parts[i].pubcmd != NULL)
             redisFreeCommand(b->parts[i].pubcmd);
     }
@@ -138,7 +141,24 @@ static void on_part_reply(redisAsyncContext *ac, void *reply, void *priv)
                x->element[2]->str);
     } else if (x->type == REDIS_REPLY_ARRAY && x->elements == 1 && b->checking) {
         ac__rb_observe_rtt(b->r, pt->t0);
-    } else if (x->type == REDIS_REPLY_ARRAY && x->elements == 1 + 3 * pt->n && !b->checking) {
+    } else if (x->type == REDIS_REPLY_ARRAY && pt->runs != NULL && !b->checking &&
+               x->elements == 1 + 2 * pt->nruns) {
+        /* the plain path: per user its newest seq and delivered */
+        size_t i = 0;
+        ac__rb_observe_rtt(b->r, pt->t0);
+        b->applied++;
+        for (size_t k = 0; k < pt->nruns; k++) {
+            uint64_t last = ac__rb_reply_u64(x->element[1 + 2 * k]);
+            unsigned delivered = (unsigned)ac__rb_reply_u64(x->element[2 + 2 * k]);
+            for (size_t j = 0; j < pt->runs[k]; j++, i++) {
+                ac_publish_result_t *res = &b->res[pt->map[i]];
+                res->seq = last - (pt->runs[k] - 1 - j);
+                res->delivered = delivered;
+                res->duplicate = 0;
+            }
+        }
+    } else if (x->type == REDIS_REPLY_ARRAY && x->elements == 1 + 3 * pt->n && !b->checking &&
+               pt->runs == NULL) {
         ac__rb_observe_rtt(b->r, pt->t0);
         b->applied++;
         for (size_t i = 0; i < pt->n; i++) {
@@ -157,8 +177,40 @@ static void on_part_reply(redisAsyncContext *ac, void *reply, void *priv)
         batch_finish(b);
 }
 
-#define PUB_FIXED (SCRIPT_HEAD + 7)
+#define PUB_FIXED (SCRIPT_HEAD + 8)
 #define PUB_FIELDS 4
+#define PLAIN_FIELDS 2
+
+/* An event the script cannot refuse and that writes nothing but its user's stream: no run,
+ * idempotency key, direct connection or timeout. */
+static int item_plain(const ac__pub_item_t *it)
+{
+    return it->op.run_id.p == NULL && it->idem_key.p == NULL && it->conn_id == 0 && !it->timeout;
+}
+
+static _Thread_local const ac__pub_item_t *tl_sort_items;
+
+static int same_user(const ac__pub_item_t *a, const ac__pub_item_t *b)
+{
+    size_t al = a->op.user_id.p ? a->op.user_id.len : 0,
+           bl = b->op.user_id.p ? b->op.user_id.len : 0;
+    return al == bl && (al == 0 || memcmp(a->op.user_id.p, b->op.user_id.p, al) == 0);
+}
+
+/* Orders batch indexes by user id, then by index: each user's events together, in order. */
+static int by_user(const void *a, const void *b)
+{
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    const ac__str_t *u = &tl_sort_items[i].op.user_id, *v = &tl_sort_items[j].op.user_id;
+    size_t ul = u->p ? u->len : 0, vl = v->p ? v->len : 0;
+    int c = memcmp(u->p ? u->p : "", v->p ? v->p : "", ul < vl ? ul : vl);
+
+    if (c == 0 && ul != vl)
+        c = ul < vl ? -1 : 1;
+    if (c == 0)
+        c = i < j ? -1 : i > j;
+    return c;
+}
 
 static const char *op_name(ac__ev_type_t t)
 {
@@ -229,19 +281,53 @@ static void item_args(const rb_t *r, const ac__pub_item_t *it, const char **a, s
     }
 }
 
-/* Formats the part's script call ('pub' or 'chk') into *out; returns its length or -1. */
+/* The bytes event i takes in part_format's buffer: its `extra` (see item_args) and, for
+ * the plain path, its envelope with a NUL where the seq goes. */
+static size_t arg_cap(const ac__pub_item_t *it, int plain)
+{
+    return extra_cap(it) +
+           (plain ? (it->head.p ? it->head.len : 0) + 1 + (it->tail.p ? it->tail.len : 0) : 0);
+}
+
+/* Formats the part's script call ('pub' or 'chk') into *out; returns its length or -1. A
+ * part of plain events only goes as 2 fields per event (user, envelope with a NUL where
+ * the seq goes), each user's events together (pt->map reordered: the reply follows it):
+ * redis.lua's plain path. */
 static int part_format(part_t *pt, const ac__pub_item_t *items, const char *op, char **out)
 {
     rb_t *r = pt->b->r;
-    size_t argc = PUB_FIXED + PUB_FIELDS * pt->n, cap = 0;
-    const char **argv = malloc(argc * sizeof(*argv));
-    size_t *lens = malloc(argc * sizeof(*lens));
+    int plain = 1;
+    size_t fields, argc, cap = 0;
+    const char **argv = NULL;
+    size_t *lens = NULL;
     char *extras = NULL, *w;
     char hs[16], ttl[24], iw[24], ep[9], rttl[24], cnt[24], sttl[24];
     int len = -1;
 
+    for (size_t i = 0; i < pt->n && plain; i++)
+        plain = item_plain(&items[pt->map[i]]);
+    if (plain && pt->runs == NULL) {
+        /* each user's events together, in order; the length of each user's run */
+        if (pt->n > 1) {
+            tl_sort_items = items;
+            qsort(pt->map, pt->n, sizeof(*pt->map), by_user);
+            tl_sort_items = NULL;
+        }
+        if ((pt->runs = malloc(pt->n * sizeof(*pt->runs))) == NULL)
+            return -1;
+        pt->nruns = 0;
+        for (size_t i = 0; i < pt->n; i++) {
+            if (i == 0 || !same_user(&items[pt->map[i - 1]], &items[pt->map[i]]))
+                pt->runs[pt->nruns++] = 0;
+            pt->runs[pt->nruns - 1]++;
+        }
+    }
+    fields = plain ? PLAIN_FIELDS : PUB_FIELDS;
+    argc = PUB_FIXED + fields * pt->n;
+    argv = malloc(argc * sizeof(*argv));
+    lens = malloc(argc * sizeof(*lens));
     for (size_t i = 0; i < pt->n; i++)
-        cap += extra_cap(&items[pt->map[i]]);
+        cap += arg_cap(&items[pt->map[i]], plain);
     if (argv == NULL || lens == NULL || (extras = malloc(cap)) == NULL)
         goto done;
     snprintf(hs, sizeof(hs), "%u", r->o.history_size);
@@ -262,14 +348,28 @@ static int part_format(part_t *pt, const ac__pub_item_t *items, const char *op, 
     argv[SCRIPT_HEAD + 4] = rttl;
     argv[SCRIPT_HEAD + 5] = cnt;
     argv[SCRIPT_HEAD + 6] = sttl;
+    argv[SCRIPT_HEAD + 7] = plain ? "p" : "x";
     for (size_t i = SCRIPT_HEAD; i < PUB_FIXED; i++)
         lens[i] = strlen(argv[i]);
     w = extras;
     for (size_t i = 0; i < pt->n; i++) {
         const ac__pub_item_t *it = &items[pt->map[i]];
-        size_t k = PUB_FIXED + PUB_FIELDS * i;
-        item_args(r, it, argv + k, lens + k, w);
-        w += extra_cap(it);
+        size_t k = PUB_FIXED + fields * i;
+        const char *a[PUB_FIELDS];
+        size_t l[PUB_FIELDS];
+        item_args(r, it, a, l, w);
+        if (plain) {
+            /* head NUL tail, after the extra's bytes */
+            char *env = w + extra_cap(it);
+            memcpy(env, a[1], l[1]);
+            env[l[1]] = '\0';
+            memcpy(env + l[1] + 1, a[2], l[2]);
+            l[1] += 1 + l[2];
+            a[1] = env;
+        }
+        memcpy(argv + k, a, fields * sizeof(*a));
+        memcpy(lens + k, l, fields * sizeof(*l));
+        w += arg_cap(it, plain);
     }
     len = redisFormatCommandArgv(out, (int)argc, argv, lens);
 done:

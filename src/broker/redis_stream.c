@@ -276,9 +276,27 @@ static void start_sync(rb_t *r, ac__user_t *u)
     }
 }
 
+/* An event's frame from its envelope as Redis has it: whole, or (published by the plain
+ * path of redis.lua) with a NUL byte where the seq goes, which JSON never has raw. */
 static ac__buf_t *event_frame(const char *env, size_t len, uint64_t seq)
 {
-    ac__buf_t *b = ac__frame_raw(AC_WS_TEXT, env, len);
+    const char *z = memchr(env, '\0', len);
+    ac__buf_t *b;
+
+    if (z == NULL) {
+        b = ac__frame_raw(AC_WS_TEXT, env, len);
+    } else {
+        char small[2048], *w = len + 20 <= sizeof(small) ? small : malloc(len + 20);
+        size_t head = (size_t)(z - env), n;
+        if (w == NULL)
+            return NULL;
+        memcpy(w, env, head);
+        n = head + (size_t)snprintf(w + head, 21, "%llu", (unsigned long long)seq);
+        memcpy(w + n, z + 1, len - head - 1);
+        b = ac__frame_raw(AC_WS_TEXT, w, n + len - head - 1);
+        if (w != small)
+            free(w);
+    }
     if (b != NULL) {
         b->seq = seq;
         b->t_ns = uv_hrtime();
@@ -443,15 +461,12 @@ static void subscribed(rb_t *r, ac__user_t *u)
         /* Back after an outage: the registry may have dropped this node's connections
          * (its heartbeat lapsed); they are older than any made meanwhile, so they go back
          * with the lowest rank (first to be evicted). */
-        char key[KEY_ID_MAX + 64], member[40], kid[KEY_ID_MAX];
-        const char *argv[5] = {"ZADD", key, "NX", "0", member};
-        size_t lens[5] = {4, 0, 2, 1, 0};
+        char member[40], kid[KEY_ID_MAX];
+        const char *args[2] = {kid, member};
         ac__rb_key_id(r, u->id, u->id_len, kid);
-        lens[1] = (size_t)snprintf(key, sizeof(key), "%sk:%s", r->prefix, kid);
         for (ac__mconn_t *m = u->head; m != NULL; m = m->next) {
             ac__rb_member_of(r, m->id, member);
-            lens[4] = strlen(member);
-            ac__rb_command(st->lk, NULL, NULL, 5, argv, lens);
+            ac__rb_script(st->lk, NULL, NULL, "rejoin", 2, args);
         }
         st->syncing = 0;
         start_sync(r, u);
@@ -492,16 +507,22 @@ static int on_event(rb_t *r, ac__user_t *u, uint32_t ep, uint64_t seq, const cha
     return ac__rb_ustate(u) == NULL ? -1 : 0;
 }
 
-/* B EPOCH FIRSTSEQ LEN,LEN,... ENVELOPES: several events of one publish, in seq order. */
+/* B EPOCH FIRSTSEQ LEN,LEN,... ENVELOPES: several events of one publish, in seq order;
+ * "b FIRSTSEQ LEN,..." leaves out the epoch: the stream's current one. */
 static void on_batch(rb_t *r, ac__user_t *u, const char *p, size_t n)
 {
-    const char *end = p + n, *e = p + 2, *sp1 = memchr(e, ' ', n - 2), *sp2, *sp3, *c, *env;
-    uint32_t ep;
+    const char *end = p + n, *e = p + 2, *sp1, *sp2, *sp3, *c, *env;
+    uint32_t ep = u->epoch;
     uint64_t seq;
 
-    if (sp1 == NULL || (sp2 = memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1))) == NULL ||
+    if (p[0] == 'b') {
+        sp1 = p + 1; /* the space before FIRSTSEQ */
+    } else if ((sp1 = memchr(e, ' ', n - 2)) == NULL ||
+               parse_epoch(e, (size_t)(sp1 - e), &ep) != 0) {
+        return;
+    }
+    if ((sp2 = memchr(sp1 + 1, ' ', (size_t)(end - sp1 - 1))) == NULL ||
         (sp3 = memchr(sp2 + 1, ' ', (size_t)(end - sp2 - 1))) == NULL ||
-        parse_epoch(e, (size_t)(sp1 - e), &ep) != 0 ||
         ac__parse_u64(sp1 + 1, (size_t)(sp2 - sp1 - 1), &seq) != 0)
         return;
     env = sp3 + 1;
@@ -535,7 +556,14 @@ static void on_message(rb_t *r, ac__user_t *u, const char *p, size_t n)
             ac__parse_u64(sp1 + 1, (size_t)(sp2 - sp1 - 1), &seq) != 0)
             return;
         on_event(r, u, ep, seq, sp2 + 1, (size_t)(p + n - sp2 - 1));
-    } else if (p[0] == 'B' && p[1] == ' ') {
+    } else if (p[0] == 'e' && p[1] == ' ') {
+        /* e SEQ ENVELOPE: the epoch left out (the stream's current one) */
+        const char *sp = memchr(p + 2, ' ', n - 2);
+        uint64_t seq;
+        if (sp == NULL || ac__parse_u64(p + 2, (size_t)(sp - p - 2), &seq) != 0)
+            return;
+        on_event(r, u, u->epoch, seq, sp + 1, (size_t)(p + n - sp - 1));
+    } else if ((p[0] == 'B' || p[0] == 'b') && p[1] == ' ') {
         on_batch(r, u, p, n);
     } else if (p[0] == 'D' && p[1] == ' ') {
         /* D CONNID ENVELOPE: a direct message to one connection. */
@@ -661,10 +689,8 @@ void ac__rb_leave(ac__broker_t *b, ac__user_t *u, uint64_t conn_id)
 {
     rb_t *r = (rb_t *)b;
     ustate_t *st = ac__rb_ustate(u);
-    char key[KEY_ID_MAX + 64], member[40], kid[KEY_ID_MAX];
-    int klen;
-    const char *argv[3] = {"ZREM", key, member};
-    size_t lens[3];
+    char member[40], kid[KEY_ID_MAX];
+    const char *args[2] = {kid, member};
 
     if (st != NULL) {
         for (uint32_t i = 0; i < st->nwait; i++) {
@@ -682,12 +708,9 @@ void ac__rb_leave(ac__broker_t *b, ac__user_t *u, uint64_t conn_id)
             }
         }
     }
+    /* out of the registry (and its counts: redis.lua) */
     ac__rb_key_id(r, u->id, u->id_len, kid);
-    klen = snprintf(key, sizeof(key), "%sk:%s", r->prefix, kid);
     ac__rb_member_of(r, conn_id, member);
-    lens[0] = 4;
-    lens[1] = (size_t)klen;
-    lens[2] = strlen(member);
-    ac__rb_command(st != NULL ? st->lk : ac__rb_link_of(r, u->id, u->id_len), NULL, NULL, 3, argv,
-                   lens);
+    ac__rb_script(st != NULL ? st->lk : ac__rb_link_of(r, u->id, u->id_len), NULL, NULL, "leave", 2,
+                  args);
 }

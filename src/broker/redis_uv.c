@@ -152,17 +152,21 @@ bad:
     return -1;
 }
 
-int ac__redis_probe(const ac__redis_addr_t *a, const char *password, char *why, size_t whylen)
+/* A blocking connection to a (2 s timeouts), authenticated when a password is given; NULL
+ * with the reason in why. */
+static redisContext *sync_connect(const ac__redis_addr_t *a, const char *password, char *why,
+                                  size_t whylen)
 {
     struct timeval tv = {2, 0};
     redisContext *c = redisConnectWithTimeout(a->host, a->port, tv);
-    redisReply *x = NULL;
-    int rc = -1;
+    redisReply *x;
 
     if (c == NULL || c->err) {
         snprintf(why, whylen, "cannot reach redis at %s:%d: %s", a->host, a->port,
                  c ? c->errstr : "out of memory");
-        goto done;
+        if (c != NULL)
+            redisFree(c);
+        return NULL;
     }
     redisSetTimeout(c, tv);
     if (password != NULL) {
@@ -170,10 +174,24 @@ int ac__redis_probe(const ac__redis_addr_t *a, const char *password, char *why, 
         if (x == NULL || x->type == REDIS_REPLY_ERROR) {
             snprintf(why, whylen, "redis at %s:%d refused AUTH: %s", a->host, a->port,
                      x ? x->str : c->errstr);
-            goto done;
+            if (x != NULL)
+                freeReplyObject(x);
+            redisFree(c);
+            return NULL;
         }
         freeReplyObject(x);
     }
+    return c;
+}
+
+int ac__redis_probe(const ac__redis_addr_t *a, const char *password, char *why, size_t whylen)
+{
+    redisContext *c = sync_connect(a, password, why, whylen);
+    redisReply *x = NULL;
+    int rc = -1;
+
+    if (c == NULL)
+        goto done;
     x = redisCommand(c, "SELECT %d", a->db);
     if (x == NULL || x->type == REDIS_REPLY_ERROR) {
         snprintf(why, whylen, "redis at %s:%d: SELECT %d: %s", a->host, a->port, a->db,
@@ -195,15 +213,23 @@ done:
     return rc;
 }
 
-unsigned ac__redis_shard_of(const char *user, size_t len, unsigned nshards)
+/* FNV-1a, 64 bits. */
+static uint64_t fnv1a(const char *p, size_t len)
 {
     uint64_t h = 0xcbf29ce484222325ull;
-    int64_t b = -1, j = 0;
 
     for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)user[i];
+        h ^= (unsigned char)p[i];
         h *= 0x100000001b3ull;
     }
+    return h;
+}
+
+unsigned ac__redis_shard_of(const char *user, size_t len, unsigned nshards)
+{
+    uint64_t h = fnv1a(user, len);
+    int64_t b = -1, j = 0;
+
     while (j < (int64_t)nshards) {
         b = j;
         h = h * 2862933555777941757ull + 1;
@@ -226,12 +252,8 @@ unsigned ac__redis_slot(const char *tag, size_t len)
 
 void ac__redis_user_tag(const char *user, size_t len, char out[9])
 {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = fnv1a(user, len);
 
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)user[i];
-        h *= 0x100000001b3ull;
-    }
     snprintf(out, 9, "%08x", (unsigned)(h ^ (h >> 32)));
 }
 
@@ -239,28 +261,14 @@ int ac__redis_cluster_masters(const ac__redis_addr_t *a, const char *password,
                               ac__redis_master_t *out, unsigned cap, unsigned *n, char *why,
                               size_t whylen)
 {
-    struct timeval tv = {2, 0};
-    redisContext *c = redisConnectWithTimeout(a->host, a->port, tv);
+    redisContext *c = sync_connect(a, password, why, whylen);
     redisReply *x = NULL;
     unsigned covered = 0;
     int rc = -1;
 
     *n = 0;
-    if (c == NULL || c->err) {
-        snprintf(why, whylen, "cannot reach redis at %s:%d: %s", a->host, a->port,
-                 c ? c->errstr : "out of memory");
+    if (c == NULL)
         goto done;
-    }
-    redisSetTimeout(c, tv);
-    if (password != NULL) {
-        x = redisCommand(c, "AUTH %s", password);
-        if (x == NULL || x->type == REDIS_REPLY_ERROR) {
-            snprintf(why, whylen, "redis at %s:%d refused AUTH: %s", a->host, a->port,
-                     x ? x->str : c->errstr);
-            goto done;
-        }
-        freeReplyObject(x);
-    }
     x = redisCommand(c, "CLUSTER SLOTS");
     if (x == NULL || x->type != REDIS_REPLY_ARRAY) {
         snprintf(why, whylen, "redis at %s:%d: CLUSTER SLOTS: %s (is it a Redis Cluster?)", a->host,

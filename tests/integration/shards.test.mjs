@@ -225,3 +225,54 @@ test('bad shard lists are refused at start with the reason: a shard listed twice
         assert.match(r.stderr, why, url);
     }
 });
+
+test('redis broker: retained envelopes of plain events carry a NUL where the seq goes; a node resumes a user exactly across history trimming (--history-size 7, --history-max-bytes 4096): from inside a batch of several events, at its first and last event, at single events, at the newest, just before the oldest, and too old (resync); a keyed event (whole envelope) in between', { skip: SKIP, timeout: 60000 }, async (t) => {
+    const redis = await redisFor(t, {}, 1);
+    const { prefix, nodes: [A, B], own } = await clusterFor(t, redis, 2, { extra: ['--history-size', '7', '--history-max-bytes', '4096'] });
+    const user = uid('trim');
+    const live = own(await connect(A.port, { user_id: user }));
+    const epoch = live.hello.data.epoch;
+    // Seqs 1..13 in bodies of several events and of one; 10 has an idempotency key.
+    for (const body of [[1, 2, 3], [4], [5], [6, 7, 8, 9], [10], [11, 12, 13]]) {
+        const events = body.map((i) => (i === 10 ? { ...chunk(user, { i }), idempotency_key: 'k10' } : chunk(user, { i })));
+        const r = await publishOk(B.port, events.length === 1 ? events[0] : events);
+        const got = Array.isArray(r) ? r : [r];
+        assert.deepEqual(got.map((x) => x.seq), body, 'seqs dense and in order');
+        for (const x of got) assert.equal(x.delivered, 1);
+    }
+    await live.next((m) => m.seq === 13, 3000, 'seq 13 live');
+    const sent = new Map(eventsOf(live).map((m) => [m.seq, JSON.stringify(m)]));
+    assert.deepEqual([...sent.keys()], Array.from({ length: 13 }, (_, k) => k + 1), 'every event once, in order');
+    for (const [seq, env] of sent) assert.equal(JSON.parse(env).data.i, seq);
+
+    // Redis holds seqs 7..13: plain ones with a NUL for the seq, the keyed one whole.
+    const kept = await redisCommand(redis.port, ['LRANGE', `${prefix}h:${user}`, '0', '-1']);
+    assert.equal(kept.length, 7, 'LTRIM to --history-size');
+    kept.forEach((e, k) => {
+        const seq = 7 + k;
+        if (seq === 10) assert.ok(!e.includes('\u0000') && e.includes('"seq":10'), `the keyed event whole: ${e}`);
+        else assert.equal(e.split('\u0000').length, 2, `seq ${seq}: one NUL: ${JSON.stringify(e)}`);
+    });
+
+    for (const after of [13, 12, 11, 10, 9, 8, 7, 6]) {
+        const c = own(await connect(B.port, { user_id: user, last_seq: String(after), epoch }));
+        assert.equal(c.hello.data.recovered, true, `last_seq ${after}: recovered`);
+        if (after < 13) await c.next((m) => m.seq === 13, 3000, `last_seq ${after}: replayed up to 13`);
+        await sleep(100);
+        const got = eventsOf(c);
+        assert.deepEqual(got.map((m) => m.seq), Array.from({ length: 13 - after }, (_, k) => after + 1 + k), `last_seq ${after}: what follows, once`);
+        for (const m of got) assert.equal(JSON.stringify(m), sent.get(m.seq), `last_seq ${after}: seq ${m.seq} as it was sent live`);
+        c.close();
+    }
+    const old = own(await connect(B.port, { user_id: user, last_seq: '5', epoch }));
+    assert.equal(old.hello.data.recovered, false, 'last_seq 5: trimmed away');
+    await old.next((m) => m.type === 'resync', 3000, 'resync');
+    await old.next((m) => m.seq === 13, 3000, 'the retained events');
+    assert.deepEqual(eventsOf(old).map((m) => m.seq), [7, 8, 9, 10, 11, 12, 13]);
+    for (const m of eventsOf(old)) assert.equal(JSON.stringify(m), sent.get(m.seq));
+
+    // Live again after the replays: the next plain event reaches both nodes' tabs.
+    const b = own(await connect(B.port, { user_id: user, last_seq: '13', epoch }));
+    assert.deepEqual(await publishOk(A.port, chunk(user, { i: 14 })), { seq: 14, delivered: 3 });
+    for (const c of [live, b, old]) assert.equal((await c.next((m) => m.seq === 14, 3000, 'seq 14')).data.i, 14);
+});
