@@ -2,10 +2,11 @@
 // default) into a redis-server, registers USERS users with 2 connections each (2 live nodes),
 // subscribes 2 connections to every user's channel (drained, like 2 nodes), then sends
 // EVENTS events in EVALSHA calls of BATCH events (WINDOW calls in flight), each call naming
-// random users, BURST consecutive events per user. Prints Redis's CPU (INFO) per event.
+// random users, BURST consecutive events per user. Prints Redis's CPU (INFO) per event, in all and user/kernel.
 // Used by scripts/redis_callgrind.sh (instructions per event); bench/README.md has the figures.
 //
 //   node bench/redis_script.mjs --port P [--script F] [--events N] [--burst K] [--layout 2|4x|4|10] [--fcall]
+//       [--history-size N (1000; small: every list trimmed, the steady state)]
 //
 // --layout picks the arguments sent, for before/after comparisons: 2 (the default) the plain
 // path of today's script (2 fields per event: user, envelope with a NUL where the seq goes;
@@ -25,6 +26,7 @@ const { values: o } = parseArgs({
         burst: { type: 'string', default: '1' },
         layout: { type: 'string', default: '2' },
         fcall: { type: 'boolean', default: false },
+        'history-size': { type: 'string', default: '1000' },
     },
 });
 const PORT = Number(o.port);
@@ -35,7 +37,7 @@ const BATCH = 100;
 const WINDOW = 10;
 const P = 'rs:';
 if (!PORT || EVENTS % BATCH !== 0 || !(BURST >= 1) || !['2', '4x', '4', '10'].includes(o.layout)) {
-    console.error('usage: node bench/redis_script.mjs --port P [--script F] [--events N (a multiple of 100)] [--burst K] [--layout 2|4x|4|10]');
+    console.error('usage: node bench/redis_script.mjs --port P [--script F] [--events N (a multiple of 100)] [--burst K] [--layout 2|4x|4|10] [--fcall] [--history-size N]');
     process.exit(2);
 }
 
@@ -134,7 +136,7 @@ const tail = ',"user_id":"user","run_id":null,"thread_id":null,"timestamp":"2026
 function batch() {
     const a = o.fcall ? ['FCALL', 'agentcast_bench', '0', 'pub', P] : ['EVALSHA', sha, '0', 'pub', P];
     if (o.layout !== '10') a.push(''); // the Redis Cluster tag L (ARGV[3]), none on a shard
-    a.push('1000', '600000', '600000', 'abcd1234', '1200000', String(BATCH));
+    a.push(o['history-size'], '600000', '600000', 'abcd1234', '1200000', String(BATCH));
     if (o.layout !== '10') a.push('604800000');
     if (o.layout === '2' || o.layout === '4x') a.push(o.layout === '2' ? 'p' : 'x'); // the path
     let u;
@@ -148,7 +150,7 @@ function batch() {
 }
 const cpu = async () => {
     const s = await cmd(['INFO', 'cpu']);
-    return Number(/used_cpu_user:([\d.]+)/.exec(s)[1]) + Number(/used_cpu_sys:([\d.]+)/.exec(s)[1]);
+    return [Number(/used_cpu_user:([\d.]+)/.exec(s)[1]), Number(/used_cpu_sys:([\d.]+)/.exec(s)[1])];
 };
 const calls = EVENTS / BATCH;
 const cpu0 = await cpu();
@@ -173,6 +175,15 @@ await new Promise((resolve) => {
     pump();
 });
 const cpu1 = await cpu();
-console.log(JSON.stringify({ events: EVENTS, burst: BURST, redis_cpu_us_per_event: Number((((cpu1 - cpu0) / EVENTS) * 1e6).toFixed(2)), wall_s: (Date.now() - t0) / 1000 }));
+const us = (a, b) => Number((((a - b) / EVENTS) * 1e6).toFixed(2));
+console.log(JSON.stringify({
+    events: EVENTS,
+    burst: BURST,
+    history_size: Number(o['history-size']),
+    redis_cpu_us_per_event: us(cpu1[0] + cpu1[1], cpu0[0] + cpu0[1]),
+    user_us: us(cpu1[0], cpu0[0]),
+    sys_us: us(cpu1[1], cpu0[1]),
+    wall_s: (Date.now() - t0) / 1000,
+}));
 for (const s of subs) s.destroy();
 process.exit(0);
