@@ -182,7 +182,8 @@ typedef struct ac_event_s {
 typedef struct ac_publish_result_s {
     uint64_t seq;       /* the event's seq; 0 for a direct message */
     unsigned delivered; /* connections it was handed to */
-    int duplicate;      /* 1: an idempotency_key seen before; seq is the first publish's */
+    int duplicate; /* 1: an idempotency_key seen before; seq is the first publish's (0: a direct
+                      message) */
 } ac_publish_result_t;
 
 /* Called once for each event ac_emit() queued, on the loop thread, after the event was

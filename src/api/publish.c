@@ -190,6 +190,8 @@ static int opt_label(const fields_t *f, int i, ac__str_t *out, const char **reas
     return 0;
 }
 
+static int is_duplicate(ac_server_t *s, const item_t *it);
+
 /* Validates one event's fields (it->f). Returns 0, or the HTTP status (400, 404) with
  * *reason. */
 static int validate(ac_server_t *s, item_t *it, const char **reason)
@@ -268,11 +270,12 @@ static int validate(ac_server_t *s, item_t *it, const char **reason)
         }
         it->direct = 1;
         /* With a cluster broker the connection may be on another node: the broker checks.
-         * Another loop's connections are looked up once that loop is parked. */
+         * Another loop's connections are looked up once that loop is parked. A repeated
+         * idempotency key answers as the first time, even once the connection has closed. */
         u = it->own == s ? ac__manager_find_user(&s->manager, it->user.p, it->user.len) : NULL;
         if (ac__conn_id_parse(f->str[F_CONNECTION_ID].p, f->str[F_CONNECTION_ID].len,
                               &it->conn_id) != 0 ||
-            (s->broker->vt->publish_batch == NULL && it->own == s &&
+            (s->broker->vt->publish_batch == NULL && it->own == s && !is_duplicate(s, it) &&
              (u == NULL || ac__manager_find_conn(u, it->conn_id) == NULL))) {
             *reason = "connection_id: not open for this user";
             return 404;
@@ -420,7 +423,8 @@ static int check_direct(ac_server_t *s, const item_t *items, size_t n, size_t *i
     for (size_t i = 0; i < n; i++) {
         const item_t *it = &items[i];
         const ac__user_t *u;
-        if (!it->direct || it->own == s || s->broker->vt->publish_batch != NULL)
+        if (!it->direct || it->own == s || s->broker->vt->publish_batch != NULL ||
+            is_duplicate(it->own, it))
             continue;
         u = ac__manager_find_user(&it->own->manager, it->user.p, it->user.len);
         if (u == NULL || ac__manager_find_conn(u, it->conn_id) == NULL) {
@@ -454,7 +458,7 @@ static int execute(ac_server_t *s, const item_t *it, int64_t ts, ac_publish_resu
         uint64_t first = ac__idem_get(&s->idem, it->user.p, it->user.len, it->idem_key.p,
                                       it->idem_key.len, ac__server_now(s));
         if (first != 0) {
-            res->seq = first;
+            res->seq = first == AC__IDEM_DIRECT ? 0 : first;
             res->duplicate = 1;
             s->duplicates_total++;
             return 0;
@@ -472,6 +476,12 @@ static int execute(ac_server_t *s, const item_t *it, int64_t ts, ac_publish_resu
         res->delivered = (unsigned)ac__conn_send(AC__CONN_OF(m), frame);
         s->deliveries_total += res->delivered;
         ac__buf_unref(frame);
+        /* A retry after a lost answer must not deliver it twice: the key is kept, with no
+         * seq (a direct message has none). */
+        if (it->idem_key.p != NULL &&
+            ac__idem_put(&s->idem, it->user.p, it->user.len, it->idem_key.p, it->idem_key.len,
+                         AC__IDEM_DIRECT, ac__server_now(s)) != 0)
+            ac__log(AC_LOG_ERROR, "event=idempotency_oom user=%s", u->id);
         return 0;
     }
     u = ac__manager_user(&s->manager, it->user.p, it->user.len, ac__server_now(s));
@@ -501,6 +511,8 @@ static int execute(ac_server_t *s, const item_t *it, int64_t ts, ac_publish_resu
 /* One reply object, written by hand: this runs once per published event. */
 static int put_result(ac__sbuf_t *out, const item_t *it, const ac_publish_result_t *res)
 {
+    if (res->duplicate && it->direct)
+        return ac__sbuf_append(out, "{\"delivered\":0,\"duplicate\":true}", 32);
     if (res->duplicate)
         return ac__sbuf_append(out, "{\"seq\":", 7) || ac__sbuf_u64(out, res->seq) ||
                ac__sbuf_append(out, ",\"delivered\":0,\"duplicate\":true}", 32);
@@ -628,10 +640,10 @@ static void cluster_done(void *arg, unsigned status, size_t index, const char *r
     out->len = 0;
     if (status == 200) {
         for (size_t i = 0; i < n; i++) {
-            if (p->direct[i]) {
-                s->emitter.direct_total++;
-            } else if (results[i].duplicate) {
+            if (results[i].duplicate) {
                 s->duplicates_total++;
+            } else if (p->direct[i]) {
+                s->emitter.direct_total++;
             } else {
                 ac__ev_type_t t = (ac__ev_type_t)p->types[i];
                 s->emitter.by_type[t < AC__EV_NTYPES ? t : AC__EV_CUSTOM]++;

@@ -26,7 +26,7 @@
 --   P L n:NODE string a node's heartbeat (expires when the node stops)
 --   P L a:SLACK:PERIOD  set  users whose expiries the plain path pushed out in this period
 --                    of SLACK ms (1/16 of the history ttl)
---   P i:USER\nKEY  string  the seq an idempotency key first got
+--   P i:USER\nKEY  string  the seq an idempotency key first got (0: a direct message's)
 --   P L r:RUN  hash   user, thread, state (open/closed), closed_by, started, updated,
 --                    last_seq, events
 --   P L t:RUN  set    tool_call_ids executing
@@ -335,7 +335,7 @@ elseif op == 'pub' or op == 'chk' then
         if e ~= EMPTY then
             local user = ARGV[B + (i - 1) * F + 1]
             local kind, rid, tool, ikey, direct = e[1], e[2], e[4], e[5], e[6]
-            if ikey ~= '' and direct == '' then
+            if ikey ~= '' then -- a direct message's too: a retry must not deliver it twice
                 local k = P .. 'i:' .. user .. '\n' .. ikey
                 if seen[k] then
                     dup[i] = { idx = seen[k] }
@@ -344,7 +344,7 @@ elseif op == 'pub' or op == 'chk' then
                     if s then dup[i] = { seq = s } else seen[k] = i end
                 end
             end
-            if direct ~= '' then
+            if direct ~= '' and not dup[i] then
                 local found = false
                 for _, m in ipairs(live_conns(user)) do
                     if string.sub(m, 1, #direct + 1) == direct .. '@' then found = true end
@@ -388,6 +388,9 @@ elseif op == 'pub' or op == 'chk' then
             out[#out + 1], out[#out + 2], out[#out + 3] = tonumber(s), 0, 1
         elseif e[6] ~= '' then
             rcall('PUBLISH', chan(user), 'D ' .. e[6] .. ' ' .. ARGV[b + 2] .. ARGV[b + 3])
+            -- its key remembered with seq 0: a direct message has none
+            if e[5] ~= '' then rcall('SET', P .. 'i:' .. user .. '\n' .. e[5], '0', 'PX', iwin) end
+            seqs[i] = '0'
             out[#out + 1], out[#out + 2], out[#out + 3] = 0, 1, 0
         else
             local st = users[user]

@@ -24,6 +24,9 @@ typedef struct ac__idem_s {
 int ac__idem_init(ac__idem_t *t, uint64_t window, size_t max_count);
 void ac__idem_dispose(ac__idem_t *t);
 
+/* What a key of a direct message (which has no seq) is remembered with. */
+#define AC__IDEM_DIRECT UINT64_MAX
+
 /* The seq remembered for (user, key) within the window, or 0. */
 uint64_t ac__idem_get(ac__idem_t *t, const char *user, size_t ulen, const char *key, size_t klen,
                       uint64_t now);

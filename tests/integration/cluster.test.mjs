@@ -887,6 +887,27 @@ test('run lifecycle across nodes: started on A, tools on B, completed on A; 409s
     for (const d of [A, B]) assert.equal((await stats(d.port)).open_runs, 0, `node ${d.name}: no open run`);
 });
 
+test('a direct message with an idempotency key through Redis: a retry on the other node is a duplicate, delivered once, also after the connection closed', { skip: SKIP, timeout: 60000 }, async (t) => {
+    const redis = await sharedRedis();
+    const { nodes: [A, B], own } = await clusterFor(t, redis, 2);
+    const user = uid('dmkey');
+    const c = await connect(A.port, { user_id: user });
+    const other = own(await connect(B.port, { user_id: user }));
+    const dm = (key, n) => ({ user_id: user, type: 'dm', connection_id: c.connectionId, data: { n }, idempotency_key: key });
+    assert.deepEqual(await publishOk(B.port, dm('dm-1', 1)), { delivered: 1 });
+    assert.deepEqual(await publishOk(A.port, dm('dm-1', 2)), { delivered: 0, duplicate: true });
+    assert.deepEqual(await publishOk(B.port, [dm('dm-2', 3), dm('dm-2', 4)]), [{ delivered: 1 }, { delivered: 0, duplicate: true }]);
+    assert.equal((await publishOk(A.port, { user_id: user, type: 'after', data: {} })).seq, 1);
+    await waitFor(() => c.all.some((m) => m.type === 'after'), 5000, 'the seq\'d event on the direct tab');
+    assert.deepEqual(c.all.filter((m) => m.type === 'dm' || m.type === 'after').map((m) => [m.type, m.data.n, m.seq]),
+        [['dm', 1, undefined], ['dm', 3, undefined], ['after', undefined, 1]]);
+    await waitFor(() => other.all.some((m) => m.type === 'after'), 5000, 'the seq\'d event on the other tab');
+    assert.deepEqual(other.all.filter((m) => m.type === 'dm'), [], 'the other tab got no direct message');
+    await c.close();
+    await waitFor(async () => (await publish(B.port, dm('dm-3', 5))).status === 404, 5000, 'a new direct message to the closed connection refused');
+    assert.deepEqual(await publishOk(B.port, dm('dm-1', 6)), { delivered: 0, duplicate: true });
+});
+
 test('--run-timeout 1 with two nodes: a silent run is closed with exactly one agent_error; a run kept alive through node B is not timed out by node A', { skip: SKIP, timeout: 60000 }, async (t) => {
     const redis = await sharedRedis();
     const { nodes: [A, B], own } = await clusterFor(t, redis, 2, { extra: ['--run-timeout', '1', '--cleanup-interval', '0.1'] });

@@ -274,6 +274,37 @@ test('a direct message (connection_id) reaches only that connection, without seq
     assert.deepEqual(await settleUnexpected(c2, 250), [], 'the other connection of the same user gets nothing');
 });
 
+test('a direct message repeated with its idempotency key is a duplicate: delivered once, answered {delivered:0,duplicate:true}, also after its connection closed', async (t) => {
+    const d = await daemonFor(t, NONE);
+    const user = uid();
+    const c1 = await connect(d.port, { user_id: user });
+    const c2 = closeAfter(t, await connect(d.port, { user_id: user }));
+    const dm = (key, n) => ({ user_id: user, type: 'dm', connection_id: c1.connectionId, data: { n }, idempotency_key: key });
+    assert.deepEqual(await publishOk(d.port, dm('dm-1', 1)), { delivered: 1 });
+    // A retry after a lost answer (other data even): not delivered again.
+    assert.deepEqual(await publishOk(d.port, dm('dm-1', 2)), { delivered: 0, duplicate: true });
+    // The same new key twice in one array: the second is the first's duplicate.
+    assert.deepEqual(await publishOk(d.port, [dm('dm-2', 3), dm('dm-2', 4)]), [{ delivered: 1 }, { delivered: 0, duplicate: true }]);
+    // A seq'd event after them still gets seq 1: no key took one.
+    assert.equal((await publishOk(d.port, { user_id: user, type: 'after', data: {} })).seq, 1);
+    await c1.nextEvent();
+    await c2.nextEvent();
+    // Everything each tab received, once the last event has had time to arrive.
+    const got = await settleUnexpected(c1, 150);
+    assert.deepEqual(got.map((m) => [m.type, m.data.n, m.seq]), [['dm', 1, undefined], ['dm', 3, undefined], ['after', undefined, 1]]);
+    assert.deepEqual((await settleUnexpected(c2, 0)).map((m) => [m.type, m.seq]), [['after', 1]], 'the other tab got only the seq\'d event');
+    await c1.close();
+    let r;
+    for (let i = 0; i < 20; i++) {
+        r = await publish(d.port, dm('dm-3', 5));
+        if (r.status !== 200) break;
+        await new Promise((res) => setTimeout(res, 25));
+    }
+    assertJsonError(assert, r, 404, 'connection_id: not open for this user');
+    // The retry of a delivered one is still its duplicate once the connection is gone.
+    assert.deepEqual(await publishOk(d.port, dm('dm-1', 6)), { delivered: 0, duplicate: true });
+});
+
 test('a direct message does not consume a seq', async (t) => {
     const d = await daemonFor(t, NONE);
     const user = uid();
