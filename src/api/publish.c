@@ -1280,6 +1280,7 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
         /* Every event for users of one other loop: that loop publishes the body itself
          * and the answer comes back (in order, as a broker's would). */
         if (forward_body(s, own, body, len, with_status, pend) == 0) {
+            s->bodies_forwarded++;
             status = AC__PUB_LATER;
             goto done;
         }
@@ -1311,6 +1312,7 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
         }
         if (split_body(s, items, n, body, len, root, is_array, with_status, ts, pend) == 0) {
             root = NULL; /* the split's now */
+            s->bodies_split++;
             status = AC__PUB_LATER;
             goto done;
         }
@@ -1324,6 +1326,7 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
         size_t bad = 0;
         ac__group_park(s);
         parked = 1;
+        s->bodies_parked++;
         if (check_direct(s, items, n, &bad) != 0) {
             err = error_json("connection_id: not open for this user", is_array ? (long)bad : -1);
             status = 404;
@@ -1550,6 +1553,7 @@ void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void
         size_t bad;
         ac__group_park(s);
         parked = 1;
+        s->bodies_parked++;
         if (check_direct(s, &it, 1, &bad) != 0) {
             st = 404;
             why = "connection_id: not open for this user";
