@@ -328,3 +328,81 @@ test('pipelined /v1/agent bodies, single-loop, split and parked (run ops), keep 
     // The socket's loop owns one user in four: the other single-user bodies went whole.
     assert.equal(paths.forwarded, ROUNDS - ROUNDS / LOOPS, JSON.stringify(paths));
 });
+
+test('a body for the users of one other loop is checked there: direct messages and run rules refuse it whole, as on its own loop', async (t) => {
+    const d = await daemonFor(t, ARGS);
+    const users = Array.from({ length: LOOPS }, (_, k) => userOn(k, `fw${k}-`));
+    const conns = [];
+    for (const u of users) conns.push(closeAfter(t, await connect(d.port, { user_id: u })));
+    const a = closeAfter(t, await agentSocket(d.port));
+    const frames = [];
+    const wants = [];
+    for (let k = 0; k < LOOPS; k++) {
+        const u = users[k];
+        const run = `fwrun-${u}`;
+        // Another user's connection: not open for this one (404 at its index).
+        frames.push([
+            { user_id: u, type: 'note', data: { i: -1 } },
+            { user_id: u, type: 'hint', connection_id: conns[(k + 1) % LOOPS].connectionId, data: { i: -1 } },
+        ]);
+        wants.push({ error: 'connection_id: not open for this user', index: 1, status: 404 });
+        // A run never started: 409 at its index.
+        frames.push([
+            { user_id: u, type: 'note', data: { i: -1 } },
+            { user_id: u, type: 'agent_thinking', run_id: run, data: { ...CRITICAL.agent_thinking, i: -1 } },
+        ]);
+        wants.push({ error: 'run_id: run not open', index: 1, status: 409 });
+        // Then all is well: a direct message to its own connection, a run opened.
+        frames.push([
+            { user_id: u, type: 'hint', connection_id: conns[k].connectionId, data: { i: 1 } },
+            { user_id: u, type: 'agent_started', run_id: run, data: { ...CRITICAL.agent_started, i: 2 } },
+        ]);
+        wants.push([{ delivered: 1 }, { seq: 1, delivered: 1 }]);
+    }
+    for (const f of frames) a.send(f);
+    await waitFor(() => a.all.length >= frames.length, 10000, `${frames.length} answers`);
+    a.all.forEach((reply, n) => assert.deepEqual(reply, wants[n], `answer ${n}`));
+    for (let k = 0; k < LOOPS; k++) {
+        await conns[k].next((m) => m.seq === 1, 3000, 'seq 1');
+        await settleUnexpected(conns[k], 50);
+        assert.deepEqual(
+            conns[k].all.filter((m) => m.data && 'i' in m.data).map((m) => [m.type, m.data.i]),
+            [['hint', 1], ['agent_started', 2]],
+            `user ${k}: nothing of the refused bodies`,
+        );
+    }
+    const s = await statsOnce(d.port);
+    assert.equal(s.cross_loop_bodies.forwarded, 3 * (LOOPS - 1), JSON.stringify(s.cross_loop_bodies));
+    assert.equal(s.open_runs, LOOPS);
+});
+
+test('a body whose run ops are all for users of the receiving loop is split too, and still refused whole by their run rules', async (t) => {
+    const d = await daemonFor(t, ARGS);
+    const users = Array.from({ length: LOOPS }, (_, k) => userOn(k, `lr${k}-`));
+    const conns = [];
+    for (const u of users) conns.push(closeAfter(t, await connect(d.port, { user_id: u })));
+    const a = closeAfter(t, await agentSocket(d.port));
+    // The socket's loop: the one user whose body is not forwarded.
+    let home = -1;
+    for (let k = 0; k < LOOPS; k++) {
+        const before = (await statsOnce(d.port)).cross_loop_bodies.forwarded;
+        a.send({ user_id: users[k], type: 'note', data: { i: 0 } });
+        await a.next(() => true, 3000, 'answer');
+        if ((await statsOnce(d.port)).cross_loop_bodies.forwarded === before) home = k;
+    }
+    assert.ok(home >= 0, 'one loop publishes its own users');
+    const run = `lrrun-${users[home]}`;
+    const others = users.filter((_, k) => k !== home).map((u) => ({ user_id: u, type: 'note', data: { i: -1 } }));
+    a.send([...others, { user_id: users[home], type: 'agent_thinking', run_id: run, data: { ...CRITICAL.agent_thinking, i: -1 } }]);
+    assert.deepEqual(await a.next(() => true, 3000, 'refusal'), { error: 'run_id: run not open', index: LOOPS - 1, status: 409 });
+    a.send([{ user_id: users[home], type: 'agent_started', run_id: run, data: { ...CRITICAL.agent_started, i: 1 } }, ...others.map((e) => ({ ...e, data: { i: 1 } }))]);
+    assert.deepEqual(await a.next(() => true, 3000, 'answer'), Array.from({ length: LOOPS }, () => ({ seq: 2, delivered: 1 })));
+    for (const c of conns) {
+        await c.next((m) => m.seq === 2, 3000, 'seq 2');
+        await settleUnexpected(c, 50);
+        assert.deepEqual(c.all.filter((m) => m.seq).map((m) => m.data.i), [0, 1], 'nothing of the refused body');
+    }
+    const s = await statsOnce(d.port);
+    assert.deepEqual(s.cross_loop_bodies, { forwarded: LOOPS - 1, split: 1, parked: 0 });
+    assert.equal(s.open_runs, 1);
+});
