@@ -813,7 +813,7 @@ static size_t scan_body(item_t **items, size_t *cap, const char *body, size_t le
     return ac__jscan_finish(&j) == 0 ? n : 0;
 }
 
-/* ---- --threads: a body for users of another loop ------------------------------------ */
+/* ---- --threads: where a body's users live -------------------------------------------- */
 
 /* The other loop that owns every user of the body, or NULL (one loop, a cluster broker,
  * users of this loop or of several). */
