@@ -813,7 +813,7 @@ static size_t scan_body(item_t **items, size_t *cap, const char *body, size_t le
     return ac__jscan_finish(&j) == 0 ? n : 0;
 }
 
-/* ---- --threads: where a body's users live -------------------------------------------- */
+/* ---- --threads: a body for users of another loop ------------------------------------ */
 
 /* The other loop that owns every user of the body, or NULL (one loop, a cluster broker,
  * users of this loop or of several). */
@@ -828,6 +828,22 @@ static ac_server_t *single_owner(ac_server_t *s, const item_t *items, size_t n)
             return NULL;
     return own;
 }
+
+/* A body on its way to the loop of its users, and its answer on the way back. */
+typedef struct fwd_s {
+    ac__msg_t msg;
+    ac_server_t *origin;
+    pend_t *pend; /* the origin's; touched there only */
+    int with_status;
+    unsigned status; /* the answer: HTTP status (0: out of memory) ... */
+    char *reply;     /* ... and its JSON */
+    size_t reply_len;
+    size_t body_len;
+    char body[];
+} fwd_t;
+
+static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int with_status,
+                             ac__sbuf_t *out, pend_t *pend);
 
 /* Appends an error answer (with "status" on a publisher socket) and frees err. 0, or -1
  * when out of memory (err NULL included). */
@@ -879,11 +895,62 @@ static void pend_answer(pend_t *p, unsigned status, const char *reply, size_t le
     }
 }
 
-/* ---- --threads: a body for users of other loops ------------------------------------- */
+/* Back on the origin: the pend is answered like a broker's answer. */
+static void on_fwd_answer(ac__msg_t *m, void *arg, int status)
+{
+    fwd_t *f = (fwd_t *)m;
 
-/* A body whose users all live on one other loop goes there as one message: its events as
- * validated here (not parsed again), which that loop checks against its state and
- * publishes, at once, as it would a body of its own; the answer comes back the same way. */
+    if (status != 0)
+        pend_free(f->pend); /* the group is being freed: nobody is waiting any more */
+    else
+        pend_answer(f->pend, f->status, f->reply, f->reply_len);
+    free(f->reply);
+    free(f);
+}
+
+/* On the owner's loop: the body is published as if it had arrived here. */
+static void on_fwd_body(ac__msg_t *m, void *arg, int status)
+{
+    fwd_t *f = (fwd_t *)m;
+    ac_server_t *s = arg;
+
+    if (status != 0) {
+        /* Every loop has ended (the group is being freed): nobody waits for the answer. */
+        on_fwd_answer(&f->msg, NULL, status);
+        return;
+    }
+    /* Its own buffer: this may run while the loop's own publish waits to park the others. */
+    f->status = publish_body(s, f->body, f->body_len, f->with_status, &s->fwd_reply, NULL);
+    f->reply = f->status ? malloc(s->fwd_reply.len ? s->fwd_reply.len : 1) : NULL;
+    if (f->reply == NULL)
+        f->status = 0;
+    else
+        memcpy(f->reply, s->fwd_reply.p, s->fwd_reply.len);
+    f->reply_len = s->fwd_reply.len;
+    f->msg.run = on_fwd_answer;
+    ac__group_send(s, f->origin, &f->msg);
+}
+
+/* Sends the body to `own`; pend is answered when it comes back. 0 or AC_ENOMEM. */
+static int forward_body(ac_server_t *s, ac_server_t *own, const char *body, size_t len,
+                        int with_status, pend_t *pend)
+{
+    fwd_t *f = malloc(sizeof(*f) + len);
+
+    if (f == NULL)
+        return AC_ENOMEM;
+    memset(f, 0, sizeof(*f));
+    f->msg.run = on_fwd_body;
+    f->origin = s;
+    f->pend = pend;
+    f->with_status = with_status;
+    f->body_len = len;
+    memcpy(f->body, body, len);
+    ac__group_send(s, own, &f->msg);
+    return 0;
+}
+
+/* ---- --threads: a body for users of several loops, split by owner ------------------- */
 
 /* A body naming users of several loops, where no event of another loop's user can be
  * refused by that loop's state (no run op, no direct message: an idempotency key is no
@@ -903,10 +970,8 @@ typedef struct part_s {
     ac_server_t *own;
     uint32_t *idx; /* its events' indices in the body, in order */
     size_t n;
-    size_t err_at; /* the first that could not be published (sp->n: none), and why: */
-    int err;       /* an AC_E* error while publishing, or */
-    unsigned st;   /* the HTTP status of a refusal by this loop's checks (check set) */
-    char reason[160];
+    size_t err_at; /* the first that could not be published (sp->n: none), and why */
+    int err;
 } part_t;
 
 struct split_s {
@@ -916,7 +981,6 @@ struct split_s {
     int64_t ts;
     int with_status;
     int is_array;
-    int check;     /* one part, the whole body: its loop checks it (runs, connections) */
     int closed;    /* a part was dropped with the group: nobody is answered */
     unsigned left; /* parts not back yet (origin loop only) */
     unsigned nparts;
@@ -1006,30 +1070,23 @@ static void split_finish(split_t *sp)
     ac__sbuf_t *out = &sp->origin->fwd_reply;
     unsigned status = 200;
     size_t bad = sp->n;
+    int err = 0;
 
     if (sp->closed) {
         pend_free(sp->pend); /* the group is being freed: nobody is waiting any more */
         goto free;
     }
-    const part_t *first = NULL;
-
     for (unsigned k = 0; k < sp->nparts; k++) {
         if (sp->parts[k].err_at < bad) {
             bad = sp->parts[k].err_at;
-            first = &sp->parts[k];
+            err = sp->parts[k].err;
         }
     }
     out->len = 0;
-    if (first != NULL) {
-        const char *why = first->reason;
-        if (first->st != 0) {
-            status = first->st; /* refused by its loop's checks: nothing was published */
-        } else {
-            /* What was published stays published. */
-            status = first->err == AC_EUNAVAIL ? 503 : 500;
-            why = ac_strerror(first->err);
-        }
-        if (put_error(out, error_json(why, sp->is_array ? (long)bad : -1), status,
+    if (bad < sp->n) {
+        /* What was published stays published. */
+        status = err == AC_EUNAVAIL ? 503 : 500;
+        if (put_error(out, error_json(ac_strerror(err), sp->is_array ? (long)bad : -1), status,
                       sp->with_status) != 0)
             status = 0;
     } else {
@@ -1059,39 +1116,6 @@ static void on_split_back(ac__msg_t *m, void *arg, int status)
         split_finish(sp);
 }
 
-/* A part that is the whole body (its loop owns every user of it) is checked there, as a body
- * of its own users would be, at once with publishing it: direct messages' connections, then
- * the runs. 0, or the refusal's status with pt->err_at and pt->reason. */
-static unsigned part_check(part_t *pt)
-{
-    split_t *sp = pt->sp;
-    ac_server_t *s = pt->own;
-    const char *reason = NULL;
-    size_t bad = 0;
-    int st = 0;
-
-    for (size_t i = 0; i < sp->n && st == 0; i++) {
-        const item_t *it = &sp->items[i];
-        const ac__user_t *u;
-        if (!it->direct)
-            continue;
-        u = ac__manager_find_user(&s->manager, it->user.p, it->user.len);
-        if (u == NULL || ac__manager_find_conn(u, it->conn_id) == NULL) {
-            st = 404;
-            bad = i;
-            reason = "connection_id: not open for this user";
-        }
-    }
-    if (st == 0)
-        st = check_runs(s, sp->items, sp->n, &bad, &reason);
-    if (st != 0) {
-        pt->st = (unsigned)st;
-        pt->err_at = bad < sp->n ? bad : 0;
-        snprintf(pt->reason, sizeof(pt->reason), "%s", reason ? reason : "refused");
-    }
-    return (unsigned)st;
-}
-
 /* On the owner's loop: its events of the body, then back. */
 static void on_split_part(ac__msg_t *m, void *arg, int status)
 {
@@ -1101,21 +1125,16 @@ static void on_split_part(ac__msg_t *m, void *arg, int status)
         on_split_back(m, arg, status);
         return;
     }
-    if (!pt->sp->check || part_check(pt) == 0)
-        split_run(pt);
+    split_run(pt);
     pt->msg.run = on_split_back;
     ac__group_send(pt->own, pt->sp->origin, &pt->msg);
 }
 
 /* Splits a validated body by owner, publishes this loop's events now and sends the others
- * to their loops; `pend` is answered when every part is back. With `check` the body is one
- * part for another loop, which checks it (part_check) before publishing it; without, the
- * caller has checked this loop's events and no other loop's can be refused. Takes `root`
- * (the events may point into it). 0, or AC_ENOMEM with nothing published and root not
- * taken. */
+ * to their loops; `pend` is answered when every part is back. Takes `root` (the events may
+ * point into it). 0, or AC_ENOMEM with nothing published and root not taken. */
 static int split_body(ac_server_t *s, const item_t *items, size_t n, const char *body, size_t len,
-                      json_t *root, int is_array, int with_status, int64_t ts, pend_t *pend,
-                      int check)
+                      json_t *root, int is_array, int with_status, int64_t ts, pend_t *pend)
 {
     unsigned loops = ac__group_size(s), nparts = 0, off = 0;
     unsigned cnt[AC__GROUP_MAX] = {0}, slot[AC__GROUP_MAX];
@@ -1181,7 +1200,6 @@ static int split_body(ac_server_t *s, const item_t *items, size_t n, const char 
     sp->n = n;
     sp->nparts = nparts;
     sp->left = nparts;
-    sp->check = check;
     /* This loop's events now (checked by the caller); the others leave at the end of the
      * turn, on each loop's FIFO. */
     for (unsigned k = 0; k < nparts; k++) {
@@ -1205,6 +1223,7 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
     item_t *items = s->pub_items;
     size_t cap = s->pub_items_cap, n;
     int is_array = 0, parked = 0;
+    ac_server_t *own;
     unsigned status = 200;
     int64_t ts = ac__now_ms();
 
@@ -1257,11 +1276,10 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
             }
         }
     }
-    if (pend != NULL && single_owner(s, items, n) != NULL) {
-        /* Every event for users of one other loop: that loop checks and publishes the
-         * validated events and the answer comes back (in order, as a broker's would). */
-        if (split_body(s, items, n, body, len, root, is_array, with_status, ts, pend, 1) == 0) {
-            root = NULL; /* the message's now */
+    if (pend != NULL && (own = single_owner(s, items, n)) != NULL) {
+        /* Every event for users of one other loop: that loop publishes the body itself
+         * and the answer comes back (in order, as a broker's would). */
+        if (forward_body(s, own, body, len, with_status, pend) == 0) {
             s->bodies_forwarded++;
             status = AC__PUB_LATER;
             goto done;
@@ -1292,7 +1310,7 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
             status = (unsigned)st;
             goto done;
         }
-        if (split_body(s, items, n, body, len, root, is_array, with_status, ts, pend, 0) == 0) {
+        if (split_body(s, items, n, body, len, root, is_array, with_status, ts, pend) == 0) {
             root = NULL; /* the split's now */
             s->bodies_split++;
             status = AC__PUB_LATER;
