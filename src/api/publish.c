@@ -857,41 +857,65 @@ typedef struct fwd_s {
 static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int with_status,
                              ac__sbuf_t *out, pend_t *pend);
 
-/* Back on the origin: the pend is answered like a broker's answer. */
-static void on_fwd_answer(ac__msg_t *m, void *arg, int status)
+/* Appends an error answer (with "status" on a publisher socket) and frees err. 0, or -1
+ * when out of memory (err NULL included). */
+static int put_error(ac__sbuf_t *out, json_t *err, unsigned status, int with_status)
 {
-    fwd_t *f = (fwd_t *)m;
-    pend_t *p = f->pend;
+    size_t need;
+    int r = 0;
+
+    if (err == NULL)
+        return -1;
+    if (with_status)
+        json_object_set_new(err, "status", json_integer(status));
+    need = json_dumpb(err, NULL, 0, JSON_COMPACT);
+    if (need == 0 || ac__sbuf_reserve(out, need) != 0 ||
+        json_dumpb(err, out->p + out->len, need, JSON_COMPACT) != need)
+        r = -1;
+    else
+        out->len += need;
+    json_decref(err);
+    return r;
+}
+
+/* Answers a pend with a body's answer that another loop produced (status 0: out of
+ * memory, the connection goes), like a broker's answer; frees it. Origin loop only. */
+static void pend_answer(pend_t *p, unsigned status, const char *reply, size_t len)
+{
     ac__conn_t *c = p->c;
 
-    if (status != 0) {
-        /* The group is being freed: nobody is waiting any more. */
-        pend_free(p);
-        free(f->reply);
-        free(f);
-        return;
-    }
     if (p->kind == PEND_HTTP) {
         if (c != NULL) {
             c->pend = NULL;
-            if (f->status == 0)
+            if (status == 0)
                 ac__conn_destroy(c);
             else
                 /* As the request asked (its parser is gone by now), errors included. */
-                ac__conn_respond(c, f->status, NULL, f->reply, f->reply_len, NULL, p->keep_alive);
+                ac__conn_respond(c, status, NULL, reply, len, NULL, p->keep_alive);
             ac__conn_http_resume(c);
         }
         pend_free(p);
     } else if (c == NULL) {
         pend_free(p); /* its publisher socket closed meanwhile */
     } else {
-        p->frame = f->status ? ac__frame_raw(AC_WS_TEXT, f->reply, f->reply_len) : NULL;
+        p->frame = status ? ac__frame_raw(AC_WS_TEXT, reply, len) : NULL;
         p->ready = 1;
         if (p->frame == NULL)
             ac__conn_destroy(c); /* its FIFO, this entry included, goes when it is freed */
         else
             agent_flush(c);
     }
+}
+
+/* Back on the origin: the pend is answered like a broker's answer. */
+static void on_fwd_answer(ac__msg_t *m, void *arg, int status)
+{
+    fwd_t *f = (fwd_t *)m;
+
+    if (status != 0)
+        pend_free(f->pend); /* the group is being freed: nobody is waiting any more */
+    else
+        pend_answer(f->pend, f->status, f->reply, f->reply_len);
     free(f->reply);
     free(f);
 }
@@ -935,6 +959,270 @@ static int forward_body(ac_server_t *s, ac_server_t *own, const char *body, size
     f->body_len = len;
     memcpy(f->body, body, len);
     ac__group_send(s, own, &f->msg);
+    return 0;
+}
+
+/* ---- --threads: a body for users of several loops, split by owner ------------------- */
+
+/* A body naming users of several loops, where no event of another loop's user can be
+ * refused by that loop's state (no run op, no direct message: an idempotency key is no
+ * refusal, a repeat answers with its first seq where it runs), is not run parked: each loop
+ * publishes its users' events in the body's order and the origin answers once every part is
+ * back. Validation (stateless) and this loop's own checks come first: all or nothing.
+ * Per-user order with the publisher's other bodies holds: a part travels on the same FIFO
+ * batched queue as every other body forwarded to that loop, ac__group_park() flushes it and
+ * the parked loop runs it before it stops, and this loop's own events run at once. */
+
+typedef struct split_s split_t;
+
+/* One loop's events of a split body, there and back. */
+typedef struct part_s {
+    ac__msg_t msg;
+    split_t *sp;
+    ac_server_t *own;
+    uint32_t *idx; /* its events' indices in the body, in order */
+    size_t n;
+    size_t err_at; /* the first that could not be published (sp->n: none), and why */
+    int err;
+} part_t;
+
+struct split_s {
+    ac_server_t *origin;
+    pend_t *pend; /* the origin's; touched there only */
+    json_t *root; /* jansson's tree the events point into, or NULL (they point into body) */
+    int64_t ts;
+    int with_status;
+    int is_array;
+    int closed;    /* a part was dropped with the group: nobody is answered */
+    unsigned left; /* parts not back yet (origin loop only) */
+    unsigned nparts;
+    size_t n;
+    part_t *parts;
+    item_t *items; /* copies, pointing into body */
+    ac_publish_result_t *res;
+    /* then in the same block: the parts' indices (uint32_t[n]) and the body */
+};
+
+/* 1 when no event of another loop's user can be refused by that loop's state (its runs,
+ * its connections). */
+static int splittable(ac_server_t *s, const item_t *items, size_t n)
+{
+    if (n > UINT32_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (items[i].own != s && (items[i].direct || items[i].op.run_id.p != NULL))
+            return 0;
+    return 1;
+}
+
+/* Run rules over this loop's events of a split body (no other one names a run): 0, or the
+ * refusal with *index its position in the body. */
+static int check_runs_local(ac_server_t *s, const item_t *items, size_t n, size_t *index,
+                            const char **reason)
+{
+    item_t *sub;
+    size_t *at, m = 0, bad = 0;
+    int any = 0, st;
+
+    for (size_t i = 0; i < n && !any; i++)
+        any = items[i].own == s && items[i].op.run_id.p != NULL;
+    if (!any)
+        return 0;
+    sub = malloc(n * sizeof(*sub));
+    at = malloc(n * sizeof(*at));
+    if (sub == NULL || at == NULL) {
+        free(sub);
+        free(at);
+        *reason = "out of memory";
+        return 503;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].own == s) {
+            sub[m] = items[i];
+            at[m++] = i;
+        }
+    }
+    st = check_runs(s, sub, m, &bad, reason);
+    if (st != 0)
+        *index = at[bad < m ? bad : 0];
+    free(sub);
+    free(at);
+    return st;
+}
+
+/* A slice of the body, moved into its copy. */
+static void rebase(ac__str_t *x, const char *from, size_t len, const char *to)
+{
+    uintptr_t p = (uintptr_t)x->p, f = (uintptr_t)from;
+
+    if (x->p != NULL && p >= f && p <= f + len)
+        x->p = to + (p - f);
+}
+
+/* Publishes a part on its loop (this thread), in order, stopping at the first event that
+ * fails (only memory can). */
+static void split_run(part_t *pt)
+{
+    split_t *sp = pt->sp;
+
+    for (size_t j = 0; j < pt->n; j++) {
+        size_t i = pt->idx[j];
+        int r = execute(pt->own, &sp->items[i], sp->ts, &sp->res[i]);
+        if (r != 0 && !(r == AC_ENOENT && sp->items[i].direct)) {
+            pt->err_at = i;
+            pt->err = r;
+            return;
+        }
+    }
+}
+
+/* Every part is back (origin loop): the answer, as publish_body() writes it. */
+static void split_finish(split_t *sp)
+{
+    ac__sbuf_t *out = &sp->origin->fwd_reply;
+    unsigned status = 200;
+    size_t bad = sp->n;
+    int err = 0;
+
+    if (sp->closed) {
+        pend_free(sp->pend); /* the group is being freed: nobody is waiting any more */
+        goto free;
+    }
+    for (unsigned k = 0; k < sp->nparts; k++) {
+        if (sp->parts[k].err_at < bad) {
+            bad = sp->parts[k].err_at;
+            err = sp->parts[k].err;
+        }
+    }
+    out->len = 0;
+    if (bad < sp->n) {
+        /* What was published stays published. */
+        status = err == AC_EUNAVAIL ? 503 : 500;
+        if (put_error(out, error_json(ac_strerror(err), sp->is_array ? (long)bad : -1), status,
+                      sp->with_status) != 0)
+            status = 0;
+    } else {
+        if (sp->is_array && ac__sbuf_append(out, "[", 1) != 0)
+            status = 0;
+        for (size_t i = 0; i < sp->n && status != 0; i++)
+            if ((i > 0 && ac__sbuf_append(out, ",", 1) != 0) ||
+                put_result(out, &sp->items[i], &sp->res[i]) != 0)
+                status = 0;
+        if (status != 0 && sp->is_array && ac__sbuf_append(out, "]", 1) != 0)
+            status = 0;
+    }
+    pend_answer(sp->pend, status, out->p, out->len);
+free:
+    json_decref(sp->root);
+    free(sp);
+}
+
+/* A part back on the origin (or dropped with the group: status != 0, every loop ended). */
+static void on_split_back(ac__msg_t *m, void *arg, int status)
+{
+    split_t *sp = ((part_t *)m)->sp;
+
+    if (status != 0)
+        sp->closed = 1;
+    if (--sp->left == 0)
+        split_finish(sp);
+}
+
+/* On the owner's loop: its events of the body, then back. */
+static void on_split_part(ac__msg_t *m, void *arg, int status)
+{
+    part_t *pt = (part_t *)m;
+
+    if (status != 0) {
+        on_split_back(m, arg, status);
+        return;
+    }
+    split_run(pt);
+    pt->msg.run = on_split_back;
+    ac__group_send(pt->own, pt->sp->origin, &pt->msg);
+}
+
+/* Splits a validated body by owner, publishes this loop's events now and sends the others
+ * to their loops; `pend` is answered when every part is back. Takes `root` (the events may
+ * point into it). 0, or AC_ENOMEM with nothing published and root not taken. */
+static int split_body(ac_server_t *s, const item_t *items, size_t n, const char *body, size_t len,
+                      json_t *root, int is_array, int with_status, int64_t ts, pend_t *pend)
+{
+    unsigned loops = ac__group_size(s), nparts = 0, off = 0;
+    unsigned cnt[AC__GROUP_MAX] = {0}, slot[AC__GROUP_MAX];
+    split_t *sp;
+    char *p, *copy;
+    uint32_t *idx;
+
+    for (size_t i = 0; i < n; i++)
+        cnt[ac__group_index(items[i].own)]++;
+    for (unsigned k = 0; k < loops; k++)
+        if (cnt[k] != 0)
+            slot[k] = nparts++;
+    sp = malloc(sizeof(*sp) + nparts * sizeof(part_t) + n * sizeof(item_t) +
+                n * sizeof(ac_publish_result_t) + n * sizeof(uint32_t) + len);
+    if (sp == NULL)
+        return AC_ENOMEM;
+    memset(sp, 0, sizeof(*sp));
+    p = (char *)(sp + 1);
+    sp->parts = (part_t *)p;
+    p += nparts * sizeof(part_t);
+    sp->items = (item_t *)p;
+    p += n * sizeof(item_t);
+    sp->res = (ac_publish_result_t *)p;
+    p += n * sizeof(ac_publish_result_t);
+    idx = (uint32_t *)p;
+    copy = p + n * sizeof(uint32_t);
+    memcpy(copy, body, len);
+    memcpy(sp->items, items, n * sizeof(item_t));
+    memset(sp->res, 0, n * sizeof(ac_publish_result_t));
+    for (size_t i = 0; i < n; i++) {
+        item_t *it = &sp->items[i];
+        ac__str_t *slices[] = {&it->ev.type_name, &it->ev.run_id,       &it->ev.thread_id,
+                               &it->ev.data_raw,  &it->op.run_id,       &it->op.user_id,
+                               &it->op.thread_id, &it->op.tool_call_id, &it->user,
+                               &it->idem_key};
+        memset(&it->f, 0, sizeof(it->f)); /* validation's only */
+        for (size_t k = 0; k < sizeof(slices) / sizeof(slices[0]); k++)
+            rebase(slices[k], body, len, copy);
+    }
+    for (unsigned k = 0; k < loops; k++) {
+        part_t *pt;
+        if (cnt[k] == 0)
+            continue;
+        pt = &sp->parts[slot[k]];
+        memset(pt, 0, sizeof(*pt));
+        pt->msg.run = on_split_part;
+        pt->sp = sp;
+        pt->own = ac__group_shard(s, k);
+        pt->idx = idx + off;
+        pt->err_at = n;
+        off += cnt[k];
+    }
+    for (size_t i = 0; i < n; i++) {
+        part_t *pt = &sp->parts[slot[ac__group_index(items[i].own)]];
+        pt->idx[pt->n++] = (uint32_t)i;
+    }
+    sp->origin = s;
+    sp->pend = pend;
+    sp->root = root;
+    sp->ts = ts;
+    sp->with_status = with_status;
+    sp->is_array = is_array;
+    sp->n = n;
+    sp->nparts = nparts;
+    sp->left = nparts;
+    /* This loop's events now (checked by the caller); the others leave at the end of the
+     * turn, on each loop's FIFO. */
+    for (unsigned k = 0; k < nparts; k++) {
+        part_t *pt = &sp->parts[k];
+        if (pt->own == s) {
+            split_run(pt);
+            sp->left--;
+        } else {
+            ac__group_send(s, pt->own, &pt->msg);
+        }
+    }
     return 0;
 }
 
@@ -1004,6 +1292,7 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
         /* Every event for users of one other loop: that loop publishes the body itself
          * and the answer comes back (in order, as a broker's would). */
         if (forward_body(s, own, body, len, with_status, pend) == 0) {
+            s->bodies_forwarded++;
             status = AC__PUB_LATER;
             goto done;
         }
@@ -1022,11 +1311,34 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
         status = 503;
         goto done;
     }
+    if (pend != NULL && any_remote(s, items, n) && splittable(s, items, n)) {
+        /* Users of several loops, none of whose events their loop's state could refuse:
+         * each loop publishes its own, no loop is parked. */
+        const char *reason = NULL;
+        size_t bad = 0;
+        int st = check_runs_local(s, items, n, &bad, &reason);
+        if (st != 0) {
+            err = error_json(reason, is_array ? (long)bad : -1);
+            status = (unsigned)st;
+            goto done;
+        }
+        if (split_body(s, items, n, body, len, root, is_array, with_status, ts, pend) == 0) {
+            root = NULL; /* the split's now */
+            s->bodies_split++;
+            status = AC__PUB_LATER;
+            goto done;
+        }
+        err = error_json("out of memory", -1);
+        status = 503;
+        goto done;
+    }
     if (any_remote(s, items, n)) {
-        /* Users of other loops: their state is used from here while they are parked. */
+        /* Users of other loops whose state decides (a run op or a direct message there, or
+         * ac_emit()): their state is used from here while they are parked. */
         size_t bad = 0;
         ac__group_park(s);
         parked = 1;
+        s->bodies_parked++;
         if (check_direct(s, items, n, &bad) != 0) {
             err = error_json("connection_id: not open for this user", is_array ? (long)bad : -1);
             status = 404;
@@ -1064,16 +1376,8 @@ done:
     if (parked)
         ac__group_unpark(s);
     if (err != NULL) {
-        size_t need;
-        if (with_status)
-            json_object_set_new(err, "status", json_integer(status));
-        need = json_dumpb(err, NULL, 0, JSON_COMPACT);
-        if (need == 0 || ac__sbuf_reserve(out, need) != 0 ||
-            json_dumpb(err, out->p + out->len, need, JSON_COMPACT) != need)
+        if (put_error(out, err, status, with_status) != 0)
             status = 0;
-        else
-            out->len += need;
-        json_decref(err);
     } else if (status != 200 && status != 0 && status != AC__PUB_LATER) {
         status = 0; /* an error without its answer: out of memory */
     }
@@ -1261,6 +1565,7 @@ void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void
         size_t bad;
         ac__group_park(s);
         parked = 1;
+        s->bodies_parked++;
         if (check_direct(s, &it, 1, &bad) != 0) {
             st = 404;
             why = "connection_id: not open for this user";

@@ -73,6 +73,7 @@ typedef struct sums_s {
     size_t nagents;
     unsigned nloops;
     uint64_t handoffs;
+    uint64_t bodies_forwarded, bodies_split, bodies_parked;
     uint64_t loop_conns[AC__GROUP_MAX];
     uint64_t loop_events[AC__GROUP_MAX];
     uint64_t loop_accepted[AC__GROUP_MAX];
@@ -100,6 +101,9 @@ static void sum_loops(ac_server_t *s, sums_t *o)
         o->loop_accepted[k] = sk->accepted_total;
         o->loop_handoffs[k] = sk->handoffs_in;
         o->handoffs += sk->handoffs_in;
+        o->bodies_forwarded += sk->bodies_forwarded;
+        o->bodies_split += sk->bodies_split;
+        o->bodies_parked += sk->bodies_parked;
     }
     ac__group_unpark(s);
 }
@@ -150,6 +154,10 @@ static void handle_stats(ac__conn_t *c, const ac__http_req_t *req)
         s->broker->vt->stats(s->broker, o);
         json_object_set_new(o, "loops", loops);
         json_object_set_new(o, "handoffs_total", json_integer((json_int_t)sum->handoffs));
+        json_object_set_new(
+            o, "cross_loop_bodies",
+            json_pack("{s:I,s:I,s:I}", "forwarded", (json_int_t)sum->bodies_forwarded, "split",
+                      (json_int_t)sum->bodies_split, "parked", (json_int_t)sum->bodies_parked));
     } else {
         json_decref(loops);
     }
@@ -283,6 +291,16 @@ static void handle_metrics(ac__conn_t *c, const ac__http_req_t *req)
     r |= metric(&b, "agentcast_handoffs_total", "counter",
                 "User connections moved to the event loop that owns their user.",
                 (double)sum->handoffs);
+    r |= ac__sbuf_printf(&b,
+                         "# HELP agentcast_cross_loop_bodies_total Publish bodies naming users of "
+                         "other event loops, by how they ran (--threads).\n"
+                         "# TYPE agentcast_cross_loop_bodies_total counter\n"
+                         "agentcast_cross_loop_bodies_total{path=\"forwarded\"} %llu\n"
+                         "agentcast_cross_loop_bodies_total{path=\"split\"} %llu\n"
+                         "agentcast_cross_loop_bodies_total{path=\"parked\"} %llu\n",
+                         (unsigned long long)sum->bodies_forwarded,
+                         (unsigned long long)sum->bodies_split,
+                         (unsigned long long)sum->bodies_parked);
     r |= ac__sbuf_printf(&b, "# HELP agentcast_loop_connections Open user connections, by event "
                              "loop (--threads).\n# TYPE agentcast_loop_connections gauge\n");
     for (unsigned k = 0; k < sum->nloops; k++)

@@ -192,15 +192,31 @@ static void serve_park(ac__shard_t *sh)
 {
     ac__group_t *g = sh->g;
 
-    uv_mutex_lock(&g->m);
-    if (g->parking && sh->parked_gen != g->gen) {
-        uint64_t gen = g->gen;
-        sh->parked_gen = gen;
-        uv_cond_broadcast(&g->cv);
-        while (g->parking && g->gen == gen)
-            uv_cond_wait(&g->cv, &g->m);
+    for (;;) {
+        uint64_t seen;
+        uv_mutex_lock(&g->m);
+        seen = g->gen;
+        if (!g->parking || sh->parked_gen == seen) {
+            uv_mutex_unlock(&g->m);
+            return;
+        }
+        uv_mutex_unlock(&g->m);
+        /* The parker flushed what it sent here before it began park `seen`
+         * (ac__group_park): run that first, or a parked publish could overtake the same
+         * publisher's earlier forwarded body or split part (the callers drain too, but the
+         * park may begin between their drain and this call). */
+        ac__inbox_drain(&sh->inbox);
+        uv_mutex_lock(&g->m);
+        if (g->parking && g->gen == seen) {
+            sh->parked_gen = seen;
+            uv_cond_broadcast(&g->cv);
+            while (g->parking && g->gen == seen)
+                uv_cond_wait(&g->cv, &g->m);
+            uv_mutex_unlock(&g->m);
+            return;
+        }
+        uv_mutex_unlock(&g->m); /* that park ended, or a newer one began: look again */
     }
-    uv_mutex_unlock(&g->m);
 }
 
 static int all_parked(const ac__group_t *g, unsigned self)

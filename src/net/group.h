@@ -3,9 +3,11 @@
  * connections, seq, history, runs and idempotency keys live there, touched by that loop
  * only. A /ws connection moves to its owner once its user is known (ac__conn_detach over the
  * owner's inbox). A publish body whose users all live on one other shard goes there through
- * the batched loop-to-loop queue (ac__group_send) and its answer comes back the same way.
- * What spans shards (a body naming users of several, stats, /v1/disconnect, /v1/runs) runs
- * on the loop that received it with the other loops parked: each stopped at a safe point of
+ * the batched loop-to-loop queue (ac__group_send) and its answer comes back the same way; a
+ * body naming users of several is split into one such message per loop when no other loop's
+ * state can refuse its events (api/publish.c). What else spans shards (a body with run ops or
+ * direct messages for several, stats, /v1/disconnect, /v1/runs) runs on the loop that
+ * received it with the other loops parked: each stopped at a safe point of
  * its turn, so their state is read and written from one thread at a time. With the redis broker
  * every shard is a node of the cluster and no ownership applies. Not the place for what one loop
  * does alone. */

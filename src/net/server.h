@@ -91,6 +91,11 @@ struct ac_server_s {
     size_t req_rest_len;
     uint64_t handoffs_out; /* connections moved to another loop */
     uint64_t handoffs_in;  /* and taken from one */
+    /* --threads: publish bodies received here naming users of other loops, by how they ran
+     * (publish.c): sent whole to one loop, split by owner, run with the others parked. */
+    uint64_t bodies_forwarded;
+    uint64_t bodies_split;
+    uint64_t bodies_parked;
 
     char *rbuf;                       /* the one read buffer of the loop */
     struct ssl_ctx_st *tls;           /* --tls-cert/--tls-key; NULL: plain TCP */

@@ -7,7 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { daemonFor, connect, closeAfter, publish, publishOk, settleUnexpected, uid, HOST, CRITICAL } from './helpers.mjs';
+import { daemonFor, connect, closeAfter, publish, publishOk, settleUnexpected, uid, waitFor, HOST, CRITICAL } from './helpers.mjs';
+import { agentSocket } from './helpers3.mjs';
 
 const LOOPS = 4;
 const ARGS = ['--auth', 'none', '--threads', String(LOOPS)];
@@ -188,4 +189,220 @@ test('shutdown closes the connections of every loop with 1001', async (t) => {
     for (const c of conns) assert.equal((await c.waitClose(5000)).code, 1001);
     const exit = await d.exited;
     assert.equal(exit.code, 0);
+});
+
+/** /v1/stats, once. */
+const statsOnce = async (port) => (await fetch(`http://${HOST}:${port}/v1/stats`)).json();
+
+/** The events a client got so far: [seq, data.i]. */
+const gotOf = (c) => c.all.filter((m) => typeof m.seq === 'number').map((m) => [m.seq, m.data.i]);
+
+test('arrays naming users of every loop are split by owner, no loop parked: answered in order with each user\'s seqs', async (t) => {
+    const d = await daemonFor(t, ARGS);
+    // Two users per loop, each with one connection.
+    const users = [];
+    for (let k = 0; k < LOOPS; k++) users.push(userOn(k, `sp${k}a-`), userOn(k, `sp${k}b-`));
+    const conns = [];
+    for (const u of users) conns.push(closeAfter(t, await connect(d.port, { user_id: u })));
+    const sent = new Map(users.map((u) => [u, []])); // per user: data.i in publish order
+    let i = 0;
+    for (let round = 0; round < 6; round++) {
+        // A different interleaving each round: rotated, reversed, repeated users.
+        const order = users.map((_, j) => users[(j * (round + 1) + round) % users.length]);
+        if (round % 2) order.reverse();
+        order.push(order[0], order[order.length - 1]);
+        const batch = order.map((u) => ({ user_id: u, type: 'note', data: { i: i++ } }));
+        const want = batch.map((e) => {
+            sent.get(e.user_id).push(e.data.i);
+            return { seq: sent.get(e.user_id).length, delivered: 1 };
+        });
+        assert.deepEqual(await publishOk(d.port, batch), want, `round ${round}`);
+    }
+    for (let j = 0; j < users.length; j++) {
+        const mine = sent.get(users[j]);
+        await conns[j].next((m) => m.seq === mine.length, 5000, `seq ${mine.length}`);
+        assert.deepEqual(gotOf(conns[j]), mine.map((x, n) => [n + 1, x]), `user ${j}: each event once, in publish order`);
+    }
+    const s = await statsOnce(d.port);
+    assert.equal(s.cross_loop_bodies.split, 6, JSON.stringify(s.cross_loop_bodies));
+    assert.equal(s.cross_loop_bodies.parked, 0, JSON.stringify(s.cross_loop_bodies));
+    assert.equal(s.events_total, i);
+
+    // A bad event anywhere refuses the whole array (validated before any part goes out).
+    for (const at of [0, 3, users.length - 1]) {
+        const bad = users.map((u) => ({ user_id: u, type: 'note', data: { i: -1 } }));
+        bad[at] = { user_id: users[at], type: 'note', data: 'not an object' };
+        const r = await publish(d.port, bad);
+        assert.equal(r.status, 400, r.text);
+        assert.equal(r.json.index, at);
+    }
+    for (const c of conns) assert.deepEqual((await settleUnexpected(c, 100)).filter((m) => m.data && m.data.i === -1), []);
+    const s2 = await statsOnce(d.port);
+    assert.equal(s2.events_total, i, 'nothing of the refused arrays was published');
+    assert.equal(s2.cross_loop_bodies.split, 6);
+});
+
+test('an idempotency-key retry of a split array answers with the first seqs as duplicates and delivers nothing twice', async (t) => {
+    const d = await daemonFor(t, ARGS);
+    const users = Array.from({ length: LOOPS }, (_, k) => userOn(k, `idk${k}-`));
+    const conns = [];
+    for (const u of users) conns.push(closeAfter(t, await connect(d.port, { user_id: u })));
+    const batch = [...users, ...users].map((u, i) => ({ user_id: u, type: 'note', idempotency_key: `key-${i}`, data: { i } }));
+    const first = await publishOk(d.port, batch);
+    first.forEach((r, i) => assert.deepEqual(r, { seq: i < LOOPS ? 1 : 2, delivered: 1 }, `answer ${i}`));
+    // The retry: the same seqs, flagged, nothing delivered; one new event among them.
+    const retry = [...batch, { user_id: users[1], type: 'note', idempotency_key: 'key-new', data: { i: 99 } }];
+    const again = await publishOk(d.port, retry);
+    assert.deepEqual(
+        again,
+        [...first.map((r) => ({ seq: r.seq, delivered: 0, duplicate: true })), { seq: 3, delivered: 1 }],
+    );
+    for (let k = 0; k < LOOPS; k++) {
+        const want = k === 1 ? [[1, k], [2, LOOPS + k], [3, 99]] : [[1, k], [2, LOOPS + k]];
+        await conns[k].next((m) => m.seq === want.length, 3000, `seq ${want.length}`);
+        await settleUnexpected(conns[k], 100);
+        assert.deepEqual(gotOf(conns[k]), want, `user ${k}: delivered once`);
+    }
+    const s = await statsOnce(d.port);
+    assert.equal(s.duplicates_total, batch.length);
+    assert.equal(s.cross_loop_bodies.split, 2);
+});
+
+test('pipelined /v1/agent bodies, single-loop, split and parked (run ops), keep each user\'s seqs in publish order and the answers in message order', async (t) => {
+    const d = await daemonFor(t, ARGS);
+    const users = Array.from({ length: LOOPS }, (_, k) => userOn(k, `pipe${k}-`));
+    const conns = [];
+    for (const u of users) conns.push(closeAfter(t, await connect(d.port, { user_id: u })));
+    const a = closeAfter(t, await agentSocket(d.port));
+    const count = new Map(users.map((u) => [u, []]));
+    const frames = [];
+    const wants = [];
+    let i = 0;
+    const ev = (u, type = 'note', extra = {}) => {
+        const e = { user_id: u, type, data: { ...(CRITICAL[type] || {}), i: i++ }, ...extra };
+        count.get(u).push(e.data.i);
+        return e;
+    };
+    const seqOf = (u) => count.get(u).length; // after ev(): the seq it will get
+    const ROUNDS = 12;
+    for (let r = 0; r < ROUNDS; r++) {
+        const u = users[r % LOOPS];
+        // A body for one user (its loop, wherever the socket was accepted).
+        frames.push(ev(u));
+        wants.push({ seq: seqOf(u), delivered: 1 });
+        // A split body: every loop, rotated.
+        const split = [];
+        const want = [];
+        for (let k = 0; k < LOOPS; k++) {
+            const v = users[(k + r) % LOOPS];
+            split.push(ev(v));
+            want.push({ seq: seqOf(v), delivered: 1 });
+        }
+        frames.push(split);
+        wants.push(want);
+        // A parked body: a run opened and closed on every loop's user.
+        const parked = [];
+        const pwant = [];
+        for (const v of users) {
+            parked.push(ev(v, 'agent_started', { run_id: `run-${r}-${v}` }));
+            pwant.push({ seq: seqOf(v), delivered: 1 });
+            parked.push(ev(v, 'agent_completed', { run_id: `run-${r}-${v}` }));
+            pwant.push({ seq: seqOf(v), delivered: 1 });
+        }
+        frames.push(parked);
+        wants.push(pwant);
+    }
+    for (const f of frames) a.send(f); // all before any answer
+    await waitFor(() => a.all.length >= frames.length, 10000, `${frames.length} answers`);
+    assert.equal(a.all.length, frames.length);
+    a.all.forEach((reply, n) => assert.deepEqual(reply, wants[n], `answer ${n}`));
+    for (let k = 0; k < LOOPS; k++) {
+        const mine = count.get(users[k]);
+        await conns[k].next((m) => m.seq === mine.length, 5000, `seq ${mine.length}`);
+        assert.deepEqual(gotOf(conns[k]), mine.map((x, n) => [n + 1, x]), `user ${k}: publish order`);
+    }
+    const s = await statsOnce(d.port);
+    const paths = s.cross_loop_bodies;
+    assert.equal(paths.split, ROUNDS, JSON.stringify(paths));
+    assert.equal(paths.parked, ROUNDS, JSON.stringify(paths));
+    // The socket's loop owns one user in four: the other single-user bodies went whole.
+    assert.equal(paths.forwarded, ROUNDS - ROUNDS / LOOPS, JSON.stringify(paths));
+});
+
+test('a body for the users of one other loop is checked there: direct messages and run rules refuse it whole, as on its own loop', async (t) => {
+    const d = await daemonFor(t, ARGS);
+    const users = Array.from({ length: LOOPS }, (_, k) => userOn(k, `fw${k}-`));
+    const conns = [];
+    for (const u of users) conns.push(closeAfter(t, await connect(d.port, { user_id: u })));
+    const a = closeAfter(t, await agentSocket(d.port));
+    const frames = [];
+    const wants = [];
+    for (let k = 0; k < LOOPS; k++) {
+        const u = users[k];
+        const run = `fwrun-${u}`;
+        // Another user's connection: not open for this one (404 at its index).
+        frames.push([
+            { user_id: u, type: 'note', data: { i: -1 } },
+            { user_id: u, type: 'hint', connection_id: conns[(k + 1) % LOOPS].connectionId, data: { i: -1 } },
+        ]);
+        wants.push({ error: 'connection_id: not open for this user', index: 1, status: 404 });
+        // A run never started: 409 at its index.
+        frames.push([
+            { user_id: u, type: 'note', data: { i: -1 } },
+            { user_id: u, type: 'agent_thinking', run_id: run, data: { ...CRITICAL.agent_thinking, i: -1 } },
+        ]);
+        wants.push({ error: 'run_id: run not open', index: 1, status: 409 });
+        // Then all is well: a direct message to its own connection, a run opened.
+        frames.push([
+            { user_id: u, type: 'hint', connection_id: conns[k].connectionId, data: { i: 1 } },
+            { user_id: u, type: 'agent_started', run_id: run, data: { ...CRITICAL.agent_started, i: 2 } },
+        ]);
+        wants.push([{ delivered: 1 }, { seq: 1, delivered: 1 }]);
+    }
+    for (const f of frames) a.send(f);
+    await waitFor(() => a.all.length >= frames.length, 10000, `${frames.length} answers`);
+    a.all.forEach((reply, n) => assert.deepEqual(reply, wants[n], `answer ${n}`));
+    for (let k = 0; k < LOOPS; k++) {
+        await conns[k].next((m) => m.seq === 1, 3000, 'seq 1');
+        await settleUnexpected(conns[k], 50);
+        assert.deepEqual(
+            conns[k].all.filter((m) => m.data && 'i' in m.data).map((m) => [m.type, m.data.i]),
+            [['hint', 1], ['agent_started', 2]],
+            `user ${k}: nothing of the refused bodies`,
+        );
+    }
+    const s = await statsOnce(d.port);
+    assert.equal(s.cross_loop_bodies.forwarded, 3 * (LOOPS - 1), JSON.stringify(s.cross_loop_bodies));
+    assert.equal(s.open_runs, LOOPS);
+});
+
+test('a body whose run ops are all for users of the receiving loop is split too, and still refused whole by their run rules', async (t) => {
+    const d = await daemonFor(t, ARGS);
+    const users = Array.from({ length: LOOPS }, (_, k) => userOn(k, `lr${k}-`));
+    const conns = [];
+    for (const u of users) conns.push(closeAfter(t, await connect(d.port, { user_id: u })));
+    const a = closeAfter(t, await agentSocket(d.port));
+    // The socket's loop: the one user whose body is not forwarded.
+    let home = -1;
+    for (let k = 0; k < LOOPS; k++) {
+        const before = (await statsOnce(d.port)).cross_loop_bodies.forwarded;
+        a.send({ user_id: users[k], type: 'note', data: { i: 0 } });
+        await a.next(() => true, 3000, 'answer');
+        if ((await statsOnce(d.port)).cross_loop_bodies.forwarded === before) home = k;
+    }
+    assert.ok(home >= 0, 'one loop publishes its own users');
+    const run = `lrrun-${users[home]}`;
+    const others = users.filter((_, k) => k !== home).map((u) => ({ user_id: u, type: 'note', data: { i: -1 } }));
+    a.send([...others, { user_id: users[home], type: 'agent_thinking', run_id: run, data: { ...CRITICAL.agent_thinking, i: -1 } }]);
+    assert.deepEqual(await a.next(() => true, 3000, 'refusal'), { error: 'run_id: run not open', index: LOOPS - 1, status: 409 });
+    a.send([{ user_id: users[home], type: 'agent_started', run_id: run, data: { ...CRITICAL.agent_started, i: 1 } }, ...others.map((e) => ({ ...e, data: { i: 1 } }))]);
+    assert.deepEqual(await a.next(() => true, 3000, 'answer'), Array.from({ length: LOOPS }, () => ({ seq: 2, delivered: 1 })));
+    for (const c of conns) {
+        await c.next((m) => m.seq === 2, 3000, 'seq 2');
+        await settleUnexpected(c, 50);
+        assert.deepEqual(c.all.filter((m) => m.seq).map((m) => m.data.i), [0, 1], 'nothing of the refused body');
+    }
+    const s = await statsOnce(d.port);
+    assert.deepEqual(s.cross_loop_bodies, { forwarded: LOOPS - 1, split: 1, parked: 0 });
+    assert.equal(s.open_runs, 1);
 });
