@@ -878,13 +878,44 @@ static int put_error(ac__sbuf_t *out, json_t *err, unsigned status, int with_sta
     return r;
 }
 
+/* An ac_emit() answered by the loop that owns its user: the callback gets what the reply
+ * says (status 0: out of memory there; AC__PUB_CLOSED: the loops ended first). */
+#define AC__PUB_CLOSED 1001u
+static void emit_answer(pend_t *p, unsigned status, const char *reply, size_t len)
+{
+    ac_publish_result_t res = {0};
+    json_t *j = status != 0 && status != AC__PUB_CLOSED ? json_loadb(reply, len, 0, NULL) : NULL;
+    const char *why = json_string_value(json_object_get(j, "error"));
+    int r = status == 200              ? 0
+            : status == 400            ? AC_EINVAL
+            : status == 404            ? AC_ENOENT
+            : status == 409            ? AC_ESTATE
+            : status == AC__PUB_CLOSED ? AC_ECLOSED
+                                       : AC_ENOMEM;
+
+    if (r == 0 && !json_is_object(j))
+        r = AC_ENOMEM;
+    if (r == 0) {
+        res.seq = (uint64_t)json_integer_value(json_object_get(j, "seq"));
+        res.delivered = (unsigned)json_integer_value(json_object_get(j, "delivered"));
+        res.duplicate = json_is_true(json_object_get(j, "duplicate"));
+    }
+    if (p->cb != NULL)
+        p->cb(p->s, r, r == 0 ? &res : NULL, r == 0 || why == NULL ? ac_strerror(r) : why,
+              p->cb_arg);
+    json_decref(j);
+}
+
 /* Answers a pend with a body's answer that another loop produced (status 0: out of
  * memory, the connection goes), like a broker's answer; frees it. Origin loop only. */
 static void pend_answer(pend_t *p, unsigned status, const char *reply, size_t len)
 {
     ac__conn_t *c = p->c;
 
-    if (p->kind == PEND_HTTP) {
+    if (p->kind == PEND_EMIT) {
+        emit_answer(p, status, reply, len);
+        pend_free(p);
+    } else if (p->kind == PEND_HTTP) {
         if (c != NULL) {
             c->pend = NULL;
             if (status == 0)
@@ -912,10 +943,12 @@ static void on_fwd_answer(ac__msg_t *m, void *arg, int status)
 {
     fwd_t *f = (fwd_t *)m;
 
-    if (status != 0)
-        pend_free(f->pend); /* the group is being freed: nobody is waiting any more */
-    else
+    if (status == 0)
         pend_answer(f->pend, f->status, f->reply, f->reply_len);
+    else if (f->pend->kind == PEND_EMIT)
+        pend_answer(f->pend, AC__PUB_CLOSED, NULL, 0); /* its callback is called once */
+    else
+        pend_free(f->pend); /* the group is being freed: nobody is waiting any more */
     free(f->reply);
     free(f);
 }
@@ -1506,7 +1539,7 @@ void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void
     item_t it;
     ac_publish_result_t res = {0};
     const char *why = NULL;
-    int st, r, parked = 0;
+    int st, r;
 
     if (s->shutting_down) {
         r = AC_ECLOSED;
@@ -1541,6 +1574,7 @@ void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void
     if (event->idempotency_key != NULL)
         json_object_set_new(obj, "idempotency_key", json_string(event->idempotency_key));
 
+    it.own = NULL;
     st = fields_from_json(obj, &it.f, &why);
     if (st == 0)
         st = validate(s, &it, &why);
@@ -1561,15 +1595,28 @@ void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void
         json_decref(obj);
         goto answer;
     }
-    if (st == 0 && it.own != s) {
-        size_t bad;
-        ac__group_park(s);
-        parked = 1;
-        s->bodies_parked++;
-        if (check_direct(s, &it, 1, &bad) != 0) {
-            st = 404;
-            why = "connection_id: not open for this user";
+    if (it.own != NULL && it.own != s && s->broker->vt->publish_batch == NULL) {
+        /* Another loop's user: that loop publishes it (its run and connection checks
+         * included) and the callback is called here with its answer, as a publisher socket's
+         * forwarded body is answered. A refused one goes too, so that a user's callbacks
+         * come in the order of the calls (the same FIFO queue), as with one loop. */
+        pend_t *p = pend_new(s, PEND_EMIT, NULL);
+        char *text = p != NULL ? json_dumps(obj, JSON_COMPACT) : NULL;
+        r = AC_ENOMEM;
+        if (text != NULL) {
+            p->cb = cb;
+            p->cb_arg = arg;
+            if (forward_body(s, it.own, text, strlen(text), 0, p) == 0) {
+                s->bodies_forwarded++;
+                free(text);
+                json_decref(obj);
+                return;
+            }
         }
+        free(text);
+        free(p);
+        json_decref(obj);
+        goto answer;
     }
     if (st == 0) {
         size_t bad;
@@ -1578,12 +1625,10 @@ void ac__emit_start(ac_server_t *s, const ac_event_t *event, ac_emit_cb cb, void
     if (st != 0) {
         r = st == 404 ? AC_ENOENT : st == 409 ? AC_ESTATE : st == 503 ? AC_ENOMEM : AC_EINVAL;
     } else {
-        r = execute(it.own, &it, ac__now_ms(), &res);
+        r = execute(s, &it, ac__now_ms(), &res);
         if (r == AC_ENOENT)
             why = "connection_id: not open for this user";
     }
-    if (parked)
-        ac__group_unpark(s);
     json_decref(obj);
 answer:
     if (r != 0 && ac__log_enabled(AC_LOG_DEBUG))

@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <uv.h>
 
+#include "net/conn.h"
 #include "net/inbox.h"
 #include "net/server.h"
 
