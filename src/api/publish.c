@@ -362,6 +362,37 @@ static int check_runs(ac_server_t *s, const item_t *items, size_t n, size_t *ind
     return st;
 }
 
+/* Room for the items of one loop out of n (sub) and their places in the body (at). 0, or
+ * 503 with *reason when out of memory (nothing kept). */
+static int sub_alloc(size_t n, item_t **sub, size_t **at, const char **reason)
+{
+    *sub = malloc(n * sizeof(**sub));
+    *at = malloc(n * sizeof(**at));
+    if (*sub == NULL || *at == NULL) {
+        free(*sub);
+        free(*at);
+        *reason = "out of memory";
+        return 503;
+    }
+    return 0;
+}
+
+/* The items of loop `own`, in the body's order, into sub with their places in at; returns
+ * how many. */
+static size_t items_of(const item_t *items, size_t n, const ac_server_t *own, item_t *sub,
+                       size_t *at)
+{
+    size_t m = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].own == own) {
+            sub[m] = items[i];
+            at[m++] = i;
+        }
+    }
+    return m;
+}
+
 static int check_runs_sharded(ac_server_t *s, const item_t *items, size_t n, size_t *index,
                               const char **reason)
 {
@@ -379,25 +410,13 @@ static int check_runs_sharded(ac_server_t *s, const item_t *items, size_t n, siz
     }
     if (loops == 1)
         return check_runs_one(s, items, n, index, reason);
-    sub = malloc(n * sizeof(*sub));
-    at = malloc(n * sizeof(*at));
-    if (sub == NULL || at == NULL) {
-        free(sub);
-        free(at);
-        *reason = "out of memory";
+    if (sub_alloc(n, &sub, &at, reason) != 0)
         return 503;
-    }
     for (unsigned k = 0; k < loops; k++) {
         ac_server_t *own = ac__group_shard(s, k);
-        size_t m = 0, bad = 0;
+        size_t m = items_of(items, n, own, sub, at), bad = 0;
         const char *why = NULL;
         int st;
-        for (size_t i = 0; i < n; i++) {
-            if (items[i].own == own) {
-                sub[m] = items[i];
-                at[m++] = i;
-            }
-        }
         if (m == 0)
             continue;
         st = check_runs_one(own, sub, m, &bad, &why);
@@ -1054,27 +1073,16 @@ static int check_runs_local(ac_server_t *s, const item_t *items, size_t n, size_
                             const char **reason)
 {
     item_t *sub;
-    size_t *at, m = 0, bad = 0;
+    size_t *at, m, bad = 0;
     int any = 0, st;
 
     for (size_t i = 0; i < n && !any; i++)
         any = items[i].own == s && items[i].op.run_id.p != NULL;
     if (!any)
         return 0;
-    sub = malloc(n * sizeof(*sub));
-    at = malloc(n * sizeof(*at));
-    if (sub == NULL || at == NULL) {
-        free(sub);
-        free(at);
-        *reason = "out of memory";
+    if (sub_alloc(n, &sub, &at, reason) != 0)
         return 503;
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (items[i].own == s) {
-            sub[m] = items[i];
-            at[m++] = i;
-        }
-    }
+    m = items_of(items, n, s, sub, at);
     st = check_runs(s, sub, m, &bad, reason);
     if (st != 0)
         *index = at[bad < m ? bad : 0];
