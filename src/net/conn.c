@@ -98,9 +98,22 @@ void ac__conn_expire(ac_server_t *s)
     while (c != NULL) {
         ac__conn_t *next = c->dl_next;
         if ((int32_t)(now - c->deadline) >= 0) {
-            if (c->state == AC__CONN_HTTP)
-                ac__log(AC_LOG_DEBUG, "event=http_timeout");
-            ac__conn_destroy(c);
+            if (c->state == AC__CONN_HTTP && c->pend != NULL) {
+                /* A whole request whose answer waits on the network (the connect proxy, the
+                 * signing keys, a broker, another loop) past --handshake-timeout: answered
+                 * 503 and closed; its late answer finds no connection. */
+                ac__log(AC_LOG_INFO, "event=http_wait_timeout");
+                s->handlers->on_conn_free(c);
+                ac__conn_respond_error(c, 503,
+                                       "timed out waiting for the answer (--handshake-timeout)",
+                                       "Retry-After: 1\r\n");
+                if (!ac__conn_gone(c))
+                    ac__conn_end(c);
+            } else {
+                if (c->state == AC__CONN_HTTP)
+                    ac__log(AC_LOG_DEBUG, "event=http_timeout");
+                ac__conn_destroy(c);
+            }
         }
         c = next;
     }

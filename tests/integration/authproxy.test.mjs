@@ -156,7 +156,7 @@ test('--auth=proxy: a browser Origin of another site is refused before the backe
     assert.equal(b.calls.length, 0);
 });
 
-test('an upgrade whose --handshake-timeout passes while the backend thinks: closed, the late answer dropped', async (t) => {
+test('an upgrade whose --handshake-timeout passes while the backend thinks: 503 with a JSON reason, closed, the late answer dropped', async (t) => {
     let release;
     const released = new Promise((resolve) => (release = resolve));
     const b = await backend(async (call) => {
@@ -171,12 +171,15 @@ test('an upgrade whose --handshake-timeout passes while the backend thinks: clos
     const sock = net.connect(d.port, '127.0.0.1');
     await new Promise((resolve, reject) => { sock.once('connect', resolve); sock.once('error', reject); });
     const closed = new Promise((resolve) => sock.on('close', resolve));
-    // Closed either way: a FIN, or a reset (an 'error' that 'close' follows).
-    sock.on('error', () => {});
-    sock.resume();
+    let answer = '';
+    sock.on('data', (s) => (answer += s));
+    sock.on('error', () => {}); // a reset after the answer would still be a close
     sock.write(upgradeRequest('/ws', { extra: 'Cookie: session=late\r\n' }));
     await waitFor(() => b.calls.length === 1, 5000, 'the call reaching the backend');
     await withTimeout(closed, 10000, 'the gateway closing the waiting connection at its deadline');
+    assert.match(answer, /^HTTP\/1\.1 503 /, answer);
+    assert.match(answer, /\r\nRetry-After: 1\r\n/i, answer);
+    assert.ok(answer.endsWith('{"error":"timed out waiting for the answer (--handshake-timeout)"}'), answer);
     release();
     // The gateway serves the next client; the ghost never became a user.
     const c = closeAfter(t, await connect(d.port, {}, withCookie('session=alice')));
