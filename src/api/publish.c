@@ -1374,8 +1374,8 @@ static unsigned publish_body(ac_server_t *s, const char *body, size_t len, int w
         goto done;
     }
     if (any_remote(s, items, n)) {
-        /* Users of other loops whose state decides (a run op or a direct message there, or
-         * ac_emit()): their state is used from here while they are parked. */
+        /* Users of other loops whose state decides (a run op or a direct message there):
+         * their state is used from here while they are parked. */
         size_t bad = 0;
         ac__group_park(s);
         parked = 1;
